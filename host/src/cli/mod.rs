@@ -1,0 +1,63 @@
+//! Command-line interface: clap definitions, turning flags into calls, and exit codes.
+//! One file per command group; this file only dispatches.
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{exit_code_for, ExitCode};
+
+/// Records and runs releases. Every phase is a sandboxed WebAssembly component.
+#[derive(Debug, Parser)]
+#[command(name = "stagecraft", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
+    /// The manifest (default: ./stagecraft.toml). Its directory is the project root.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
+    /// The state file (beats STAGECRAFT_STATE_FILE; default .stagecraft/releases.json under the
+    /// project root).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub state_file: Option<std::path::PathBuf>,
+    /// Show debug detail: plugin debug logs, durations, whether components came from the cache.
+    #[arg(long, short = 'v', global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+/// Parse the process arguments, run the command, and return its exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = match err.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                // Usage errors exit 1, so that 2 always means a phase failed.
+                _ => ExitCode::Invalid as i32,
+            };
+            let _ = err.print();
+            return code;
+        }
+    };
+    match run(cli) {
+        Ok(code) => code as i32,
+        Err(err) => {
+            eprintln!("Error: {err:#}");
+            exit_code_for(&err) as i32
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let Cli { global, command } = cli;
+    let _ = &global;
+    match command {}
+}

@@ -1,0 +1,1 @@
+//! Rendering for people (tables, one line per phase) and for machines (`--json`).

@@ -1,0 +1,1 @@
+//! The one phase executor shared by deploy and rollback.

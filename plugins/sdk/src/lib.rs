@@ -1,0 +1,1 @@
+//! Authoring crate for Stagecraft phase plugins.

@@ -1,0 +1,91 @@
+//! Shared harness for the end-to-end tests: locate the built `stagecraft` binary, make temporary
+//! projects, run commands and capture their output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `stagecraft` binary built by this same `cargo test` run (target/<profile>/stagecraft).
+///
+/// `cargo test` builds it because the `stagecraft` package has integration tests; the check
+/// below catches a stale binary left by a partial build (it must be at least as new as this
+/// test executable's copy of the library).
+pub fn stagecraft_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test>-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir.join(format!("stagecraft{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p stagecraft` (or the README's test command)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `stagecraft` command with a clean environment: no inherited STAGECRAFT_* variables, and
+/// its compiled-component cache under `target/` so tests share the cache but never the user's.
+pub fn stagecraft(cwd: &Path) -> Command {
+    let mut cmd = Command::new(stagecraft_bin());
+    cmd.current_dir(cwd);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("STAGECRAFT_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("STAGECRAFT_CACHE_DIR", shared_cache_dir());
+    cmd
+}
+
+/// The compiled-component cache shared by all tests: target/test-cache.
+pub fn shared_cache_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let target = exe.ancestors().nth(3).expect("target dir");
+    target.join("test-cache")
+}
+
+/// Output of a finished command, with helpers for assertions.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Run `stagecraft <args>` in `cwd` and collect its output.
+pub fn run(cwd: &Path, args: &[&str]) -> Run {
+    stagecraft(cwd)
+        .args(args)
+        .output()
+        .expect("spawn stagecraft")
+        .into()
+}
+
+/// The workspace root (for shipped fixtures and examples).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
