@@ -10,7 +10,10 @@
 //!   state-worker commit-loop <state-file>
 //!       forever: append the next number to `sequence` and add a release; prints `committed N`
 //!   state-worker lease <state-file> <env> [wait-ms]
-//!       takes the lease, prints `leased`, holds it until stdin closes
+//!       takes the lease, prints `leased <env>`, holds it until stdin closes
+//!   state-worker deploy-hang <state-file> <env>
+//!       takes the lease, adds a release whose `build` is running, prints `running <id>`, and
+//!       waits on stdin: a deploy caught mid-phase, for the parent to kill
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -101,6 +104,22 @@ fn run() -> anyhow::Result<()> {
             println!("leased {}", lease.environment());
             std::io::stdout().flush()?;
             // Hold the lease until the parent closes our stdin (or kills us).
+            let mut sink = String::new();
+            while std::io::stdin().lock().read_line(&mut sink)? > 0 {}
+            drop(lease);
+        }
+        "deploy-hang" => {
+            let env = arg(2)?.to_string();
+            let store = store()?;
+            let lease = store.lease(&env, Duration::ZERO)?;
+            let id = store.transact(|state| {
+                let id = add_release(state, &env, "v-hang");
+                let release = state.get_mut(&id).expect("just added");
+                release.phases.insert("build".into(), PhaseStatus::Running);
+                Ok(id)
+            })?;
+            println!("running {id}");
+            std::io::stdout().flush()?;
             let mut sink = String::new();
             while std::io::stdin().lock().read_line(&mut sink)? > 0 {}
             drop(lease);
