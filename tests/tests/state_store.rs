@@ -317,3 +317,38 @@ fn readers_never_see_a_partial_file() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Symlinks planted in the state directory cannot redirect a write outside it.
+#[test]
+fn planted_symlinks_cannot_redirect_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join(".stagecraft");
+    let outside = dir.path().join("precious.txt");
+    std::fs::write(&outside, "do not touch").unwrap();
+    let path = state_dir.join("releases.json");
+    let store = FileStore::open(path.clone()).unwrap();
+    add(&store, "rel-20261125-060000000", "prod");
+
+    // A temp-file name pointing outside: removed and recreated, never followed.
+    std::os::unix::fs::symlink(&outside, state_dir.join("releases.json.tmp")).unwrap();
+    add(&store, "rel-20261125-060000001", "prod");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "do not touch");
+    assert_eq!(store.read().unwrap().releases.len(), 2);
+
+    // The state file itself swapped for a symlink leading out of the directory: refused.
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&outside, &path).unwrap();
+    let err = store.read().unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot read state file {}: ", path.display())),
+        "{err}"
+    );
+    assert!(store
+        .transact(|s| {
+            s.releases.clear();
+            Ok(())
+        })
+        .is_err());
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "do not touch");
+}
