@@ -41,9 +41,8 @@ pub enum ReleasesCommand {
 
 pub fn run(global: &GlobalArgs, args: ReleasesArgs) -> anyhow::Result<ExitCode> {
     let store = state::open_store(global.state_file.as_deref(), &project_root(global)?)?;
-    let state = store
-        .read()
-        .with_context(|| format!("reading release history from {}", store.location()))?;
+    // The store's errors already name the file and what to do about it.
+    let state = store.read()?;
     let text = match args.command {
         ReleasesCommand::List { env, json } => {
             let env = env.map(|e| e.trim().to_string());

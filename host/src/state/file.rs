@@ -271,12 +271,7 @@ impl FileStore {
             let _ = dir.remove_file(&tmp_name);
             return Err(self.write_error("renaming the new version into place", e));
         }
-        rustix::fs::fsync(dir).map_err(|e| {
-            self.write_error(
-                "syncing the directory",
-                io::Error::from_raw_os_error(e.raw_os_error()),
-            )
-        })?;
+        sync_dir(dir).map_err(|e| self.write_error("syncing the directory", e))?;
         Ok(())
     }
 
@@ -452,6 +447,20 @@ fn flock_blocking(file: &cap_std::fs::File, op: FlockOperation) -> io::Result<()
             Err(e) => return Err(io::Error::from_raw_os_error(e.raw_os_error())),
         }
     }
+}
+
+/// fsync the directory so the renames are durable. cap-std's handle may be `O_PATH`, which
+/// cannot be synced, so open the directory itself for reading, relative to the handle.
+fn sync_dir(dir: &Dir) -> io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::fs::fsync(&fd)?;
+    Ok(())
 }
 
 fn remove_if_present(dir: &Dir, name: &str) -> io::Result<()> {

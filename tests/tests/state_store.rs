@@ -1,0 +1,354 @@
+//! The file store's guarantees: read-after-write across instances and processes, no lost updates
+//! under many concurrent writers, and the original-format file kept intact.
+
+mod state_common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+
+use serde_json::Value;
+use stagecraft::state::{FileStore, PhaseStatus, State, StateStore, StateStoreExt};
+use stagecraft_tests::{run, workspace_root};
+use state_common::*;
+
+fn add(store: &FileStore, id: &str, env: &str) {
+    store
+        .transact(|s| {
+            s.releases
+                .push(release(id, env, "v1", &all(PhaseStatus::Pending)));
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn read_after_write_across_two_instances_in_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/releases.json");
+    let a = FileStore::open(path.clone()).unwrap();
+    let b = FileStore::open(path.clone()).unwrap();
+    assert_eq!(a.read().unwrap(), State::default());
+    for i in 0..20u32 {
+        let (writer, reader) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let id = format!("rel-20261125-0600{i:02}000");
+        add(writer, &id, "prod");
+        let seen = reader.read().unwrap();
+        assert!(seen.get(&id).is_some(), "round {i}: {id} not visible");
+        assert_eq!(seen.serial, u64::from(i) * 2 + 1);
+        // A phase update through one instance is seen by the other at once: the seed's bug.
+        reader
+            .transact(|s| {
+                s.get_mut(&id)
+                    .unwrap()
+                    .phases
+                    .insert("build".into(), PhaseStatus::Completed);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            writer.read().unwrap().get(&id).unwrap().status_of("build"),
+            PhaseStatus::Completed
+        );
+        assert_eq!(writer.read().unwrap().serial, u64::from(i) * 2 + 2);
+    }
+}
+
+#[test]
+fn read_after_write_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("releases.json");
+    let store = FileStore::open(path.clone()).unwrap();
+    for i in 0..5 {
+        // Another process writes; this one reads.
+        let out = worker()
+            .args(["add", path.to_str().unwrap(), "prod", &format!("v{i}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert_eq!(
+            store.read().unwrap().get(&id).unwrap().version,
+            format!("v{i}")
+        );
+        // This process writes; another (the real binary) reads.
+        store
+            .transact(|s| {
+                let r = s.get_mut(&id).unwrap();
+                r.phases.insert("build".into(), PhaseStatus::Completed);
+                Ok(())
+            })
+            .unwrap();
+        let shown = run(
+            dir.path(),
+            &[
+                "releases",
+                "show",
+                &id,
+                "--json",
+                "--state-file",
+                path.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(shown.code, 0, "{shown:?}");
+        let v: Value = serde_json::from_str(&shown.stdout).unwrap();
+        assert_eq!(v["phases"][0]["name"], "build");
+        assert_eq!(v["phases"][0]["status"], "completed");
+    }
+}
+
+const PROCESSES: usize = 8;
+const THREADS: usize = 3;
+const TXNS: usize = 50;
+const ROUNDS: usize = 20;
+
+/// 8 processes x 3 threads (each its own store instance) x 50 increments of the thread's own
+/// counter, all released at once. A lost update would leave some counter short, or `serial`
+/// short of the number of commits.
+#[test]
+fn no_lost_updates_under_many_processes_and_threads() {
+    for round in 0..ROUNDS {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("releases.json");
+        let mut children: Vec<_> = (0..PROCESSES)
+            .map(|p| {
+                worker()
+                    .args([
+                        "hammer",
+                        path.to_str().unwrap(),
+                        &THREADS.to_string(),
+                        &TXNS.to_string(),
+                        &format!("p{p}"),
+                    ])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        // Every process is started before any begins, so they all contend.
+        for child in &mut children {
+            child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        }
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {out:?}");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+        }
+        let state = FileStore::open(path).unwrap().read().unwrap();
+        let counters = state.extra["counters"].as_object().unwrap();
+        assert_eq!(counters.len(), PROCESSES * THREADS, "round {round}");
+        for (key, value) in counters {
+            assert_eq!(value.as_u64(), Some(TXNS as u64), "round {round}: {key}");
+        }
+        assert_eq!(
+            state.serial,
+            (PROCESSES * THREADS * TXNS) as u64,
+            "round {round}"
+        );
+        assert_eq!(state.format_version, Some(2));
+    }
+}
+
+#[test]
+fn reading_never_creates_anything_and_the_first_write_creates_private_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join(".stagecraft");
+    let listed = run(dir.path(), &["releases", "list"]);
+    assert_eq!(
+        (listed.code, listed.stdout.as_str()),
+        (0, "No releases found\n")
+    );
+    assert!(
+        !state_dir.exists(),
+        "reading created {}",
+        state_dir.display()
+    );
+
+    let path = state_dir.join("releases.json");
+    let store = FileStore::open(path.clone()).unwrap();
+    assert!(store.read().unwrap().releases.is_empty());
+    assert!(!state_dir.exists());
+    add(&store, "rel-20261125-060000000", "prod");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state_dir), 0o700);
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&state_dir.join("releases.json.lock")), 0o600);
+    // The default location is the one `releases` reads.
+    let listed = run(dir.path(), &["releases", "list", "--json"]);
+    let v: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(v[0]["id"], "rel-20261125-060000000");
+    // The second commit keeps the first version as .bak, byte for byte.
+    let first = bytes(&path).unwrap();
+    add(&store, "rel-20261125-060000001", "prod");
+    assert_eq!(bytes(&state_dir.join("releases.json.bak")).unwrap(), first);
+    assert_eq!(mode(&state_dir.join("releases.json.bak")), 0o600);
+    let names: Vec<String> = std::fs::read_dir(&state_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.ends_with(".tmp")),
+        "temp files left: {names:?}"
+    );
+}
+
+#[test]
+fn a_failing_transaction_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("releases.json");
+    let store = FileStore::open(path.clone()).unwrap();
+    add(&store, "rel-20261125-060000000", "prod");
+    let before = bytes(&path).unwrap();
+    let err = store
+        .transact(|s| -> anyhow::Result<()> {
+            s.releases.clear();
+            anyhow::bail!("changed my mind")
+        })
+        .unwrap_err();
+    assert_eq!(err.to_string(), "changed my mind");
+    // A closure that breaks an invariant is refused too, before anything is written.
+    let err = store
+        .transact(|s| {
+            let copy = s.releases[0].clone();
+            s.releases.push(copy);
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("refusing to commit an invalid state")
+            && err.to_string().contains("duplicate release id"),
+        "{err}"
+    );
+    assert_eq!(bytes(&path).unwrap(), before);
+}
+
+/// The hand-written original-format file (tests/fixtures/v1-releases.json) reads unchanged and
+/// keeps every field, known or not, through our first write.
+#[test]
+fn an_original_file_survives_a_write_with_every_field_intact() {
+    let fixture = workspace_root().join("tests/fixtures/v1-releases.json");
+    let original_bytes = std::fs::read(&fixture).unwrap();
+    let original: Value = serde_json::from_slice(&original_bytes).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("releases.json");
+    std::fs::write(&path, &original_bytes).unwrap();
+
+    let out = worker()
+        .args(["add", path.to_str().unwrap(), "prod", "v2.0.0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let new_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let written: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(written["format_version"], 2);
+    assert_eq!(written["serial"], 1);
+    assert!(written["lineage"].as_str().is_some_and(|l| l.len() == 36));
+    assert_eq!(
+        written["notes"], original["notes"],
+        "top-level unknown field"
+    );
+    let old = original["releases"].as_array().unwrap();
+    let new = written["releases"].as_array().unwrap();
+    assert_eq!(new.len(), old.len() + 1);
+    for (o, n) in old.iter().zip(new) {
+        for (key, value) in o.as_object().unwrap() {
+            assert_eq!(&n[key], value, "release {} field {key}", o["id"]);
+        }
+    }
+    // The new release follows the environment's current one.
+    assert_eq!(new[old.len()]["previous_id"], "rel-20240303-080000456");
+    assert_eq!(
+        std::fs::read(dir.path().join("releases.json.bak")).unwrap(),
+        original_bytes
+    );
+    let listed = run(
+        dir.path(),
+        &[
+            "releases",
+            "list",
+            "--env",
+            "prod",
+            "--state-file",
+            path.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let ids: Vec<&str> = listed
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            new_id.as_str(),
+            "rel-20240303-080000456",
+            "rel-20240302-090000123"
+        ]
+    );
+}
+
+/// Concurrent readers always see a whole file while a writer commits in a loop.
+#[test]
+fn readers_never_see_a_partial_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("releases.json");
+    let mut child = worker()
+        .args(["commit-loop", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let store = FileStore::open(path).unwrap();
+    let mut last_serial = 0;
+    for _ in 0..200 {
+        let line = lines.next().unwrap().unwrap();
+        assert!(line.starts_with("committed "), "{line}");
+        let state = store.read().unwrap();
+        assert!(state.serial >= last_serial, "serial went back");
+        assert_eq!(state.releases.len() as u64, state.serial);
+        last_serial = state.serial;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Symlinks planted in the state directory cannot redirect a write outside it.
+#[test]
+fn planted_symlinks_cannot_redirect_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join(".stagecraft");
+    let outside = dir.path().join("precious.txt");
+    std::fs::write(&outside, "do not touch").unwrap();
+    let path = state_dir.join("releases.json");
+    let store = FileStore::open(path.clone()).unwrap();
+    add(&store, "rel-20261125-060000000", "prod");
+
+    // A temp-file name pointing outside: removed and recreated, never followed.
+    std::os::unix::fs::symlink(&outside, state_dir.join("releases.json.tmp")).unwrap();
+    add(&store, "rel-20261125-060000001", "prod");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "do not touch");
+    assert_eq!(store.read().unwrap().releases.len(), 2);
+
+    // The state file itself swapped for a symlink leading out of the directory: refused.
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&outside, &path).unwrap();
+    let err = store.read().unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot read state file {}: ", path.display())),
+        "{err}"
+    );
+    assert!(store
+        .transact(|s| {
+            s.releases.clear();
+            Ok(())
+        })
+        .is_err());
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "do not touch");
+}
