@@ -98,6 +98,11 @@ pub(crate) fn wasi_context(
         }
         Box::pin(async { false })
     });
+    // Socket *creation* is allowed so that every bind/connect/send reaches the check above
+    // (which refuses all of them); with TCP/UDP switched off the guest would only see a bare
+    // "permission denied" and the log would not say why.
+    builder.allow_tcp(true);
+    builder.allow_udp(true);
     builder.allow_ip_name_lookup(false);
     Ok(builder.build())
 }
