@@ -1,6 +1,8 @@
 //! Command-line interface: clap definitions, turning flags into calls, and exit codes.
 //! One file per command group; this file only dispatches.
 
+pub mod releases;
+
 use clap::{Parser, Subcommand};
 
 use crate::error::{exit_code_for, ExitCode};
@@ -31,7 +33,10 @@ pub struct GlobalArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Show the release history: `releases list`, `releases show <id>`.
+    Releases(releases::ReleasesArgs),
+}
 
 /// Parse the process arguments, run the command, and return its exit code.
 pub fn main() -> i32 {
@@ -59,5 +64,7 @@ pub fn main() -> i32 {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let Cli { global, command } = cli;
     let _ = &global;
-    match command {}
+    match command {
+        Command::Releases(args) => releases::run(&global, args),
+    }
 }

@@ -1,2 +1,425 @@
 //! `stagecraft.toml`: environments, the pipeline, per-phase plugins, grants and limits, and the
-//! state backend, parsed once into a validated model.
+//! state backend, parsed once into a validated model. Nothing downstream re-parses strings.
+//!
+//! Every error names the file, line and column, and says how to fix it.
+
+mod raw;
+mod units;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::input_error;
+use crate::plugin::{Grants, Limits, PluginSource};
+use crate::state::CANONICAL_PHASES;
+
+pub use units::{parse_duration, parse_size};
+
+/// The file name looked up in the working directory when `--config` is not given.
+pub const MANIFEST_NAME: &str = "stagecraft.toml";
+
+/// A validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The manifest file as given (for messages).
+    pub path: PathBuf,
+    /// The manifest's directory, absolute: relative plugin paths and grants resolve against it.
+    pub project_root: PathBuf,
+    pub environments: BTreeMap<String, Environment>,
+    /// Phase names in run order.
+    pub pipeline: Vec<String>,
+    /// Configured phases; a pipeline phase without an entry is skipped ("no plugin configured").
+    pub phases: BTreeMap<String, PhaseSpec>,
+    pub state: StateBackend,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    pub vars: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PhaseSpec {
+    /// As written: `builtin:exec`, `plugins/rollout.wasm`. Recorded in the release.
+    pub plugin_ref: String,
+    pub source: PluginSource,
+    pub config: BTreeMap<String, String>,
+    /// Resolved to absolute paths under the project root.
+    pub grants: Grants,
+    pub limits: Limits,
+    /// Where each grant path was written, to point at it if a later check refuses it.
+    pub grant_locations: Vec<(PathBuf, String)>,
+}
+
+/// Where release history lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateBackend {
+    /// `.stagecraft/releases.json` (or `--state-file` / `STAGECRAFT_STATE_FILE`).
+    File,
+    /// PostgreSQL; the URL comes from the named environment variable, never from the manifest.
+    Postgres { url_env: String },
+}
+
+/// The built-in plugins this binary embeds.
+pub const BUILTIN_PLUGINS: [&str; 4] = ["noop", "exec", "render", "switch"];
+
+/// Environment names: also used in lock file names, so kept to a safe alphabet.
+pub fn valid_environment_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && name.len() <= 64
+}
+
+/// Phase names: `[a-z][a-z0-9_]*`.
+pub fn valid_phase_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 64
+}
+
+/// Find the manifest: `--config` if given, else `./stagecraft.toml`.
+pub fn locate(config_flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match config_flag {
+        Some(path) => {
+            if path.is_file() {
+                Ok(path.to_path_buf())
+            } else {
+                Err(input_error(format!(
+                    "manifest {} not found; check the --config path",
+                    path.display()
+                )))
+            }
+        }
+        None => {
+            let path = PathBuf::from(MANIFEST_NAME);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(input_error(format!(
+                    "no {MANIFEST_NAME} in this directory; run `stagecraft init` to create one, \
+                     or pass --config <path>"
+                )))
+            }
+        }
+    }
+}
+
+/// Load and validate the manifest at `path`.
+pub fn load(path: &Path) -> anyhow::Result<Manifest> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| input_error(format!("cannot read manifest {}: {e}", path.display())))?;
+    let root = path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."));
+    let project_root = std::path::absolute(root)
+        .map_err(|e| input_error(format!("cannot resolve {}: {e}", root.display())))?;
+    parse(&text, path, &project_root)
+}
+
+/// Parse and validate manifest text. `path` is only used in messages.
+pub fn parse(text: &str, path: &Path, project_root: &Path) -> anyhow::Result<Manifest> {
+    let at = Locator { text, path };
+    let raw: raw::RawManifest = toml::from_str(text).map_err(|e| {
+        let msg = e.message().trim_end().to_string();
+        let hint = unknown_key_hint(&msg);
+        input_error(at.message(e.span(), &format!("{msg}{hint}")))
+    })?;
+
+    if raw.environments.is_empty() {
+        return Err(input_error(format!(
+            "{}: no environments defined; add one, e.g.\n\n[environments.staging]\n",
+            path.display()
+        )));
+    }
+    let mut environments = BTreeMap::new();
+    for (name, env) in raw.environments {
+        if !valid_environment_name(name.get_ref()) {
+            return Err(input_error(at.message(
+                Some(name.span()),
+                &format!(
+                    "invalid environment name {:?}: use lowercase letters, digits, '-' and '_'",
+                    name.get_ref()
+                ),
+            )));
+        }
+        environments.insert(name.into_inner(), Environment { vars: env.vars });
+    }
+
+    let pipeline: Vec<String> = match &raw.pipeline {
+        None => CANONICAL_PHASES.iter().map(|s| s.to_string()).collect(),
+        Some(p) => {
+            if p.phases.get_ref().is_empty() {
+                return Err(input_error(at.message(
+                    Some(p.phases.span()),
+                    "[pipeline] phases must not be empty",
+                )));
+            }
+            let mut out: Vec<String> = Vec::new();
+            for name in p.phases.get_ref() {
+                if !valid_phase_name(name.get_ref()) {
+                    return Err(input_error(at.message(
+                        Some(name.span()),
+                        &format!(
+                            "invalid phase name {:?}: phase names match [a-z][a-z0-9_]*",
+                            name.get_ref()
+                        ),
+                    )));
+                }
+                if out.contains(name.get_ref()) {
+                    return Err(input_error(at.message(
+                        Some(name.span()),
+                        &format!(
+                            "phase {:?} is listed twice in [pipeline] phases",
+                            name.get_ref()
+                        ),
+                    )));
+                }
+                out.push(name.get_ref().clone());
+            }
+            out
+        }
+    };
+
+    let mut phases = BTreeMap::new();
+    for (name, spec) in raw.phases {
+        if !pipeline.contains(name.get_ref()) {
+            let listed = pipeline.join(", ");
+            let fix = if raw.pipeline.is_some() {
+                "add it to [pipeline] phases"
+            } else {
+                "declare a custom order with [pipeline] phases = [...]"
+            };
+            return Err(input_error(at.message(
+                Some(name.span()),
+                &format!(
+                    "unknown phase {:?}; the pipeline's phases are: {listed} ({fix}, or fix the \
+                     name)",
+                    name.get_ref()
+                ),
+            )));
+        }
+        let phase = build_phase(&at, project_root, spec)?;
+        phases.insert(name.into_inner(), phase);
+    }
+
+    let state = match raw.state {
+        None => StateBackend::File,
+        Some(s) => match s.backend.get_ref().as_str() {
+            "file" => {
+                if let Some(url_env) = s.url_env {
+                    return Err(input_error(at.message(
+                        Some(url_env.span()),
+                        "url_env only applies to backend = \"postgres\"",
+                    )));
+                }
+                StateBackend::File
+            }
+            "postgres" => StateBackend::Postgres {
+                url_env: s
+                    .url_env
+                    .map(|v| v.into_inner())
+                    .unwrap_or_else(|| "STAGECRAFT_DATABASE_URL".into()),
+            },
+            other => {
+                return Err(input_error(at.message(
+                    Some(s.backend.span()),
+                    &format!("unknown state backend {other:?}; use \"file\" or \"postgres\""),
+                )))
+            }
+        },
+    };
+
+    Ok(Manifest {
+        path: path.to_path_buf(),
+        project_root: project_root.to_path_buf(),
+        environments,
+        pipeline,
+        phases,
+        state,
+    })
+}
+
+fn build_phase(at: &Locator, root: &Path, spec: raw::RawPhase) -> anyhow::Result<PhaseSpec> {
+    let plugin_ref = spec.plugin.get_ref().trim().to_string();
+    let source = if let Some(name) = plugin_ref.strip_prefix("builtin:") {
+        if !BUILTIN_PLUGINS.contains(&name) {
+            return Err(input_error(at.message(
+                Some(spec.plugin.span()),
+                &format!(
+                    "unknown built-in plugin {plugin_ref:?}; built-ins are: {}",
+                    BUILTIN_PLUGINS.map(|b| format!("builtin:{b}")).join(", ")
+                ),
+            )));
+        }
+        PluginSource::Builtin(name.to_string())
+    } else {
+        let file = root.join(&plugin_ref);
+        if !file.is_file() {
+            return Err(input_error(at.message(
+                Some(spec.plugin.span()),
+                &format!(
+                    "plugin file {plugin_ref:?} not found (looked for {}); build it first, or fix \
+                     the path (relative to the manifest's directory)",
+                    file.display()
+                ),
+            )));
+        }
+        PluginSource::File(file)
+    };
+
+    let mut limits = Limits::default();
+    if let Some(t) = &spec.timeout {
+        limits.timeout = parse_duration(t.get_ref())
+            .map_err(|e| input_error(at.message(Some(t.span()), &format!("timeout: {e}"))))?;
+        limits.timeout_text = t.get_ref().trim().to_string();
+    }
+    if let Some(m) = &spec.memory {
+        limits.memory_bytes = parse_size(m.get_ref())
+            .map_err(|e| input_error(at.message(Some(m.span()), &format!("memory: {e}"))))?;
+        limits.memory_text = m.get_ref().trim().to_string();
+    }
+
+    let mut grants = Grants::default();
+    let mut grant_locations = Vec::new();
+    for (list, out, kind) in [
+        (&spec.grants.read, &mut grants.read, "read"),
+        (&spec.grants.write, &mut grants.write, "write"),
+    ] {
+        for p in list {
+            let resolved = resolve_grant_path(root, p.get_ref()).map_err(|e| {
+                input_error(at.message(
+                    Some(p.span()),
+                    &format!("{kind} grant {:?}: {e}", p.get_ref()),
+                ))
+            })?;
+            grant_locations.push((resolved.clone(), at.position(p.span())));
+            out.push(resolved);
+        }
+    }
+    for name in &spec.grants.env {
+        let ok = !name.get_ref().is_empty()
+            && name
+                .get_ref()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(input_error(at.message(
+                Some(name.span()),
+                &format!("env grant {:?} is not a variable name", name.get_ref()),
+            )));
+        }
+        grants.env.push(name.get_ref().clone());
+    }
+    for prog in &spec.grants.exec {
+        let p = prog.get_ref();
+        if p.is_empty() || p.contains('/') {
+            return Err(input_error(at.message(
+                Some(prog.span()),
+                &format!("exec grant {p:?} must be a program name looked up on PATH, not a path"),
+            )));
+        }
+        grants.exec.push(p.clone());
+    }
+
+    Ok(PhaseSpec {
+        plugin_ref,
+        source,
+        config: spec.config,
+        grants,
+        limits,
+        grant_locations,
+    })
+}
+
+/// Resolve a grant path against the project root, lexically (it need not exist yet). `..` may
+/// not climb above the root; absolute paths are taken as they are.
+fn resolve_grant_path(root: &Path, written: &str) -> Result<PathBuf, String> {
+    if written.trim().is_empty() {
+        return Err("empty path".into());
+    }
+    let path = Path::new(written);
+    if path.is_absolute() {
+        return Ok(normalize(path));
+    }
+    let mut out = root.to_path_buf();
+    let mut depth = 0usize;
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if depth == 0 {
+                    return Err(
+                        "climbs out of the project root with '..'; grant a path inside \
+                                the project, or an absolute path"
+                            .into(),
+                    );
+                }
+                depth -= 1;
+                out.pop();
+            }
+            Component::Normal(part) => {
+                depth += 1;
+                out.push(part);
+            }
+            Component::RootDir | Component::Prefix(_) => unreachable!("relative path"),
+        }
+    }
+    Ok(out)
+}
+
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn unknown_key_hint(msg: &str) -> &'static str {
+    if msg.starts_with("unknown field") {
+        "\nsee docs/manifest.md for every key"
+    } else {
+        ""
+    }
+}
+
+/// Turns byte spans into `file:line:column` for messages.
+struct Locator<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Locator<'_> {
+    fn position(&self, span: Range<usize>) -> String {
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("{}:{line}:{col}", self.path.display())
+    }
+
+    fn message(&self, span: Option<Range<usize>>, msg: &str) -> String {
+        match span {
+            Some(span) => format!("{}: {msg}", self.position(span)),
+            None => format!("{}: {msg}", self.path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

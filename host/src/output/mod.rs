@@ -1,1 +1,3 @@
 //! Rendering for people (tables, one line per phase) and for machines (`--json`).
+
+pub mod releases;

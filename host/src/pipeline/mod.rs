@@ -1,1 +1,343 @@
 //! The one phase executor shared by deploy and rollback.
+//!
+//! Under the environment's lease: one transaction creates the release with every phase
+//! `pending`; then, per phase, a transaction marks it `running`, the plugin runs in its sandbox,
+//! and a transaction records `completed` / `skipped` / `failed` with its details. A failure marks
+//! every later phase `skipped` in the same transaction. A status write that fails stops
+//! everything at once: nothing more runs.
+
+mod interrupt;
+mod rollback;
+
+pub use rollback::{resolve_target, TargetSelector};
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::error::PhaseFailed;
+use crate::manifest::{Manifest, PhaseSpec};
+use crate::plugin::{
+    LogSink, Operation as PluginOperation, Outcome, PhaseContext, PhaseFailure, PhaseReport,
+    ReleaseInfo, RollbackTarget, Sandbox,
+};
+use crate::state::{
+    Operation, PhaseDetail, PhaseStatus, Release, StateStore, StateStoreExt, Timestamp,
+};
+
+/// Loads and runs plugins. The real one is [`crate::plugin::PluginHost`]; tests script one.
+pub trait Runner {
+    type Loaded;
+    /// Load (compile, or fetch from the cache) the plugin a phase uses.
+    fn load(&self, spec: &PhaseSpec) -> anyhow::Result<Self::Loaded>;
+    /// The sha256 of the component, hex.
+    fn digest(&self, loaded: &Self::Loaded) -> String;
+    /// Whether `load` found it in the compiled-component cache.
+    fn was_cached(&self, loaded: &Self::Loaded) -> bool;
+    /// Run one phase in a fresh sandbox.
+    fn run(
+        &self,
+        loaded: &Self::Loaded,
+        ctx: &PhaseContext,
+        sandbox: &Sandbox,
+        sink: &dyn LogSink,
+    ) -> Result<PhaseReport, PhaseFailure>;
+}
+
+/// What the pipeline tells the user as it goes. Rendering lives in `output`.
+pub trait Events: Sync {
+    fn plugin_loaded(&self, phase: &str, plugin: &str, cached: bool, took: Duration);
+    fn release_created(&self, release: &Release);
+    fn phase_started(&self, phase: &str, plugin: &str);
+    fn phase_finished(&self, phase: &str, status: PhaseStatus, detail: &PhaseDetail);
+    /// Where a running phase's log lines go (already tagged with phase and plugin).
+    fn log_sink(&self, phase: &str, plugin: &str) -> Box<dyn LogSink + '_>;
+}
+
+/// What to release.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub environment: String,
+    pub version: String,
+    pub commit: String,
+    pub operation: Operation,
+    /// For a rollback: the validated target.
+    pub rollback_target: Option<Release>,
+}
+
+/// Plugins loaded for every configured phase, before anything is written: a plugin that cannot
+/// be loaded stops the command before a release exists.
+pub struct LoadedPhases<L> {
+    by_phase: BTreeMap<String, L>,
+}
+
+/// Load every configured phase's plugin, in pipeline order.
+pub fn load_plugins<R: Runner>(
+    manifest: &Manifest,
+    runner: &R,
+    events: &dyn Events,
+) -> anyhow::Result<LoadedPhases<R::Loaded>> {
+    let mut by_phase = BTreeMap::new();
+    for phase in &manifest.pipeline {
+        let Some(spec) = manifest.phases.get(phase) else {
+            continue;
+        };
+        let started = std::time::Instant::now();
+        let loaded = runner.load(spec).map_err(|e| {
+            crate::error::input_error(format!(
+                "phase {phase}: plugin {} cannot be loaded: {e:#}",
+                spec.plugin_ref
+            ))
+        })?;
+        events.plugin_loaded(
+            phase,
+            &spec.plugin_ref,
+            runner.was_cached(&loaded),
+            started.elapsed(),
+        );
+        by_phase.insert(phase.clone(), loaded);
+    }
+    Ok(LoadedPhases { by_phase })
+}
+
+/// Runs one release through the manifest's pipeline.
+pub struct Pipeline<'a, R: Runner> {
+    pub manifest: &'a Manifest,
+    pub store: &'a dyn StateStore,
+    pub runner: &'a R,
+    pub events: &'a dyn Events,
+}
+
+impl<R: Runner> Pipeline<'_, R> {
+    /// Create the release and run its phases. The caller holds the environment's lease.
+    /// Returns the final release record; a failed phase is an error of type [`PhaseFailed`]
+    /// (the record is already written).
+    pub fn execute(
+        &self,
+        loaded: &LoadedPhases<R::Loaded>,
+        req: &Request,
+    ) -> anyhow::Result<Release> {
+        let release = self.create_release(req)?;
+        self.events.release_created(&release);
+        interrupt::Guard::run(self.store, &release.id, |guard| {
+            self.run_phases(guard, loaded, req, &release)
+        })
+    }
+
+    fn run_phases(
+        &self,
+        guard: &interrupt::Guard<'_>,
+        loaded: &LoadedPhases<R::Loaded>,
+        req: &Request,
+        release: &Release,
+    ) -> anyhow::Result<Release> {
+        let mut earlier_outputs: Vec<(String, BTreeMap<String, String>)> = Vec::new();
+        let mut last = release.clone();
+        for phase in &self.manifest.pipeline {
+            let Some(spec) = self.manifest.phases.get(phase) else {
+                let detail = PhaseDetail {
+                    summary: Some("no plugin configured".into()),
+                    ..PhaseDetail::default()
+                };
+                last = guard.record(|s| {
+                    finish_phase(s, release, phase, PhaseStatus::Skipped, detail.clone())
+                })?;
+                self.events
+                    .phase_finished(phase, PhaseStatus::Skipped, &detail);
+                continue;
+            };
+            let plugin = loaded
+                .by_phase
+                .get(phase)
+                .expect("every configured phase was loaded");
+            let digest = self.runner.digest(plugin);
+            let started = Timestamp::now();
+            let start_detail = PhaseDetail {
+                plugin: Some(spec.plugin_ref.clone()),
+                plugin_digest: Some(digest),
+                started_at: Some(started.as_str().to_string()),
+                ..PhaseDetail::default()
+            };
+            guard.begin(phase, |s| {
+                let r = release_mut(s, release)?;
+                r.phases.insert(phase.clone(), PhaseStatus::Running);
+                r.phase_details.insert(phase.clone(), start_detail.clone());
+                Ok(())
+            })?;
+            self.events.phase_started(phase, &spec.plugin_ref);
+
+            let ctx = self.context(phase, spec, release, req, &earlier_outputs);
+            let sandbox = Sandbox {
+                project_root: self.manifest.project_root.clone(),
+                grants: spec.grants.clone(),
+                limits: spec.limits.clone(),
+            };
+            let sink = self.events.log_sink(phase, &spec.plugin_ref);
+            let clock = std::time::Instant::now();
+            let result = self.runner.run(plugin, &ctx, &sandbox, sink.as_ref());
+            drop(sink);
+            let mut detail = start_detail.clone();
+            detail.finished_at = Some(Timestamp::now().as_str().to_string());
+            detail.duration_ms = Some(clock.elapsed().as_millis() as u64);
+
+            match result {
+                Ok(report) => {
+                    let status = match &report.outcome {
+                        Outcome::Completed => PhaseStatus::Completed,
+                        Outcome::Skipped(_) => PhaseStatus::Skipped,
+                    };
+                    detail.summary = Some(match &report.outcome {
+                        Outcome::Completed => report.summary.clone(),
+                        Outcome::Skipped(reason) if report.summary.is_empty() => reason.clone(),
+                        Outcome::Skipped(reason) => format!("{reason}: {}", report.summary),
+                    });
+                    detail.outputs = report.outputs.clone();
+                    last = guard
+                        .record(|s| finish_phase(s, release, phase, status, detail.clone()))?;
+                    self.events.phase_finished(phase, status, &detail);
+                    if status == PhaseStatus::Completed {
+                        earlier_outputs.push((phase.clone(), report.outputs));
+                    }
+                }
+                Err(failure) => {
+                    detail.error = Some(failure.to_string());
+                    if let PhaseFailure::Limit { limit, .. } = &failure {
+                        detail.limit = Some(limit.as_str().to_string());
+                    }
+                    if let PhaseFailure::Guest {
+                        details: Some(more),
+                        ..
+                    } = &failure
+                    {
+                        detail
+                            .extra
+                            .insert("error_details".into(), more.clone().into());
+                    }
+                    guard.record(|s| {
+                        finish_phase(s, release, phase, PhaseStatus::Failed, detail.clone())
+                    })?;
+                    self.events
+                        .phase_finished(phase, PhaseStatus::Failed, &detail);
+                    return Err(PhaseFailed {
+                        release_id: release.id.to_string(),
+                        phase: phase.clone(),
+                        reason: failure.to_string(),
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(last)
+    }
+
+    fn create_release(&self, req: &Request) -> anyhow::Result<Release> {
+        let pipeline = self.manifest.pipeline.clone();
+        self.store.transact(|state| {
+            let now = OffsetDateTime::now_utc();
+            let id = state.allocate_release_id(now);
+            let previous_id = state.current(&req.environment).map(|r| r.id.clone());
+            let release = Release {
+                id,
+                environment: req.environment.clone(),
+                version: req.version.clone(),
+                commit_sha: req.commit.clone(),
+                timestamp: Timestamp::from_datetime(now),
+                phases: pipeline
+                    .iter()
+                    .map(|p| (p.clone(), PhaseStatus::Pending))
+                    .collect(),
+                previous_id,
+                operation: Some(req.operation),
+                rollback_target: req.rollback_target.as_ref().map(|t| t.id.clone()),
+                pipeline: pipeline.clone(),
+                phase_details: BTreeMap::new(),
+                extra: Default::default(),
+            };
+            state.releases.push(release.clone());
+            Ok(release)
+        })
+    }
+
+    fn context(
+        &self,
+        phase: &str,
+        spec: &PhaseSpec,
+        release: &Release,
+        req: &Request,
+        earlier_outputs: &[(String, BTreeMap<String, String>)],
+    ) -> PhaseContext {
+        PhaseContext {
+            phase: phase.to_string(),
+            operation: match req.operation {
+                Operation::Deploy => PluginOperation::Deploy,
+                Operation::Rollback => PluginOperation::Rollback,
+            },
+            release: ReleaseInfo {
+                id: release.id.to_string(),
+                environment: release.environment.clone(),
+                version: release.version.clone(),
+                commit: release.commit_sha.clone(),
+                previous_id: release.previous_id.as_ref().map(|p| p.to_string()),
+            },
+            rollback_target: req.rollback_target.as_ref().map(|t| RollbackTarget {
+                release_id: t.id.to_string(),
+                version: t.version.clone(),
+                commit: t.commit_sha.clone(),
+            }),
+            config: spec.config.clone(),
+            vars: self
+                .manifest
+                .environments
+                .get(&req.environment)
+                .map(|e| e.vars.clone())
+                .unwrap_or_default(),
+            earlier_outputs: earlier_outputs.to_vec(),
+        }
+    }
+}
+
+fn release_mut<'s>(
+    state: &'s mut crate::state::State,
+    release: &Release,
+) -> anyhow::Result<&'s mut Release> {
+    state.get_mut(release.id.as_str()).ok_or_else(|| {
+        crate::state::StateError::new(format!(
+            "release {} disappeared from the state while it was running; another tool edited \
+             the state",
+            release.id
+        ))
+        .into()
+    })
+}
+
+/// Record a phase's end; a failure also skips every later phase that has not run.
+fn finish_phase(
+    state: &mut crate::state::State,
+    release: &Release,
+    phase: &str,
+    status: PhaseStatus,
+    detail: PhaseDetail,
+) -> anyhow::Result<Release> {
+    let r = release_mut(state, release)?;
+    r.phases.insert(phase.to_string(), status);
+    r.phase_details.insert(phase.to_string(), detail);
+    if status == PhaseStatus::Failed {
+        let order = r.phase_order();
+        let at = order.iter().position(|p| p == phase).unwrap_or(order.len());
+        for later in &order[at + 1..] {
+            if matches!(
+                r.status_of(later),
+                PhaseStatus::Pending | PhaseStatus::Running
+            ) {
+                r.phases.insert(later.clone(), PhaseStatus::Skipped);
+                r.phase_details.entry(later.clone()).or_default().summary =
+                    Some(format!("skipped: {phase} failed"));
+            }
+        }
+    }
+    Ok(r.clone())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,12 +1,17 @@
 //! Release state: the model, the one transactional API every mutation goes through, and its
 //! backends. No code outside this module opens the state file.
 
+mod file;
 mod model;
 mod ops;
 
+pub use file::{
+    check_environment_name, parse_state, resolve_state_path, FileStore, DEFAULT_STATE_PATH,
+    STATE_FILE_ENV,
+};
 pub use model::*;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A state failure (exit 3): unreadable, corrupt or newer state, I/O, a lease not acquired in
@@ -120,6 +125,14 @@ pub trait StateStoreExt: StateStore {
 }
 
 impl<S: StateStore + ?Sized> StateStoreExt for S {}
+
+/// The store the CLI works with: the file backend at the path chosen by `--state-file`,
+/// `STAGECRAFT_STATE_FILE` or the project's `.stagecraft/releases.json` (see
+/// [`resolve_state_path`]). Opening creates nothing.
+pub fn open_store(flag: Option<&Path>, project_root: &Path) -> anyhow::Result<Box<dyn StateStore>> {
+    let path = resolve_state_path(flag, project_root);
+    Ok(Box::new(FileStore::open(path)?))
+}
 
 /// How the CLI chose the store's location (for the file backend).
 #[derive(Debug, Clone)]

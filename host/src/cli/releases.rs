@@ -1,0 +1,98 @@
+//! `stagecraft releases list|show`: read the release history and print it. Reading never creates
+//! the state file, and needs no manifest.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::GlobalArgs;
+use crate::error::{input_error, ExitCode};
+use crate::output::releases as render;
+use crate::state;
+
+/// Show the release history.
+#[derive(Debug, clap::Args)]
+pub struct ReleasesArgs {
+    #[command(subcommand)]
+    pub command: ReleasesCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ReleasesCommand {
+    /// List releases: newest first, grouped by environment.
+    List {
+        /// Only this environment's releases (the ENVIRONMENT column is then left out).
+        #[arg(long, short = 'e', value_name = "ENV")]
+        env: Option<String>,
+        /// Print a JSON array of releases instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one release and each of its phases.
+    Show {
+        /// The release id, e.g. rel-20261125-060102345.
+        id: String,
+        /// Print the release as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(global: &GlobalArgs, args: ReleasesArgs) -> anyhow::Result<ExitCode> {
+    let store = state::open_store(global.state_file.as_deref(), &project_root(global)?)?;
+    let state = store
+        .read()
+        .with_context(|| format!("reading release history from {}", store.location()))?;
+    let text = match args.command {
+        ReleasesCommand::List { env, json } => {
+            let env = env.map(|e| e.trim().to_string());
+            let releases = match &env {
+                Some(e) => state.list_env(e),
+                None => state.list_all(),
+            };
+            if json {
+                render::list_json(&releases)
+            } else {
+                render::list_table(&releases, env.is_none())
+            }
+        }
+        ReleasesCommand::Show { id, json } => {
+            let id = id.trim();
+            let release = state
+                .get(id)
+                .ok_or_else(|| input_error(format!("release not found: {id}")))?;
+            if json {
+                render::show_json(release)
+            } else {
+                render::show_text(release)
+            }
+        }
+    };
+    print_stdout(&text)?;
+    Ok(ExitCode::Ok)
+}
+
+/// The directory of `--config` if given, else the working directory. `releases` does not read the
+/// manifest: history must stay readable even when the manifest is broken or absent.
+fn project_root(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
+    let cwd = std::env::current_dir().context("finding the working directory")?;
+    Ok(match &global.config {
+        Some(config) => match config.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => cwd.join(dir),
+            _ => cwd,
+        },
+        None => cwd,
+    })
+}
+
+/// A closed pipe (`stagecraft releases list | head`) ends the output quietly; it is not an error.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("writing to standard output"))
+        }
+        _ => Ok(()),
+    }
+}

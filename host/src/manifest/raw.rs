@@ -1,0 +1,69 @@
+//! The manifest exactly as written: plain serde structs that refuse unknown keys, with spans kept
+//! on every value a later check may complain about, so errors can point at the line.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawManifest {
+    #[serde(default)]
+    pub environments: BTreeMap<Spanned<String>, RawEnvironment>,
+    #[serde(default)]
+    pub pipeline: Option<RawPipeline>,
+    #[serde(default)]
+    pub phases: BTreeMap<Spanned<String>, RawPhase>,
+    #[serde(default)]
+    pub state: Option<RawState>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvironment {
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPipeline {
+    pub phases: Spanned<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPhase {
+    pub plugin: Spanned<String>,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub memory: Option<Spanned<String>>,
+    #[serde(default)]
+    pub grants: RawGrants,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrants {
+    #[serde(default)]
+    pub read: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub write: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub env: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub exec: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub backend: Spanned<String>,
+    /// The environment variable holding the PostgreSQL URL (never the URL itself).
+    #[serde(default)]
+    pub url_env: Option<Spanned<String>>,
+}

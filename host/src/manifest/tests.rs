@@ -1,0 +1,159 @@
+use super::*;
+
+fn parse_ok(text: &str) -> Manifest {
+    let root = tempfile::tempdir().unwrap();
+    parse(text, Path::new("stagecraft.toml"), root.path()).unwrap()
+}
+
+fn parse_err(text: &str) -> String {
+    let root = tempfile::tempdir().unwrap();
+    let err = parse(text, Path::new("stagecraft.toml"), root.path()).unwrap_err();
+    assert!(
+        err.is::<crate::error::InputError>(),
+        "not an input error: {err:#}"
+    );
+    format!("{err:#}")
+}
+
+#[test]
+fn minimal_manifest_uses_the_canonical_pipeline_and_file_state() {
+    let m = parse_ok("[environments.prod]\n");
+    assert_eq!(m.pipeline, CANONICAL_PHASES.map(String::from).to_vec());
+    assert!(m.phases.is_empty());
+    assert_eq!(m.state, StateBackend::File);
+    assert!(m.environments["prod"].vars.is_empty());
+}
+
+#[test]
+fn full_phase_parses_limits_and_resolves_grants() {
+    let m = parse_ok(
+        r#"
+[environments.staging]
+vars = { url = "http://127.0.0.1:8080" }
+
+[phases.build]
+plugin = "builtin:exec"
+config = { command = "make dist VERSION={{version}}" }
+timeout = "90s"
+memory = "64MiB"
+[phases.build.grants]
+exec = ["make"]
+read = ["."]
+write = ["dist/../out"]
+env = ["HOME"]
+"#,
+    );
+    let build = &m.phases["build"];
+    assert_eq!(build.source, PluginSource::Builtin("exec".into()));
+    assert_eq!(build.limits.timeout, std::time::Duration::from_secs(90));
+    assert_eq!(build.limits.timeout_text, "90s");
+    assert_eq!(build.limits.memory_bytes, 64 << 20);
+    assert_eq!(build.grants.exec, ["make"]);
+    assert_eq!(build.grants.env, ["HOME"]);
+    assert_eq!(build.grants.read, [m.project_root.clone()]);
+    assert_eq!(build.grants.write, [m.project_root.join("out")]);
+    assert_eq!(
+        m.environments["staging"].vars["url"],
+        "http://127.0.0.1:8080"
+    );
+}
+
+#[test]
+fn unknown_key_points_at_its_line() {
+    let msg = parse_err(
+        "[environments.prod]\n\n[phases.build]\nplugin = \"builtin:noop\"\ntimout = \"1s\"\n",
+    );
+    assert!(
+        msg.starts_with("stagecraft.toml:5:1: unknown field `timout`"),
+        "{msg}"
+    );
+    assert!(msg.contains("docs/manifest.md"), "{msg}");
+}
+
+#[test]
+fn unknown_phase_names_the_pipeline() {
+    let msg = parse_err("[environments.prod]\n[phases.deploy]\nplugin = \"builtin:noop\"\n");
+    assert!(
+        msg.starts_with("stagecraft.toml:2:9: unknown phase \"deploy\""),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("build, push, migrate_pre, rollout, migrate_post, finalize"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn custom_pipeline_orders_phases_and_checks_names() {
+    let m = parse_ok("[environments.prod]\n[pipeline]\nphases = [\"compile\", \"ship\"]\n[phases.ship]\nplugin = \"builtin:noop\"\n");
+    assert_eq!(m.pipeline, ["compile", "ship"]);
+    let msg = parse_err("[environments.prod]\n[pipeline]\nphases = [\"ok\", \"Bad-Name\"]\n");
+    assert!(
+        msg.contains("stagecraft.toml:3:17: invalid phase name \"Bad-Name\""),
+        "{msg}"
+    );
+    let msg = parse_err("[environments.prod]\n[pipeline]\nphases = [\"a\", \"a\"]\n");
+    assert!(msg.contains("listed twice"), "{msg}");
+}
+
+#[test]
+fn bad_values_are_refused_with_positions() {
+    let base = "[environments.prod]\n[phases.build]\nplugin = \"builtin:noop\"\n";
+    let msg = parse_err(&format!("{base}timeout = \"soon\"\n"));
+    assert!(
+        msg.starts_with("stagecraft.toml:4:11: timeout: \"soon\" is not a duration"),
+        "{msg}"
+    );
+    let msg = parse_err(&format!("{base}memory = \"lots\"\n"));
+    assert!(
+        msg.starts_with("stagecraft.toml:4:10: memory: \"lots\" is not a size"),
+        "{msg}"
+    );
+    let msg = parse_err(&format!(
+        "{base}[phases.build.grants]\nwrite = [\"../elsewhere\"]\n"
+    ));
+    assert!(
+        msg.contains("stagecraft.toml:5:10: write grant \"../elsewhere\": climbs out"),
+        "{msg}"
+    );
+    let msg = parse_err(&format!(
+        "{base}[phases.build.grants]\nexec = [\"/bin/sh\"]\n"
+    ));
+    assert!(msg.contains("must be a program name"), "{msg}");
+    let msg = parse_err("[environments.prod]\n[phases.build]\nplugin = \"builtin:nope\"\n");
+    assert!(
+        msg.contains("stagecraft.toml:3:10: unknown built-in plugin \"builtin:nope\""),
+        "{msg}"
+    );
+    let msg = parse_err("[environments.prod]\n[phases.build]\nplugin = \"plugins/missing.wasm\"\n");
+    assert!(
+        msg.contains("plugin file \"plugins/missing.wasm\" not found"),
+        "{msg}"
+    );
+    let msg = parse_err("[environments.Prod]\n");
+    assert!(msg.contains("invalid environment name \"Prod\""), "{msg}");
+    let msg = parse_err("[phases.build]\nplugin = \"builtin:noop\"\n");
+    assert!(msg.contains("no environments defined"), "{msg}");
+    let msg = parse_err("[environments.prod\n");
+    assert!(msg.starts_with("stagecraft.toml:1:"), "{msg}");
+}
+
+#[test]
+fn state_backend_choice() {
+    let m = parse_ok("[environments.prod]\n[state]\nbackend = \"postgres\"\n");
+    assert_eq!(
+        m.state,
+        StateBackend::Postgres {
+            url_env: "STAGECRAFT_DATABASE_URL".into()
+        }
+    );
+    let m = parse_ok("[environments.prod]\n[state]\nbackend = \"postgres\"\nurl_env = \"DB\"\n");
+    assert_eq!(
+        m.state,
+        StateBackend::Postgres {
+            url_env: "DB".into()
+        }
+    );
+    let msg = parse_err("[environments.prod]\n[state]\nbackend = \"redis\"\n");
+    assert!(msg.contains("unknown state backend \"redis\""), "{msg}");
+}

@@ -1,0 +1,195 @@
+//! How `releases list` and `releases show` print: an aligned table and a detail view for people,
+//! and a stable snake_case JSON shape for machines (spec/state.md, "releases output").
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::state::{OverallStatus, PhaseStatus, Release};
+
+/// The table of `releases list`; `with_environment` is false when `--env` narrowed it to one.
+pub fn list_table(releases: &[&Release], with_environment: bool) -> String {
+    if releases.is_empty() {
+        return "No releases found\n".to_string();
+    }
+    let mut header = vec!["RELEASE ID"];
+    if with_environment {
+        header.push("ENVIRONMENT");
+    }
+    header.extend(["VERSION", "TIMESTAMP", "STATUS"]);
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for r in releases {
+        let mut row = vec![r.id.to_string()];
+        if with_environment {
+            row.push(r.environment.clone());
+        }
+        row.push(r.version.clone());
+        row.push(r.timestamp.display_utc());
+        row.push(r.overall_status().as_str().to_string());
+        rows.push(row);
+    }
+    table(&rows)
+}
+
+/// Left-aligned columns separated by two spaces; the last column is not padded.
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows[0].len();
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == columns {
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                let pad = widths[c] - cell.chars().count() + 2;
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The detail view of `releases show`.
+pub fn show_text(r: &Release) -> String {
+    let or_na = |s: &str| {
+        if s.trim().is_empty() {
+            "N/A".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let mut fields: Vec<(&str, String)> = vec![
+        ("Release ID", r.id.to_string()),
+        ("Environment", r.environment.clone()),
+        ("Version", r.version.clone()),
+        ("Commit SHA", or_na(&r.commit_sha)),
+        ("Timestamp", format!("{} UTC", r.timestamp.display_utc())),
+        (
+            "Previous Release",
+            r.previous_id
+                .as_ref()
+                .map_or_else(|| "N/A".to_string(), |id| id.to_string()),
+        ),
+        ("Operation", r.operation().as_str().to_string()),
+    ];
+    if let Some(target) = &r.rollback_target {
+        fields.push(("Rollback Target", target.to_string()));
+    }
+    fields.push(("Status", r.overall_status().as_str().to_string()));
+    let label_width = fields.iter().map(|(l, _)| l.len()).max().unwrap_or(0) + 1;
+    let mut out = String::new();
+    for (label, value) in &fields {
+        out.push_str(&format!("{:<label_width$} {value}\n", format!("{label}:")));
+    }
+    out.push_str("\nPhases:\n");
+    let phases = r.phase_statuses();
+    let name_width = phases.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
+    for (phase, status) in &phases {
+        out.push_str(&format!("  {phase:<name_width$}  {status}\n"));
+        if let Some(detail) = r.phase_details.get(phase) {
+            if let Some(summary) = &detail.summary {
+                out.push_str(&format!("  {:name_width$}    summary: {summary}\n", ""));
+            }
+            if let Some(error) = &detail.error {
+                out.push_str(&format!("  {:name_width$}    error: {error}\n", ""));
+            }
+        }
+    }
+    out
+}
+
+/// `releases list --json`: an array of release objects (the shape of [`show_json`]).
+pub fn list_json(releases: &[&Release]) -> String {
+    let views: Vec<ReleaseView> = releases.iter().map(|r| ReleaseView::of(r)).collect();
+    let mut out = serde_json::to_string_pretty(&views).expect("release views serialize");
+    out.push('\n');
+    out
+}
+
+/// `releases show --json`: one release object.
+pub fn show_json(release: &Release) -> String {
+    let mut out =
+        serde_json::to_string_pretty(&ReleaseView::of(release)).expect("release views serialize");
+    out.push('\n');
+    out
+}
+
+/// The JSON shape of a release. Every key is always present (null when unknown), and phases are
+/// an array in pipeline order, so scripts need no special cases for original records.
+#[derive(Serialize)]
+struct ReleaseView<'a> {
+    id: &'a str,
+    environment: &'a str,
+    version: &'a str,
+    commit_sha: &'a str,
+    /// As recorded (RFC 3339, any offset).
+    timestamp: &'a str,
+    previous_id: Option<&'a str>,
+    operation: &'static str,
+    rollback_target: Option<&'a str>,
+    status: OverallStatus,
+    phases: Vec<PhaseView<'a>>,
+}
+
+#[derive(Serialize)]
+struct PhaseView<'a> {
+    name: String,
+    status: PhaseStatus,
+    summary: Option<&'a str>,
+    error: Option<&'a str>,
+    limit: Option<&'a str>,
+    plugin: Option<&'a str>,
+    plugin_digest: Option<&'a str>,
+    started_at: Option<&'a str>,
+    finished_at: Option<&'a str>,
+    duration_ms: Option<u64>,
+    outputs: BTreeMap<&'a str, &'a str>,
+}
+
+impl<'a> ReleaseView<'a> {
+    fn of(r: &'a Release) -> Self {
+        let phases = r
+            .phase_statuses()
+            .into_iter()
+            .map(|(name, status)| {
+                let d = r.phase_details.get(&name);
+                PhaseView {
+                    status,
+                    summary: d.and_then(|d| d.summary.as_deref()),
+                    error: d.and_then(|d| d.error.as_deref()),
+                    limit: d.and_then(|d| d.limit.as_deref()),
+                    plugin: d.and_then(|d| d.plugin.as_deref()),
+                    plugin_digest: d.and_then(|d| d.plugin_digest.as_deref()),
+                    started_at: d.and_then(|d| d.started_at.as_deref()),
+                    finished_at: d.and_then(|d| d.finished_at.as_deref()),
+                    duration_ms: d.and_then(|d| d.duration_ms),
+                    outputs: d
+                        .map(|d| {
+                            d.outputs
+                                .iter()
+                                .map(|(k, v)| (k.as_str(), v.as_str()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    name,
+                }
+            })
+            .collect();
+        ReleaseView {
+            id: r.id.as_str(),
+            environment: &r.environment,
+            version: &r.version,
+            commit_sha: &r.commit_sha,
+            timestamp: r.timestamp.as_str(),
+            previous_id: r.previous_id.as_ref().map(|id| id.as_str()),
+            operation: r.operation().as_str(),
+            rollback_target: r.rollback_target.as_ref().map(|id| id.as_str()),
+            status: r.overall_status(),
+            phases,
+        }
+    }
+}

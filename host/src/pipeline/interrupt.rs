@@ -1,0 +1,150 @@
+//! SIGINT/SIGTERM during a release: record the running phase as failed ("interrupted") and every
+//! later phase as skipped, then exit 2. Nothing is left `running` for the next command to find.
+//!
+//! Every status write of the pipeline goes through [`Guard`], which serializes it with the
+//! signal handler's write: the handler waits for a write in flight, and once it has written,
+//! the pipeline can never write again (the process exits while holding the lock).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::{Handle, Signals};
+
+use crate::state::{PhaseStatus, Release, ReleaseId, State, StateStore, StateStoreExt};
+
+/// Where the release is, as far as the signal handler needs to know.
+struct Progress {
+    running: Option<String>,
+}
+
+/// Serializes the pipeline's state writes with the signal handler's.
+pub struct Guard<'a> {
+    store: &'a dyn StateStore,
+    progress: Arc<Mutex<Progress>>,
+    handle: Handle,
+}
+
+impl<'a> Guard<'a> {
+    /// Runs `body` with signal handling in place for release `id`.
+    pub fn run<T>(
+        store: &'a dyn StateStore,
+        id: &ReleaseId,
+        body: impl FnOnce(&Guard<'a>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut signals = Signals::new([SIGINT, SIGTERM])
+            .map_err(|e| anyhow::anyhow!("installing the SIGINT/SIGTERM handler: {e}"))?;
+        let guard = Guard {
+            store,
+            progress: Arc::new(Mutex::new(Progress { running: None })),
+            handle: signals.handle(),
+        };
+        std::thread::scope(|scope| {
+            let progress = Arc::clone(&guard.progress);
+            scope.spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+                    let lock = progress.lock().unwrap_or_else(|p| p.into_inner());
+                    let result = store.transact(|s| Ok(mark_interrupted(s, id, lock.running.as_deref(), name)));
+                    match result {
+                        Ok(Some(phase)) => {
+                            eprintln!(
+                                "Interrupted by {name}: phase {phase} of release {id} marked failed; \
+                                 later phases skipped."
+                            );
+                            std::process::exit(2);
+                        }
+                        // Every phase had already finished: let the release complete.
+                        Ok(None) => drop(lock),
+                        Err(e) => {
+                            eprintln!(
+                                "Interrupted by {name}, but recording it failed: {e:#}\nThe next \
+                                 deploy or rollback of this environment will mark release {id} \
+                                 interrupted."
+                            );
+                            std::process::exit(3);
+                        }
+                    }
+                }
+            });
+            let out = body(&guard);
+            guard.handle.close();
+            out
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Commit the write that marks `phase` running.
+    pub fn begin(
+        &self,
+        phase: &str,
+        f: impl FnMut(&mut State) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut progress = self.lock();
+        self.store.transact(f)?;
+        progress.running = Some(phase.to_string());
+        Ok(())
+    }
+
+    /// Commit a write that ends a phase.
+    pub fn record(
+        &self,
+        f: impl FnMut(&mut State) -> anyhow::Result<Release>,
+    ) -> anyhow::Result<Release> {
+        let mut progress = self.lock();
+        let release = self.store.transact(f)?;
+        progress.running = None;
+        Ok(release)
+    }
+}
+
+/// Mark release `id` interrupted: the running phase (or, between phases, the next pending one)
+/// `failed`, later ones `skipped`. Returns the phase marked failed, or None when nothing was left.
+fn mark_interrupted(
+    state: &mut State,
+    id: &ReleaseId,
+    running: Option<&str>,
+    signal: &str,
+) -> Option<String> {
+    let release = state.get_mut(id.as_str())?;
+    let order = release.phase_order();
+    let (at, message) = match running {
+        Some(phase) => (
+            order.iter().position(|p| p == phase)?,
+            format!("interrupted: received {signal} during {phase}"),
+        ),
+        None => {
+            let at = order
+                .iter()
+                .position(|p| release.status_of(p) == PhaseStatus::Pending)?;
+            (
+                at,
+                format!(
+                    "interrupted: received {signal} before {} started",
+                    order[at]
+                ),
+            )
+        }
+    };
+    let phase = order[at].clone();
+    release.phases.insert(phase.clone(), PhaseStatus::Failed);
+    let detail = release.phase_details.entry(phase.clone()).or_default();
+    detail.error = Some(message);
+    detail.finished_at = Some(crate::state::Timestamp::now().as_str().to_string());
+    for later in &order[at + 1..] {
+        if matches!(
+            release.status_of(later),
+            PhaseStatus::Pending | PhaseStatus::Running
+        ) {
+            release.phases.insert(later.clone(), PhaseStatus::Skipped);
+            release
+                .phase_details
+                .entry(later.clone())
+                .or_default()
+                .summary = Some(format!("skipped: {phase} was interrupted"));
+        }
+    }
+    Some(phase)
+}

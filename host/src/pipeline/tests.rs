@@ -1,0 +1,302 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use super::*;
+use crate::plugin::{LogLevel, NullSink};
+use crate::state::{Lease, OverallStatus, State};
+
+/// An in-memory store that can be told to fail its Nth commit.
+struct MemoryStore {
+    state: Mutex<State>,
+    commits: AtomicUsize,
+    fail_commit: Option<usize>,
+}
+
+impl MemoryStore {
+    fn new(fail_commit: Option<usize>) -> Self {
+        MemoryStore {
+            state: Mutex::new(State::default()),
+            commits: AtomicUsize::new(0),
+            fail_commit,
+        }
+    }
+}
+
+impl StateStore for MemoryStore {
+    fn location(&self) -> String {
+        "memory".into()
+    }
+    fn read(&self) -> anyhow::Result<State> {
+        Ok(self.state.lock().unwrap().clone())
+    }
+    fn transact_dyn(
+        &self,
+        f: &mut dyn FnMut(&mut State) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut guard = self.state.lock().unwrap();
+        let mut next = guard.clone();
+        f(&mut next)?;
+        let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        if Some(n) == self.fail_commit {
+            return Err(crate::state::StateError::new("disk full").into());
+        }
+        next.serial += 1;
+        *guard = next;
+        Ok(())
+    }
+    fn lease(&self, env: &str, _wait: Duration) -> anyhow::Result<Lease> {
+        Ok(Lease::new(env, Box::new(())))
+    }
+}
+
+/// Plays a script: phase name -> what its plugin does. Records every context it was given.
+struct ScriptedRunner {
+    fail_in: Option<&'static str>,
+    skip_in: Option<&'static str>,
+    seen: Mutex<Vec<PhaseContext>>,
+}
+
+impl ScriptedRunner {
+    fn new() -> Self {
+        ScriptedRunner {
+            fail_in: None,
+            skip_in: None,
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Runner for ScriptedRunner {
+    type Loaded = String;
+    fn load(&self, spec: &PhaseSpec) -> anyhow::Result<String> {
+        Ok(spec.plugin_ref.clone())
+    }
+    fn digest(&self, _: &String) -> String {
+        "0".repeat(64)
+    }
+    fn was_cached(&self, _: &String) -> bool {
+        true
+    }
+    fn run(
+        &self,
+        _: &String,
+        ctx: &PhaseContext,
+        _: &Sandbox,
+        sink: &dyn LogSink,
+    ) -> Result<PhaseReport, PhaseFailure> {
+        sink.log(LogLevel::Info, "hello");
+        self.seen.lock().unwrap().push(ctx.clone());
+        if self.fail_in == Some(ctx.phase.as_str()) {
+            return Err(PhaseFailure::Guest {
+                message: format!("{} broke", ctx.phase),
+                details: None,
+            });
+        }
+        if self.skip_in == Some(ctx.phase.as_str()) {
+            return Ok(PhaseReport {
+                outcome: Outcome::Skipped("nothing to migrate".into()),
+                summary: String::new(),
+                outputs: BTreeMap::new(),
+            });
+        }
+        Ok(PhaseReport {
+            outcome: Outcome::Completed,
+            summary: format!("{} done", ctx.phase),
+            outputs: [(format!("{}_out", ctx.phase), ctx.release.version.clone())].into(),
+        })
+    }
+}
+
+struct QuietEvents;
+impl Events for QuietEvents {
+    fn plugin_loaded(&self, _: &str, _: &str, _: bool, _: Duration) {}
+    fn release_created(&self, _: &Release) {}
+    fn phase_started(&self, _: &str, _: &str) {}
+    fn phase_finished(&self, _: &str, _: PhaseStatus, _: &PhaseDetail) {}
+    fn log_sink(&self, _: &str, _: &str) -> Box<dyn LogSink + '_> {
+        Box::new(NullSink)
+    }
+}
+
+/// Every canonical phase configured with builtin:noop except `push`.
+fn manifest() -> Manifest {
+    let mut text = String::from("[environments.prod]\nvars = { region = \"eu\" }\n");
+    for phase in crate::state::CANONICAL_PHASES {
+        if phase != "push" {
+            text.push_str(&format!("[phases.{phase}]\nplugin = \"builtin:noop\"\n"));
+        }
+    }
+    let root = std::env::temp_dir();
+    crate::manifest::parse(&text, std::path::Path::new("stagecraft.toml"), &root).unwrap()
+}
+
+fn deploy(version: &str) -> Request {
+    Request {
+        environment: "prod".into(),
+        version: version.into(),
+        commit: "abc".into(),
+        operation: Operation::Deploy,
+        rollback_target: None,
+    }
+}
+
+fn execute(store: &MemoryStore, runner: &ScriptedRunner, req: &Request) -> anyhow::Result<Release> {
+    let m = manifest();
+    let loaded = load_plugins(&m, runner, &QuietEvents).unwrap();
+    Pipeline {
+        manifest: &m,
+        store,
+        runner,
+        events: &QuietEvents,
+    }
+    .execute(&loaded, req)
+}
+
+#[test]
+fn a_clean_run_completes_every_configured_phase_and_skips_the_rest() {
+    let store = MemoryStore::new(None);
+    let runner = ScriptedRunner::new();
+    let release = execute(&store, &runner, &deploy("v1")).unwrap();
+    let stored = store.read().unwrap();
+    assert_eq!(
+        stored.releases,
+        vec![release.clone()],
+        "the returned record is the stored one"
+    );
+    assert_eq!(release.overall_status(), OverallStatus::Completed);
+    assert_eq!(release.status_of("push"), PhaseStatus::Skipped);
+    assert_eq!(
+        release.phase_details["push"].summary.as_deref(),
+        Some("no plugin configured")
+    );
+    assert_eq!(release.status_of("rollout"), PhaseStatus::Completed);
+    assert_eq!(
+        release.phase_details["rollout"].summary.as_deref(),
+        Some("rollout done")
+    );
+    assert_eq!(
+        release.phase_details["rollout"].outputs["rollout_out"],
+        "v1"
+    );
+    assert_eq!(release.operation, Some(Operation::Deploy));
+    // create + (running, finished) for 5 phases + 1 skip.
+    assert_eq!(stored.serial, 1 + 5 * 2 + 1);
+
+    let seen = runner.seen.lock().unwrap();
+    let finalize = seen.iter().find(|c| c.phase == "finalize").unwrap();
+    let phases: Vec<&str> = finalize
+        .earlier_outputs
+        .iter()
+        .map(|(p, _)| p.as_str())
+        .collect();
+    assert_eq!(phases, ["build", "migrate_pre", "rollout", "migrate_post"]);
+    assert_eq!(finalize.vars["region"], "eu");
+}
+
+#[test]
+fn a_failure_in_each_phase_fails_it_and_skips_every_later_one() {
+    let configured = [
+        "build",
+        "migrate_pre",
+        "rollout",
+        "migrate_post",
+        "finalize",
+    ];
+    for (i, failing) in configured.iter().enumerate() {
+        let store = MemoryStore::new(None);
+        let mut runner = ScriptedRunner::new();
+        runner.fail_in = Some(failing);
+        let err = execute(&store, &runner, &deploy("v1")).unwrap_err();
+        let failed = err
+            .downcast_ref::<PhaseFailed>()
+            .expect("a PhaseFailed error");
+        assert_eq!(failed.phase, *failing);
+        let release = store.read().unwrap().releases.pop().unwrap();
+        for (j, phase) in configured.iter().enumerate() {
+            let expected = match j.cmp(&i) {
+                std::cmp::Ordering::Less => PhaseStatus::Completed,
+                std::cmp::Ordering::Equal => PhaseStatus::Failed,
+                std::cmp::Ordering::Greater => PhaseStatus::Skipped,
+            };
+            assert_eq!(
+                release.status_of(phase),
+                expected,
+                "{phase} when {failing} fails"
+            );
+        }
+        assert_eq!(
+            release.phase_details[*failing].error.as_deref(),
+            Some(format!("{failing} broke").as_str())
+        );
+        assert_eq!(
+            runner.seen.lock().unwrap().len(),
+            i + 1,
+            "nothing runs after a failure"
+        );
+    }
+}
+
+#[test]
+fn a_skipped_outcome_records_the_reason_and_goes_on() {
+    let store = MemoryStore::new(None);
+    let mut runner = ScriptedRunner::new();
+    runner.skip_in = Some("migrate_pre");
+    let release = execute(&store, &runner, &deploy("v1")).unwrap();
+    assert_eq!(release.status_of("migrate_pre"), PhaseStatus::Skipped);
+    assert_eq!(
+        release.phase_details["migrate_pre"].summary.as_deref(),
+        Some("nothing to migrate")
+    );
+    assert_eq!(release.overall_status(), OverallStatus::Completed);
+}
+
+#[test]
+fn a_failed_status_write_stops_everything() {
+    // Commits: 1 creates the release, 2 and 3 run build, 4 skips push (no plugin), 5 would
+    // mark migrate_pre running: fail that one.
+    let store = MemoryStore::new(Some(5));
+    let runner = ScriptedRunner::new();
+    let err = execute(&store, &runner, &deploy("v1")).unwrap_err();
+    assert!(err.is::<crate::state::StateError>(), "{err:#}");
+    let ran: Vec<String> = runner
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.phase.clone())
+        .collect();
+    assert_eq!(ran, ["build"], "no plugin runs after a failed status write");
+}
+
+#[test]
+fn releases_chain_previous_ids_and_rollbacks_carry_their_target() {
+    let store = MemoryStore::new(None);
+    let runner = ScriptedRunner::new();
+    let first = execute(&store, &runner, &deploy("v1")).unwrap();
+    let second = execute(&store, &runner, &deploy("v2")).unwrap();
+    assert_eq!(second.previous_id.as_ref(), Some(&first.id));
+    assert!(second.id > first.id);
+
+    let state = store.read().unwrap();
+    let target = resolve_target(&state, "prod", &TargetSelector::Previous)
+        .unwrap()
+        .clone();
+    let req = Request {
+        environment: "prod".into(),
+        version: target.version.clone(),
+        commit: target.commit_sha.clone(),
+        operation: Operation::Rollback,
+        rollback_target: Some(target.clone()),
+    };
+    let third = execute(&store, &runner, &req).unwrap();
+    assert_eq!(third.operation, Some(Operation::Rollback));
+    assert_eq!(third.rollback_target.as_ref(), Some(&first.id));
+    assert_eq!(third.version, "v1");
+    let seen = runner.seen.lock().unwrap();
+    let ctx = seen.last().unwrap();
+    assert_eq!(ctx.operation, PluginOperation::Rollback);
+    assert_eq!(
+        ctx.rollback_target.as_ref().unwrap().release_id,
+        first.id.as_str()
+    );
+}

@@ -1,0 +1,698 @@
+//! The file backend: release state in one JSON file, committed atomically and durably under an
+//! OS lock, with per-environment deploy leases held as OS locks beside it.
+//!
+//! Every operation goes through one cap-std `Dir` handle on the state directory, opened once, so
+//! a path swapped underneath us (a symlink planted in the project) cannot redirect a write. The
+//! protocol and its guarantees are specified in spec/state.md.
+
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
+use rustix::fs::FlockOperation;
+
+use super::{Lease, LeaseHolder, State, StateError, StateStore, FORMAT_VERSION};
+use crate::error::input_error;
+
+/// The environment variable that names the state file when `--state-file` is not given.
+pub const STATE_FILE_ENV: &str = "STAGECRAFT_STATE_FILE";
+
+/// Where the state lives when neither the flag nor the environment variable says otherwise,
+/// relative to the project root.
+pub const DEFAULT_STATE_PATH: &str = ".stagecraft/releases.json";
+
+/// The state file path: `--state-file` beats `STAGECRAFT_STATE_FILE` (read at every call, so
+/// nothing caches it), which beats `<project_root>/.stagecraft/releases.json`. Relative paths
+/// from the flag or the variable are resolved against the working directory.
+pub fn resolve_state_path(flag: Option<&Path>, project_root: &Path) -> PathBuf {
+    let chosen = match flag {
+        Some(path) => path.to_path_buf(),
+        None => match std::env::var_os(STATE_FILE_ENV) {
+            Some(value) if !value.is_empty() => PathBuf::from(value),
+            _ => project_root.join(DEFAULT_STATE_PATH),
+        },
+    };
+    if chosen.is_absolute() {
+        chosen
+    } else {
+        match std::env::current_dir() {
+            Ok(cwd) => cwd.join(chosen),
+            Err(_) => chosen,
+        }
+    }
+}
+
+/// Release state in a JSON file. See the module docs and spec/state.md.
+pub struct FileStore {
+    /// The state file, as resolved (for messages).
+    path: PathBuf,
+    /// Its directory, created on the first write.
+    dir_path: PathBuf,
+    /// Its file name inside `dir_path`.
+    name: String,
+    /// The directory handle, opened once: when it first exists (a read) or is created (a write).
+    dir: OnceLock<Dir>,
+}
+
+/// Whether a transaction's closure changed anything worth committing.
+type Changed = bool;
+
+impl FileStore {
+    /// A store for the state file at `path`. Creates nothing: the directory and the file are
+    /// created by the first commit.
+    pub fn open(path: PathBuf) -> anyhow::Result<FileStore> {
+        let name = match path.file_name().and_then(|n| n.to_str()) {
+            Some(n) if !n.is_empty() && n != "." && n != ".." => n.to_string(),
+            _ => {
+                return Err(input_error(format!(
+                    "state file path {} does not name a file (its last part must be a UTF-8 \
+                     file name); pass a path such as .stagecraft/releases.json",
+                    path.display()
+                )))
+            }
+        };
+        let dir_path = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Ok(FileStore {
+            path,
+            dir_path,
+            name,
+            dir: OnceLock::new(),
+        })
+    }
+
+    /// The state file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn bak_name(&self) -> String {
+        format!("{}.bak", self.name)
+    }
+
+    fn bak_path(&self) -> PathBuf {
+        self.dir_path.join(self.bak_name())
+    }
+
+    /// The directory handle if the directory exists; `None` (and nothing created) otherwise.
+    fn existing_dir(&self) -> anyhow::Result<Option<&Dir>> {
+        if let Some(dir) = self.dir.get() {
+            return Ok(Some(dir));
+        }
+        match Dir::open_ambient_dir(&self.dir_path, ambient_authority()) {
+            Ok(dir) => Ok(Some(self.dir.get_or_init(|| dir))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.dir_error("open", e)),
+        }
+    }
+
+    /// The directory handle, creating the directory (mode 0700, parents too) if missing.
+    fn dir_for_write(&self) -> anyhow::Result<&Dir> {
+        if let Some(dir) = self.existing_dir()? {
+            return Ok(dir);
+        }
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir_path)
+            .map_err(|e| self.dir_error("create", e))?;
+        let dir = Dir::open_ambient_dir(&self.dir_path, ambient_authority())
+            .map_err(|e| self.dir_error("open", e))?;
+        Ok(self.dir.get_or_init(|| dir))
+    }
+
+    fn dir_error(&self, action: &str, e: io::Error) -> anyhow::Error {
+        StateError::new(format!(
+            "cannot {action} state directory {}: {e}; check that it exists and that you may \
+             write to it, or pass --state-file <path>",
+            self.dir_path.display()
+        ))
+        .into()
+    }
+
+    fn write_error(&self, what: &str, e: io::Error) -> anyhow::Error {
+        StateError::new(format!(
+            "cannot write state file {} ({what}): {e}; nothing was committed and the previous \
+             version of the file is unchanged. Free disk space or fix the directory's \
+             permissions, then try again",
+            self.path.display()
+        ))
+        .into()
+    }
+
+    /// The current bytes of the state file, or `None` if it does not exist.
+    ///
+    /// No lock is needed for a consistent read: a commit never modifies the file in place, it
+    /// renames a complete new file over it, so an opened file never changes under its reader.
+    fn read_bytes(&self, dir: &Dir) -> anyhow::Result<Option<Vec<u8>>> {
+        let mut file = match dir.open(&self.name) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(StateError::new(format!(
+                    "cannot read state file {}: {e}; check its permissions",
+                    self.path.display()
+                ))
+                .into())
+            }
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| {
+            StateError::new(format!(
+                "cannot read state file {}: {e}",
+                self.path.display()
+            ))
+        })?;
+        Ok(Some(bytes))
+    }
+
+    fn parse(&self, bytes: &[u8]) -> anyhow::Result<State> {
+        let bak_exists = self
+            .dir
+            .get()
+            .is_some_and(|dir| dir.exists(self.bak_name()));
+        parse_state(bytes, &self.path, &self.bak_path(), bak_exists)
+            .map_err(|message| StateError::new(message).into())
+    }
+
+    /// Lock, read fresh, apply `f`, and commit if `f` says something changed.
+    fn commit_with(
+        &self,
+        f: &mut dyn FnMut(&mut State) -> anyhow::Result<Changed>,
+    ) -> anyhow::Result<()> {
+        let dir = self.dir_for_write()?;
+        let lock_name = format!("{}.lock", self.name);
+        let lock = dir
+            .open_with(
+                &lock_name,
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .mode(0o600),
+            )
+            .map_err(|e| {
+                StateError::new(format!(
+                    "cannot open lock file {}: {e}; check that you may write to {}",
+                    self.dir_path.join(&lock_name).display(),
+                    self.dir_path.display()
+                ))
+            })?;
+        flock_blocking(&lock, FlockOperation::LockExclusive).map_err(|e| {
+            StateError::new(format!(
+                "cannot lock {}: {e}",
+                self.dir_path.join(&lock_name).display()
+            ))
+        })?;
+        // The lock is released when `lock` is closed at the end of this function, whatever
+        // path we leave by.
+        let previous = self.read_bytes(dir)?;
+        let mut state = match &previous {
+            Some(bytes) => self.parse(bytes)?,
+            None => State::default(),
+        };
+        if !f(&mut state)? {
+            return Ok(());
+        }
+        state.validate().map_err(|e| {
+            StateError::new(format!(
+                "refusing to commit an invalid state to {}: {e}; nothing was written",
+                self.path.display()
+            ))
+        })?;
+        state.format_version = Some(FORMAT_VERSION);
+        if state.lineage.is_none() {
+            state.lineage = Some(uuid::Uuid::new_v4().to_string());
+        }
+        state.serial += 1;
+        let mut bytes = serde_json::to_vec_pretty(&state).context("serializing the state")?;
+        bytes.push(b'\n');
+        self.replace_file(dir, &bytes, previous.is_some())?;
+        drop(lock);
+        Ok(())
+    }
+
+    /// Write `bytes` to a temp file, fsync it, keep the current file as `.bak`, rename the temp
+    /// file over the state file and fsync the directory. Until the rename the old file is
+    /// untouched, so a failure (or a crash) anywhere leaves either the old or the new version.
+    fn replace_file(&self, dir: &Dir, bytes: &[u8], has_previous: bool) -> anyhow::Result<()> {
+        let tmp_name = format!("{}.tmp", self.name);
+        // A temp file left by a crashed writer is garbage: we hold the lock, nobody else is
+        // writing it. Removing it first also means create_new never follows a planted symlink.
+        remove_if_present(dir, &tmp_name)
+            .map_err(|e| self.write_error("removing a stale temp file", e))?;
+        let write_tmp = || -> io::Result<()> {
+            let mut tmp = dir.open_with(
+                &tmp_name,
+                OpenOptions::new().write(true).create_new(true).mode(0o600),
+            )?;
+            tmp.write_all(bytes)?;
+            tmp.sync_all()
+        };
+        if let Err(e) = write_tmp() {
+            let _ = dir.remove_file(&tmp_name);
+            return Err(self.write_error("writing the new version", e));
+        }
+        if has_previous {
+            if let Err(e) = self.keep_backup(dir) {
+                let _ = dir.remove_file(&tmp_name);
+                return Err(self.write_error("keeping the previous version as .bak", e));
+            }
+        }
+        if let Err(e) = dir.rename(&tmp_name, dir, &self.name) {
+            let _ = dir.remove_file(&tmp_name);
+            return Err(self.write_error("renaming the new version into place", e));
+        }
+        rustix::fs::fsync(dir).map_err(|e| {
+            self.write_error(
+                "syncing the directory",
+                io::Error::from_raw_os_error(e.raw_os_error()),
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Make `<name>.bak` the current state file. A hard link costs nothing and shares the
+    /// already-durable inode; where links are not supported, copy and fsync instead. The new
+    /// `.bak` appears by rename, so a crash never leaves a half-written backup.
+    fn keep_backup(&self, dir: &Dir) -> io::Result<()> {
+        let bak = self.bak_name();
+        let bak_tmp = format!("{bak}.tmp");
+        remove_if_present(dir, &bak_tmp)?;
+        if dir.hard_link(&self.name, dir, &bak_tmp).is_err() {
+            let previous = dir.read(&self.name)?;
+            let mut file = dir.open_with(
+                &bak_tmp,
+                OpenOptions::new().write(true).create_new(true).mode(0o600),
+            )?;
+            file.write_all(&previous)?;
+            file.sync_all()?;
+        }
+        dir.rename(&bak_tmp, dir, &bak)
+    }
+
+    fn lease_error(&self, env: &str, holder: Option<LeaseHolder>) -> anyhow::Error {
+        let who = match holder {
+            Some(h) => h.to_string(),
+            None => "another process (it has not recorded its details yet)".to_string(),
+        };
+        StateError::new(format!(
+            "environment \"{env}\" is being deployed by {who}; wait for it, or pass \
+             --lock-wait <seconds>"
+        ))
+        .into()
+    }
+}
+
+impl StateStore for FileStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn read(&self) -> anyhow::Result<State> {
+        let Some(dir) = self.existing_dir()? else {
+            return Ok(State::default());
+        };
+        match self.read_bytes(dir)? {
+            Some(bytes) => self.parse(&bytes),
+            None => Ok(State::default()),
+        }
+    }
+
+    fn transact_dyn(
+        &self,
+        f: &mut dyn FnMut(&mut State) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        self.commit_with(&mut |state| f(state).map(|()| true))
+    }
+
+    fn lease(&self, env: &str, wait: Duration) -> anyhow::Result<Lease> {
+        check_environment_name(env)?;
+        let dir = self.dir_for_write()?;
+        let leases_dir = self.dir_path.join("leases");
+        use cap_std::fs::DirBuilderExt;
+        let mut builder = cap_std::fs::DirBuilder::new();
+        builder.mode(0o700);
+        match dir.create_dir_with("leases", &builder) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(StateError::new(format!(
+                    "cannot create lease directory {}: {e}",
+                    leases_dir.display()
+                ))
+                .into())
+            }
+        }
+        let lock_path = leases_dir.join(format!("{env}.lock"));
+        let file = dir
+            .open_with(
+                format!("leases/{env}.lock"),
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .mode(0o600),
+            )
+            .map_err(|e| {
+                StateError::new(format!(
+                    "cannot open lease file {}: {e}",
+                    lock_path.display()
+                ))
+            })?
+            .into_std();
+
+        let deadline = Instant::now() + wait;
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(self.lease_error(env, read_holder(&file)));
+                    }
+                    // Polling with backoff keeps the wait bounded without a helper thread; the
+                    // holder is usually a deploy that lasts seconds to minutes.
+                    std::thread::sleep(backoff.min(deadline - now));
+                    backoff = (backoff * 2).min(Duration::from_millis(100));
+                }
+                Err(e) => {
+                    return Err(StateError::new(format!(
+                        "cannot lock lease file {}: {e}",
+                        lock_path.display()
+                    ))
+                    .into())
+                }
+            }
+        }
+        let guard = LeaseGuard { file };
+        guard.record(&LeaseHolder::current()).map_err(|e| {
+            StateError::new(format!(
+                "cannot record the lease holder in {}: {e}",
+                lock_path.display()
+            ))
+        })?;
+        // We hold the lease, so no live process can be running a release of `env`: anything
+        // left `running` belongs to a process that died.
+        self.commit_with(&mut |state| Ok(!state.recover_interrupted(env).is_empty()))?;
+        Ok(Lease::new(env, Box::new(guard)))
+    }
+}
+
+/// Holds an environment's lease: an exclusive flock on its lease file, released when this is
+/// dropped (or by the kernel when the process dies).
+struct LeaseGuard {
+    file: std::fs::File,
+}
+
+impl LeaseGuard {
+    fn record(&self, holder: &LeaseHolder) -> io::Result<()> {
+        let json = serde_json::to_vec(holder).map_err(io::Error::other)?;
+        self.file.set_len(0)?;
+        self.file.write_all_at(&json, 0)
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        // Clear the holder while still locked, so the file never names a process that is gone.
+        let _ = self.file.set_len(0);
+    }
+}
+
+fn read_holder(file: &std::fs::File) -> Option<LeaseHolder> {
+    let mut buf = Vec::new();
+    let mut offset = 0u64;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = file.read_at(&mut chunk, offset).ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        offset += n as u64;
+    }
+    serde_json::from_slice(&buf).ok()
+}
+
+fn flock_blocking(file: &cap_std::fs::File, op: FlockOperation) -> io::Result<()> {
+    loop {
+        match rustix::fs::flock(file, op) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(io::Error::from_raw_os_error(e.raw_os_error())),
+        }
+    }
+}
+
+fn remove_if_present(dir: &Dir, name: &str) -> io::Result<()> {
+    match dir.remove_file(name) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Environment names become file names under `leases/`, so only the manifest's shape
+/// `[a-z][a-z0-9_-]*` (at most 64 characters) is accepted.
+pub fn check_environment_name(env: &str) -> anyhow::Result<()> {
+    let mut chars = env.chars();
+    let ok = env.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(input_error(format!(
+            "invalid environment name {env:?}: names are a lowercase letter followed by \
+             lowercase letters, digits, '_' or '-' (at most 64 characters)"
+        )))
+    }
+}
+
+/// Parse a state file's bytes, or say for people what is wrong with it, where, and how to
+/// recover (`path` and `bak` name the file and its backup in the message).
+pub fn parse_state(
+    bytes: &[u8],
+    path: &Path,
+    bak: &Path,
+    bak_exists: bool,
+) -> Result<State, String> {
+    let recover = if bak_exists {
+        format!(
+            "the previous version is in {bak}; inspect it and copy it over {file} if it is good",
+            bak = bak.display(),
+            file = path.display()
+        )
+    } else {
+        format!(
+            "there is no previous version ({} does not exist); repair the file by hand, or move \
+             it away to start an empty history",
+            bak.display()
+        )
+    };
+    let file = path.display();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(format!(
+            "state file {file} is empty (a complete file always holds at least {{\"releases\": \
+             []}}); {recover}"
+        ));
+    }
+    let state: State = match serde_json::from_slice(bytes) {
+        Ok(state) => state,
+        Err(e) => {
+            // A newer format may fail to parse as ours; name the version rather than the symptom.
+            if let Some(v) = newer_format_version(bytes) {
+                return Err(newer_version_message(path, v));
+            }
+            let what = match e.classify() {
+                serde_json::error::Category::Eof => "is truncated",
+                serde_json::error::Category::Syntax => "is not valid JSON",
+                serde_json::error::Category::Data => "does not match the state format",
+                serde_json::error::Category::Io => "cannot be read",
+            };
+            let message = e.to_string();
+            let detail = strip_position(&message);
+            return Err(format!(
+                "state file {file} {what}: {detail} at line {}, column {}; {recover}",
+                e.line(),
+                e.column()
+            ));
+        }
+    };
+    if let Some(v) = state.format_version {
+        if v > FORMAT_VERSION {
+            return Err(newer_version_message(path, u64::from(v)));
+        }
+    }
+    if let Err(e) = state.validate() {
+        return Err(format!(
+            "state file {file} does not match the state format: {e}; {recover}"
+        ));
+    }
+    Ok(state)
+}
+
+fn newer_version_message(path: &Path, version: u64) -> String {
+    format!(
+        "state file {} has format_version {version}, but this stagecraft reads at most \
+         {FORMAT_VERSION}; upgrade stagecraft",
+        path.display()
+    )
+}
+
+/// The file's `format_version` when it is newer than ours (only looked at when parsing failed).
+fn newer_format_version(bytes: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        format_version: Option<u64>,
+    }
+    let probe: Probe = serde_json::from_slice(bytes).ok()?;
+    probe.format_version.filter(|v| *v > FORMAT_VERSION as u64)
+}
+
+/// serde_json appends " at line L column C" to its messages; we state the position ourselves.
+fn strip_position(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(json: &str) -> String {
+        parse_state(
+            json.as_bytes(),
+            Path::new("/p/r.json"),
+            Path::new("/p/r.json.bak"),
+            true,
+        )
+        .unwrap_err()
+    }
+
+    const DOC: &str = r#"{
+  "releases": [
+    {
+      "id": "rel-20261125-060000",
+      "environment": "prod",
+      "version": "v1",
+      "timestamp": "2026-11-25T06:00:00Z",
+      "phases": {"build": "completed"}
+    }
+  ]
+}
+"#;
+
+    #[test]
+    fn a_good_document_parses() {
+        let state = parse_state(
+            DOC.as_bytes(),
+            Path::new("r.json"),
+            Path::new("r.json.bak"),
+            true,
+        )
+        .unwrap();
+        assert_eq!(state.releases.len(), 1);
+    }
+
+    #[test]
+    fn schema_violations_name_the_line_column_and_backup() {
+        let e = err(&DOC.replace("\"completed\"", "\"exploded\""));
+        assert!(
+            e.starts_with(
+                "state file /p/r.json does not match the state format: unknown variant `exploded`"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("at line 8, column "), "{e}");
+        assert!(e.ends_with("the previous version is in /p/r.json.bak; inspect it and copy it over /p/r.json if it is good"), "{e}");
+        let e = err(&DOC.replace("rel-20261125-060000", "rel-x"));
+        assert!(
+            e.contains("invalid release id \"rel-x\"") && e.contains("at line 4, column "),
+            "{e}"
+        );
+        let e = err(&DOC.replace("2026-11-25T06:00:00Z", "yesterday"));
+        assert!(
+            e.contains("invalid timestamp \"yesterday\"") && e.contains("at line 7, column "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn broken_json_is_told_apart_from_truncated_and_empty() {
+        assert!(err(&DOC[..40]).contains("is truncated:"));
+        assert!(err("hello").contains("is not valid JSON: expected value at line 1, column 1;"));
+        assert!(err(" \n").starts_with("state file /p/r.json is empty"));
+    }
+
+    #[test]
+    fn duplicate_ids_are_refused() {
+        let doc = DOC.replace("    }\n  ]", "    },\n    {\"id\": \"rel-20261125-060000\", \"environment\": \"prod\", \"version\": \"v2\", \"timestamp\": \"2026-11-25T06:00:00Z\"}\n  ]");
+        let e = err(&doc);
+        assert!(
+            e.contains("duplicate release id \"rel-20261125-060000\" (releases[1])"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_naming_both_versions() {
+        let e = err(&DOC.replacen("{", "{\"format_version\": 3,", 1));
+        assert_eq!(e, "state file /p/r.json has format_version 3, but this stagecraft reads at most 2; upgrade stagecraft");
+        // Even when the newer format no longer parses as ours.
+        let e = err("{\"format_version\": 9, \"releases\": {\"moved\": true}}");
+        assert!(
+            e.contains("has format_version 9, but this stagecraft reads at most 2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_backup_is_said() {
+        let e = parse_state(
+            b"nope",
+            Path::new("/p/r.json"),
+            Path::new("/p/r.json.bak"),
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("there is no previous version (/p/r.json.bak does not exist)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn environment_names_are_checked_before_becoming_file_names() {
+        for good in ["prod", "staging-2", "eu_west"] {
+            assert!(check_environment_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "../x", "Prod", "2prod", "a/b", ".lock", &"a".repeat(65)] {
+            assert!(check_environment_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn explicit_paths_resolve_against_the_working_directory() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            resolve_state_path(Some(Path::new("x/s.json")), Path::new("/proj")),
+            cwd.join("x/s.json")
+        );
+        assert_eq!(
+            resolve_state_path(Some(Path::new("/abs/s.json")), Path::new("/proj")),
+            PathBuf::from("/abs/s.json")
+        );
+    }
+}
