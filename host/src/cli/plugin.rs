@@ -227,6 +227,9 @@ fn outcome_text(result: &Result<PhaseReport, PhaseFailure>) -> String {
     }
 }
 
+/// Decides a scenario from the run's result: (pass, detail).
+type Judge = dyn Fn(&Result<PhaseReport, PhaseFailure>) -> (bool, String);
+
 /// A scenario that needs the plugin to work: completed or skipped passes.
 fn must_succeed(result: &Result<PhaseReport, PhaseFailure>) -> (bool, String) {
     (result.is_ok(), outcome_text(result))
@@ -387,39 +390,37 @@ fn test(_global: &GlobalArgs, args: TestArgs) -> anyhow::Result<ExitCode> {
     };
     let mut reports: Vec<(&'static str, PhaseReport)> = Vec::new();
     let mut escapes: Vec<String> = Vec::new();
-    let mut scenario = |name: &'static str,
-                        ctx: PhaseContext,
-                        judge: &dyn Fn(&Result<PhaseReport, PhaseFailure>) -> (bool, String)|
-     -> anyhow::Result<String> {
-        let playground = Playground::new(args.project.as_deref())?;
-        let before = playground.outside_snapshot();
-        let sandbox = Sandbox {
-            project_root: playground.project(),
-            grants: grants.clone(),
-            limits: limits.clone(),
+    let mut scenario =
+        |name: &'static str, ctx: PhaseContext, judge: &Judge| -> anyhow::Result<String> {
+            let playground = Playground::new(args.project.as_deref())?;
+            let before = playground.outside_snapshot();
+            let sandbox = Sandbox {
+                project_root: playground.project(),
+                grants: grants.clone(),
+                limits: limits.clone(),
+            };
+            let run = host.run(&plugin, &ctx, &sandbox, &NullSink);
+            let after = playground.outside_snapshot();
+            if before != after {
+                let changed: Vec<String> = after
+                    .keys()
+                    .chain(before.keys())
+                    .filter(|k| before.get(*k) != after.get(*k))
+                    .map(|k| k.display().to_string())
+                    .collect();
+                escapes.push(format!("{name}: {}", changed.join(", ")));
+            }
+            let (pass, detail) = judge(&run.result);
+            verdicts.push(Verdict {
+                scenario: name,
+                pass,
+                detail,
+            });
+            if let Ok(report) = &run.result {
+                reports.push((name, report.clone()));
+            }
+            Ok(outcome_text(&run.result))
         };
-        let run = host.run(&plugin, &ctx, &sandbox, &NullSink);
-        let after = playground.outside_snapshot();
-        if before != after {
-            let changed: Vec<String> = after
-                .keys()
-                .chain(before.keys())
-                .filter(|k| before.get(*k) != after.get(*k))
-                .map(|k| k.display().to_string())
-                .collect();
-            escapes.push(format!("{name}: {}", changed.join(", ")));
-        }
-        let (pass, detail) = judge(&run.result);
-        verdicts.push(Verdict {
-            scenario: name,
-            pass,
-            detail,
-        });
-        if let Ok(report) = &run.result {
-            reports.push((name, report.clone()));
-        }
-        Ok(outcome_text(&run.result))
-    };
 
     let deploy = conformance_context(&phase, &config, Shape::Deploy);
     let first = scenario("deploy", deploy.clone(), &must_succeed)?;
@@ -464,7 +465,6 @@ fn test(_global: &GlobalArgs, args: TestArgs) -> anyhow::Result<ExitCode> {
             (false, format!("first run: {before}; second run: {again}"))
         }
     })?;
-    drop(scenario);
 
     let bad: Vec<String> = reports
         .iter()
