@@ -228,7 +228,7 @@ fn outcome_text(result: &Result<PhaseReport, PhaseFailure>) -> String {
 }
 
 /// Decides a scenario from the run's result: (pass, detail).
-type Judge = dyn Fn(&Result<PhaseReport, PhaseFailure>) -> (bool, String);
+type Judge<'a> = dyn Fn(&Result<PhaseReport, PhaseFailure>) -> (bool, String) + 'a;
 
 /// A scenario that needs the plugin to work: completed or skipped passes.
 fn must_succeed(result: &Result<PhaseReport, PhaseFailure>) -> (bool, String) {
@@ -391,7 +391,7 @@ fn test(_global: &GlobalArgs, args: TestArgs) -> anyhow::Result<ExitCode> {
     let mut reports: Vec<(&'static str, PhaseReport)> = Vec::new();
     let mut escapes: Vec<String> = Vec::new();
     let mut scenario =
-        |name: &'static str, ctx: PhaseContext, judge: &Judge| -> anyhow::Result<String> {
+        |name: &'static str, ctx: PhaseContext, judge: &Judge<'_>| -> anyhow::Result<String> {
             let playground = Playground::new(args.project.as_deref())?;
             let before = playground.outside_snapshot();
             let sandbox = Sandbox {
