@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions, turning flags into calls, and exit codes.
 //! One file per command group; this file only dispatches.
 
+pub mod plugin;
 pub mod releases;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +37,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Show the release history: `releases list`, `releases show <id>`.
     Releases(releases::ReleasesArgs),
+    /// Inspect and test phase plugins: `plugin check <file>`, `plugin test <file>`.
+    Plugin(plugin::PluginArgs),
 }
 
 /// Parse the process arguments, run the command, and return its exit code.
@@ -66,5 +69,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let _ = &global;
     match command {
         Command::Releases(args) => releases::run(&global, args),
+        Command::Plugin(args) => plugin::run(&global, args),
     }
 }

@@ -1,0 +1,276 @@
+//! The host side of the `host` interface (`log`, `exec`) and the per-run store data it works on.
+//! `exec` is the only way a phase reaches a host program, so its allowlist lives here.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio as ProcStdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Instant;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::stagecraft::phase::host::{self as wit_host, ExecResult};
+use super::bindings::stagecraft::phase::types as wit_types;
+use super::limits::{LogBudget, MemoryLimiter};
+use super::types::LogLevel;
+
+/// Bytes of stdout and of stderr kept from one exec'd program (its tail: the end of a build log
+/// is where the error is).
+pub const EXEC_OUTPUT_CAP: usize = 256 << 10;
+
+/// What `exec` may do in this run.
+pub(crate) struct ExecPolicy {
+    pub allowed: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub project_root: PathBuf,
+    pub deadline: Instant,
+    pub timeout_text: String,
+}
+
+/// Everything one run's `Store` holds.
+pub(crate) struct RunState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub memory: MemoryLimiter,
+    pub log: Arc<Mutex<LogBudget>>,
+    pub exec: ExecPolicy,
+    /// Things the sandbox refused (network, exec), appended to a failure so it names them.
+    pub refusals: Arc<Mutex<Vec<String>>>,
+    /// An exec'd program was killed at the deadline: the run failed on its timeout.
+    pub timed_out: bool,
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit_types::Host for RunState {}
+
+impl wit_host::Host for RunState {
+    fn log(&mut self, level: wit_host::LogLevel, message: String) {
+        let level = match level {
+            wit_host::LogLevel::Trace => LogLevel::Trace,
+            wit_host::LogLevel::Debug => LogLevel::Debug,
+            wit_host::LogLevel::Info => LogLevel::Info,
+            wit_host::LogLevel::Warn => LogLevel::Warn,
+            wit_host::LogLevel::Error => LogLevel::Error,
+        };
+        if let Ok(mut budget) = self.log.lock() {
+            budget.emit(level, &message);
+        }
+    }
+
+    fn exec(&mut self, program: String, args: Vec<String>) -> Result<ExecResult, String> {
+        match run_program(&self.exec, &program, &args) {
+            Ok(result) => Ok(result),
+            Err(ExecRefused::Deadline(reason)) => {
+                self.timed_out = true;
+                Err(reason)
+            }
+            Err(ExecRefused::Denied(reason)) => {
+                if let Ok(mut budget) = self.log.lock() {
+                    budget.emit(LogLevel::Warn, &reason);
+                }
+                if let Ok(mut refusals) = self.refusals.lock() {
+                    refusals.push(reason.clone());
+                }
+                Err(reason)
+            }
+            Err(ExecRefused::Failed(reason)) => Err(reason),
+        }
+    }
+}
+
+enum ExecRefused {
+    /// Not granted: the sandbox said no.
+    Denied(String),
+    /// Granted but could not run (not found, spawn error).
+    Failed(String),
+    /// Killed at the phase deadline.
+    Deadline(String),
+}
+
+fn run_program(
+    policy: &ExecPolicy,
+    program: &str,
+    args: &[String],
+) -> Result<ExecResult, ExecRefused> {
+    if program.contains('/') || !policy.allowed.iter().any(|p| p == program) {
+        let granted = if policy.allowed.is_empty() {
+            "none".to_string()
+        } else {
+            policy.allowed.join(", ")
+        };
+        return Err(ExecRefused::Denied(format!(
+            "exec of `{program}` refused: it is not in this phase's exec grant (granted: \
+             {granted}); add it to `exec = [...]` in the phase's grants"
+        )));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let resolved = find_on_path(program, &path).ok_or_else(|| {
+        ExecRefused::Failed(format!(
+            "`{program}` is granted but was not found on PATH ({})",
+            Path::new(&path).display()
+        ))
+    })?;
+    let mut cmd = Command::new(&resolved);
+    cmd.args(args)
+        .current_dir(&policy.project_root)
+        .env_clear()
+        .envs(policy.env.iter().map(|(k, v)| (k, v)))
+        .env("PATH", &path)
+        .stdin(ProcStdio::null())
+        .stdout(ProcStdio::piped())
+        .stderr(ProcStdio::piped());
+    if let Some(lease) = std::env::var_os("STAGECRAFT_LEASE") {
+        cmd.env("STAGECRAFT_LEASE", lease);
+    }
+    #[cfg(unix)]
+    {
+        // Its own process group, so the deadline kills whatever the program started too.
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| ExecRefused::Failed(format!("cannot start `{program}`: {e}")))?;
+    let pid = child.id();
+    let stdout = child
+        .stdout
+        .take()
+        .map(|s| std::thread::spawn(move || read_tail(s)));
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| std::thread::spawn(move || read_tail(s)));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let remaining = policy.deadline.saturating_duration_since(Instant::now());
+    let (status, killed) = match rx.recv_timeout(remaining) {
+        Ok(status) => (status, false),
+        Err(_) => {
+            kill_group(pid);
+            (
+                rx.recv()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("waiter thread lost"))),
+                true,
+            )
+        }
+    };
+    let stdout = stdout.and_then(|h| h.join().ok()).unwrap_or_default();
+    let stderr = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    if killed {
+        return Err(ExecRefused::Deadline(format!(
+            "`{program}` was killed at the phase deadline (timeout limit of {})",
+            policy.timeout_text
+        )));
+    }
+    let status =
+        status.map_err(|e| ExecRefused::Failed(format!("waiting for `{program}`: {e}")))?;
+    Ok(ExecResult {
+        exit_code: status.code(),
+        stdout,
+        stderr,
+    })
+}
+
+#[cfg(unix)]
+fn kill_group(pid: u32) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        // The group may already be gone; then there is nothing left to kill.
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+#[cfg(not(unix))]
+fn kill_group(_pid: u32) {}
+
+/// Read everything, keep the last [`EXEC_OUTPUT_CAP`] bytes, decode lossily.
+fn read_tail(mut from: impl Read) -> String {
+    let mut kept: Vec<u8> = Vec::new();
+    let mut dropped = 0usize;
+    let mut buf = [0u8; 8192];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > 2 * EXEC_OUTPUT_CAP {
+                    let cut = kept.len() - EXEC_OUTPUT_CAP;
+                    dropped += cut;
+                    kept.drain(..cut);
+                }
+            }
+        }
+    }
+    if kept.len() > EXEC_OUTPUT_CAP {
+        let cut = kept.len() - EXEC_OUTPUT_CAP;
+        dropped += cut;
+        kept.drain(..cut);
+    }
+    let text = String::from_utf8_lossy(&kept).into_owned();
+    if dropped > 0 {
+        format!("[... {dropped} bytes dropped]\n{text}")
+    } else {
+        text
+    }
+}
+
+/// The first executable file named `program` in `path` (a PATH value).
+pub(crate) fn find_on_path(program: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
+    std::env::split_paths(path)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+#[cfg(unix)]
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(not(unix))]
+fn is_executable(path: &Path) -> bool {
+    path.is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_programs_on_path_only_when_executable() {
+        let dir = tempfile::tempdir().unwrap();
+        let prog = dir.path().join("tool");
+        std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+        let path = std::env::join_paths([dir.path()]).unwrap();
+        assert_eq!(find_on_path("tool", &path), None);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+            assert_eq!(find_on_path("tool", &path), Some(prog));
+        }
+    }
+
+    #[test]
+    fn keeps_the_tail() {
+        let big = vec![b'a'; EXEC_OUTPUT_CAP * 3];
+        let mut input = big.clone();
+        input.extend_from_slice(b"END");
+        let out = read_tail(&input[..]);
+        assert!(out.starts_with("[... "));
+        assert!(out.ends_with("END"));
+    }
+}

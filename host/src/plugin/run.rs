@@ -1,0 +1,339 @@
+//! One phase run: a fresh sandboxed `Store`, the call, and the translation of whatever happened
+//! (report, guest error, trap, tripped limit) into a [`PhaseRun`].
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, Trap};
+
+use super::bindings::stagecraft::phase::types as wit;
+use super::engine::ticks_for;
+use super::grants::wasi_context;
+use super::imports::{ExecPolicy, RunState};
+use super::limits::{self, LogBudget, MemoryLimiter};
+use super::types::*;
+use super::{LoadedPlugin, PluginHost};
+
+/// How long past its timeout a run may take before the caller stops waiting for it. Wasm code
+/// stops within one epoch tick and exec'd programs are killed at the deadline; only a guest
+/// blocked inside a WASI call (a long sleep) can outlive this, and its thread is then abandoned.
+const ABANDON_GRACE: Duration = Duration::from_secs(5);
+
+/// The outcome of one [`PluginHost::run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseRun {
+    /// The checked report, or why the phase failed.
+    pub result: Result<PhaseReport, PhaseFailure>,
+    /// Wall-clock time of the run (instantiation included).
+    pub duration: Duration,
+    /// Log lines were dropped because the log limit was reached (the sink got a final note).
+    pub log_truncated: bool,
+}
+
+enum Event {
+    Log(LogLevel, String),
+    Finished(Result<PhaseReport, PhaseFailure>, bool),
+}
+
+impl PluginHost {
+    /// Run `plugin` once for `ctx` in a fresh store, with only `sandbox`'s grants and limits.
+    /// Log lines reach `sink` while the plugin runs. Never panics on plugin behaviour: every
+    /// misbehaviour ends as a [`PhaseFailure`].
+    pub fn run(
+        &self,
+        plugin: &LoadedPlugin,
+        ctx: &PhaseContext,
+        sandbox: &Sandbox,
+        sink: &dyn LogSink,
+    ) -> PhaseRun {
+        let start = Instant::now();
+        let (tx, rx) = mpsc::channel::<Event>();
+        let engine = self.engine.clone();
+        let plugin = plugin.clone();
+        let ctx = ctx.clone();
+        let limits = sandbox.limits.clone();
+        let sandbox = sandbox.clone();
+        let log_tx = tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("stagecraft-phase".into())
+            // Host calls from wasm run on this thread's stack in a debug build too.
+            .stack_size(8 << 20)
+            .spawn(move || {
+                let emit: limits::Emit = Box::new(move |level, message| {
+                    let _ = log_tx.send(Event::Log(level, message));
+                });
+                let (result, truncated) = execute(&engine, &plugin, &ctx, &sandbox, emit);
+                let _ = tx.send(Event::Finished(result, truncated));
+            });
+        if let Err(e) = spawned {
+            return PhaseRun {
+                result: Err(PhaseFailure::Load(format!(
+                    "cannot start the phase thread: {e}"
+                ))),
+                duration: start.elapsed(),
+                log_truncated: false,
+            };
+        }
+        let give_up = start + limits.timeout + ABANDON_GRACE;
+        loop {
+            let wait = give_up.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(Event::Log(level, message)) => sink.log(level, &message),
+                Ok(Event::Finished(result, log_truncated)) => {
+                    return PhaseRun {
+                        result,
+                        duration: start.elapsed(),
+                        log_truncated,
+                    }
+                }
+                Err(_) => {
+                    return PhaseRun {
+                        result: Err(PhaseFailure::Limit {
+                            limit: LimitKind::Timeout,
+                            value: limits.timeout_text.clone(),
+                        }),
+                        duration: start.elapsed(),
+                        log_truncated: false,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ask the plugin about itself (a fresh store, no grants, default limits).
+    pub fn describe(&self, plugin: &LoadedPlugin) -> anyhow::Result<PluginInfo> {
+        let limits = Limits::default();
+        let sandbox = Sandbox {
+            project_root: std::env::temp_dir(),
+            grants: Grants::default(),
+            limits: Limits {
+                timeout: Duration::from_secs(10),
+                timeout_text: "10s".into(),
+                ..limits
+            },
+        };
+        let mut store = new_store(&self.engine, &sandbox, Box::new(|_, _| {}))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", plugin.name()))?;
+        let instance = plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| anyhow::anyhow!("{} cannot be instantiated: {e:#}", plugin.name()))?;
+        let info = instance
+            .stagecraft_phase_phase()
+            .call_describe(&mut store)
+            .map_err(|e| {
+                let failure = failure_from_error(&e, &mut store, &sandbox.limits);
+                anyhow::anyhow!("{}: describe() failed: {failure}", plugin.name())
+            })?;
+        Ok(PluginInfo {
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            phases: info.phases,
+        })
+    }
+}
+
+fn new_store(
+    engine: &wasmtime::Engine,
+    sandbox: &Sandbox,
+    emit: limits::Emit,
+) -> Result<Store<RunState>, String> {
+    let budget = Arc::new(Mutex::new(LogBudget::new(emit, sandbox.limits.log_bytes)));
+    let refusals = Arc::new(Mutex::new(Vec::new()));
+    let wasi = wasi_context(sandbox, &budget, &refusals)?;
+    let env = sandbox
+        .grants
+        .env
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
+        .collect();
+    let state = RunState {
+        wasi,
+        table: ResourceTable::new(),
+        memory: MemoryLimiter::new(sandbox.limits.memory_bytes),
+        log: budget,
+        exec: ExecPolicy {
+            allowed: sandbox.grants.exec.clone(),
+            env,
+            project_root: sandbox.project_root.clone(),
+            deadline: Instant::now() + sandbox.limits.timeout,
+            timeout_text: sandbox.limits.timeout_text.clone(),
+        },
+        refusals,
+        timed_out: false,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.memory);
+    store.set_epoch_deadline(ticks_for(sandbox.limits.timeout));
+    Ok(store)
+}
+
+/// The body of a run, on the phase thread.
+fn execute(
+    engine: &wasmtime::Engine,
+    plugin: &LoadedPlugin,
+    ctx: &PhaseContext,
+    sandbox: &Sandbox,
+    emit: limits::Emit,
+) -> (Result<PhaseReport, PhaseFailure>, bool) {
+    let mut store = match new_store(engine, sandbox, emit) {
+        Ok(store) => store,
+        Err(msg) => return (Err(PhaseFailure::Load(msg)), false),
+    };
+    let result = match plugin.pre.instantiate(&mut store) {
+        Err(e) => Err(failure_from_error(&e, &mut store, &sandbox.limits)),
+        Ok(instance) => {
+            let wit_ctx = to_wit(ctx);
+            match instance
+                .stagecraft_phase_phase()
+                .call_run(&mut store, &wit_ctx)
+            {
+                Err(e) => Err(failure_from_error(&e, &mut store, &sandbox.limits)),
+                Ok(Err(err)) => Err(guest_failure(err, &mut store, &sandbox.limits)),
+                Ok(Ok(report)) => check_report(report),
+            }
+        }
+    };
+    let truncated = store
+        .data()
+        .log
+        .lock()
+        .map(|mut b| b.finish(&limits::format_bytes(sandbox.limits.log_bytes)))
+        .unwrap_or(false);
+    (result, truncated)
+}
+
+/// A tripped budget explains any failure that follows it, so it wins over the guest's message.
+fn tripped_limit(store: &mut Store<RunState>, limits: &Limits) -> Option<PhaseFailure> {
+    let state = store.data();
+    if state.memory.tripped {
+        return Some(PhaseFailure::Limit {
+            limit: LimitKind::Memory,
+            value: limits.memory_text.clone(),
+        });
+    }
+    if state.timed_out {
+        return Some(PhaseFailure::Limit {
+            limit: LimitKind::Timeout,
+            value: limits.timeout_text.clone(),
+        });
+    }
+    None
+}
+
+fn failure_from_error(
+    err: &wasmtime::Error,
+    store: &mut Store<RunState>,
+    limits: &Limits,
+) -> PhaseFailure {
+    if let Some(limit) = tripped_limit(store, limits) {
+        return limit;
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => PhaseFailure::Limit {
+            limit: LimitKind::Timeout,
+            value: limits.timeout_text.clone(),
+        },
+        Some(Trap::StackOverflow) => PhaseFailure::Trap("stack overflow".into()),
+        Some(trap) => {
+            let stderr = store.data().log.lock().ok().and_then(|b| {
+                b.last_stderr
+                    .iter()
+                    .rev()
+                    .find(|l| l.contains("panicked"))
+                    .or(b.last_stderr.back())
+                    .cloned()
+            });
+            match stderr {
+                Some(line) => PhaseFailure::Trap(format!("{trap} (stderr: {line})")),
+                None => PhaseFailure::Trap(trap.to_string()),
+            }
+        }
+        None => PhaseFailure::Trap(format!("{err:#}")),
+    }
+}
+
+fn guest_failure(
+    err: wit::PhaseError,
+    store: &mut Store<RunState>,
+    limits: &Limits,
+) -> PhaseFailure {
+    if let Some(limit) = tripped_limit(store, limits) {
+        return limit;
+    }
+    let refusals = store
+        .data()
+        .refusals
+        .lock()
+        .map(|r| r.clone())
+        .unwrap_or_default();
+    let mut message = limits::bounded_summary(&err.message);
+    if message.trim().is_empty() {
+        message = "the plugin returned an error without a message".into();
+    }
+    if let Some(first) = refusals.first() {
+        message = format!("{message} ({first})");
+    }
+    PhaseFailure::Guest {
+        message,
+        details: err.details,
+    }
+}
+
+fn check_report(report: wit::PhaseReport) -> Result<PhaseReport, PhaseFailure> {
+    if !limits::outputs_within_bounds(report.outputs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    {
+        return Err(PhaseFailure::Limit {
+            limit: LimitKind::Outputs,
+            value: limits::outputs_limit_text(),
+        });
+    }
+    Ok(PhaseReport {
+        outcome: match report.outcome {
+            wit::Outcome::Completed => Outcome::Completed,
+            wit::Outcome::Skipped(reason) => Outcome::Skipped(reason),
+        },
+        summary: limits::bounded_summary(&report.summary),
+        // Later duplicates win, as in a map literal.
+        outputs: report.outputs.into_iter().collect(),
+    })
+}
+
+fn sorted(map: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn to_wit(ctx: &PhaseContext) -> wit::PhaseContext {
+    wit::PhaseContext {
+        phase: ctx.phase.clone(),
+        operation: match ctx.operation {
+            Operation::Deploy => wit::Operation::Deploy,
+            Operation::Rollback => wit::Operation::Rollback,
+        },
+        release: wit::ReleaseInfo {
+            id: ctx.release.id.clone(),
+            environment: ctx.release.environment.clone(),
+            version: ctx.release.version.clone(),
+            commit: ctx.release.commit.clone(),
+            previous_id: ctx.release.previous_id.clone(),
+        },
+        rollback_target: ctx.rollback_target.as_ref().map(|t| wit::RollbackTarget {
+            release_id: t.release_id.clone(),
+            version: t.version.clone(),
+            commit: t.commit.clone(),
+        }),
+        config: sorted(&ctx.config),
+        vars: sorted(&ctx.vars),
+        earlier_outputs: ctx
+            .earlier_outputs
+            .iter()
+            .map(|(phase, outputs)| wit::PhaseOutputs {
+                phase: phase.clone(),
+                outputs: sorted(outputs),
+            })
+            .collect(),
+    }
+}

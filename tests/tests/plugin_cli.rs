@@ -1,0 +1,251 @@
+//! `stagecraft plugin check` and `stagecraft plugin test` through the real binary: good
+//! plugins pass, bad inputs exit 1 with a reason, failing scenarios exit 2.
+
+mod plugin_support;
+
+use plugin_support::*;
+use stagecraft_tests::run;
+
+fn hostile_path() -> String {
+    fixture("hostile").display().to_string()
+}
+
+#[test]
+fn check_describes_a_builtin_and_lists_its_imports() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["plugin", "check", "builtin:exec"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("contract     stagecraft:phase@0.1.0"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("name         exec"), "{out:?}");
+    assert!(
+        out.stdout.contains("stagecraft:phase/host@0.1.0"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("exec of programs in the `exec` grant"),
+        "{out:?}"
+    );
+
+    let out = run(dir.path(), &["plugin", "check", "--json", &hostile_path()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["info"]["name"], "hostile");
+    assert_eq!(json["contract"], "stagecraft:phase@0.1.0");
+    assert_eq!(json["sha256"].as_str().unwrap().len(), 64);
+    assert!(json["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["name"].as_str().unwrap().starts_with("wasi:sockets/")));
+}
+
+#[test]
+fn check_refuses_core_modules_foreign_versions_and_missing_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, wat::parse_str("(module)").unwrap()).unwrap();
+    let out = run(dir.path(), &["plugin", "check", "core.wasm"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("core.wasm is a core WebAssembly module, not a component"),
+        "{out:?}"
+    );
+
+    let future = dir.path().join("future.wasm");
+    std::fs::write(
+        &future,
+        wat::parse_str(
+            r#"(component (instance $i) (export "stagecraft:phase/phase@0.2.0" (instance $i)))"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let out = run(dir.path(), &["plugin", "check", "future.wasm"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("targets stagecraft:phase@0.2.0; this stagecraft supports 0.1.x"),
+        "{out:?}"
+    );
+
+    let out = run(dir.path(), &["plugin", "check", "missing.wasm"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("cannot read plugin missing.wasm"),
+        "{out:?}"
+    );
+
+    let out = run(dir.path(), &["plugin", "check", "builtin:nope"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("builtin:noop"), "{out:?}");
+}
+
+#[test]
+fn test_passes_a_good_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["plugin", "test", "builtin:noop"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for scenario in [
+        "describe",
+        "deploy",
+        "rollback",
+        "empty-config",
+        "full-config",
+        "earlier-outputs",
+        "repeatable",
+        "report-bounds",
+        "sandbox",
+    ] {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with(scenario) && l.contains(" pass ")),
+            "{scenario}: {out:?}"
+        );
+    }
+    assert!(out.stdout.contains("9 passed, 0 failed"), "{out:?}");
+}
+
+#[test]
+fn test_runs_builtins_with_config_grants_and_a_seed_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "plugin",
+            "test",
+            "builtin:exec",
+            "--set",
+            "command=echo {{version}}",
+            "--exec",
+            "echo",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("completed: ran `echo v2`"), "{out:?}");
+    assert!(
+        out.stdout.contains("refused: config.command is not set"),
+        "{out:?}"
+    );
+
+    let seed = dir.path().join("seed");
+    std::fs::create_dir_all(seed.join("templates")).unwrap();
+    std::fs::write(seed.join("templates/index.html"), "{{version}}").unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "plugin",
+            "test",
+            "builtin:render",
+            "--config-json",
+            r#"{"source": "templates", "dest": "releases"}"#,
+            "--project",
+            "seed",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+
+    std::fs::create_dir_all(seed.join("releases/v1")).unwrap();
+    std::fs::create_dir_all(seed.join("releases/v2")).unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "plugin",
+            "test",
+            "builtin:switch",
+            "--set",
+            "releases=releases",
+            "--project",
+            "seed",
+            "--json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["failed"], 0);
+    // The seed itself is copied, never used in place.
+    assert!(!seed.join("current").exists());
+}
+
+#[test]
+fn test_fails_with_exit_2_and_reasons_for_a_crashing_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = hostile_path();
+    let out = run(
+        dir.path(),
+        &["plugin", "test", &hostile, "--set", "mode=panic"],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    let deploy = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("deploy"))
+        .unwrap();
+    assert!(deploy.contains("FAIL"), "{deploy}");
+    assert!(deploy.contains("fixture panicked on purpose"), "{deploy}");
+
+    let out = run(
+        dir.path(),
+        &[
+            "plugin",
+            "test",
+            &hostile,
+            "--set",
+            "mode=loop",
+            "--timeout",
+            "200ms",
+        ],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("failed: timeout limit of 200ms exceeded"),
+        "{out:?}"
+    );
+
+    // Escape attempts fail the deploy scenario, and the sandbox scenario still passes:
+    // nothing outside the project changed.
+    let out = run(
+        dir.path(),
+        &[
+            "plugin",
+            "test",
+            &hostile,
+            "--set",
+            "mode=fs",
+            "--set",
+            "op=write",
+            "--set",
+            "path=../outside/sentinel.txt",
+        ],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stdout.contains("refused"), "{out:?}");
+    let sandbox = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("sandbox"))
+        .unwrap();
+    assert!(sandbox.contains("pass"), "{sandbox}");
+}
+
+#[test]
+fn test_rejects_unusable_input_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["plugin", "test", "builtin:noop", "--config-json", "{oops"],
+        vec!["plugin", "test", "builtin:noop", "--config-json", "[1]"],
+        vec!["plugin", "test", "builtin:noop", "--set", "novalue"],
+        vec!["plugin", "test", "builtin:noop", "--timeout", "soon"],
+        vec!["plugin", "test", "builtin:noop", "--project", "nowhere"],
+        vec!["plugin", "test", "nothing.wasm"],
+    ] {
+        let out = run(dir.path(), &args);
+        assert_eq!(out.code, 1, "{args:?}: {out:?}");
+        assert!(out.stderr.starts_with("Error: "), "{out:?}");
+    }
+}
