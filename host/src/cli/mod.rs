@@ -1,8 +1,13 @@
 //! Command-line interface: clap definitions, turning flags into calls, and exit codes.
 //! One file per command group; this file only dispatches.
 
+mod completions;
+mod deploy;
+mod init;
 pub mod plugin;
+pub mod release;
 pub mod releases;
+mod rollback;
 
 use clap::{Parser, Subcommand};
 
@@ -35,10 +40,18 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create a release of a version and run its phases.
+    Deploy(deploy::DeployArgs),
+    /// Redeploy an earlier, fully deployed release as a new release.
+    Rollback(rollback::RollbackArgs),
     /// Show the release history: `releases list`, `releases show <id>`.
     Releases(releases::ReleasesArgs),
     /// Inspect and test phase plugins: `plugin check <file>`, `plugin test <file>`.
     Plugin(plugin::PluginArgs),
+    /// Write a commented starter stagecraft.toml.
+    Init(init::InitArgs),
+    /// Print a shell completion script.
+    Completions(completions::CompletionsArgs),
 }
 
 /// Parse the process arguments, run the command, and return its exit code.
@@ -66,9 +79,12 @@ pub fn main() -> i32 {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let Cli { global, command } = cli;
-    let _ = &global;
     match command {
         Command::Releases(args) => releases::run(&global, args),
         Command::Plugin(args) => plugin::run(&global, args),
+        Command::Deploy(args) => deploy::run(&global, args),
+        Command::Rollback(args) => rollback::run(&global, args),
+        Command::Init(args) => init::run(&global, args),
+        Command::Completions(args) => completions::run(args),
     }
 }

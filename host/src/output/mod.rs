@@ -1,3 +1,4 @@
 //! Rendering for people (tables, one line per phase) and for machines (`--json`).
 
+pub mod deploy;
 pub mod releases;

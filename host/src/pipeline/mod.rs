@@ -6,6 +6,7 @@
 //! every later phase `skipped` in the same transaction. A status write that fails stops
 //! everything at once: nothing more runs.
 
+mod host_runner;
 mod interrupt;
 mod rollback;
 

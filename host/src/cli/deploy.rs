@@ -1,0 +1,70 @@
+//! `stagecraft deploy`: create a release of a version and run its phases.
+
+use crate::cli::release::{self, RunFlags};
+use crate::cli::GlobalArgs;
+use crate::error::{input_error, ExitCode};
+use crate::pipeline::Request;
+use crate::state::Operation;
+
+/// Create a release and run its phases in order.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  stagecraft deploy --env staging --version v2
+  stagecraft deploy -e prod                      # version = git HEAD
+  stagecraft deploy -e prod --version v2 --dry-run
+  stagecraft deploy -e prod --version v2 --json --lock-wait 300
+
+Exit codes: 0 deployed, 1 invalid input or configuration, 2 a phase failed,
+3 state error (unreadable state, lease wait exceeded, I/O).")]
+pub struct DeployArgs {
+    /// The environment, as named in the manifest's [environments] table.
+    #[arg(long, short = 'e', env = "STAGECRAFT_ENV")]
+    pub env: Option<String>,
+    /// The version to deploy (a tag or a SHA). Default: the git HEAD commit of the project.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// The commit SHA to record. Default: the git HEAD commit, when in a git work tree.
+    #[arg(long)]
+    pub commit: Option<String>,
+    #[command(flatten)]
+    pub flags: RunFlags,
+}
+
+pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
+    let target = release::load_target(
+        global,
+        args.env.as_deref(),
+        "pass --env <name> or set STAGECRAFT_ENV",
+    )?;
+    let head = release::git_head(&target.manifest.project_root);
+    let version = match args.version.as_deref().map(str::trim) {
+        Some("") => return Err(input_error("--version must not be empty")),
+        Some(v) => v.to_string(),
+        None => head.clone().ok_or_else(|| {
+            input_error(format!(
+                "no --version given and {} is not in a git work tree with a commit; pass \
+                 --version <tag-or-sha>",
+                target.manifest.project_root.display()
+            ))
+        })?,
+    };
+    let commit = match args.commit.as_deref() {
+        Some(c) => c.trim().to_string(),
+        None => head.unwrap_or_default(),
+    };
+    if args.flags.dry_run {
+        release::check_grants(global, &target.manifest)?;
+        release::print_plan(&target, &version, &commit, None, args.flags.json);
+        return Ok(ExitCode::Ok);
+    }
+    release::run_release(global, &target, &args.flags, |_| {
+        Ok(Request {
+            environment: target.environment.clone(),
+            version: version.clone(),
+            commit: commit.clone(),
+            operation: Operation::Deploy,
+            rollback_target: None,
+        })
+    })
+}

@@ -1,0 +1,280 @@
+//! What `deploy` and `rollback` share: the manifest and environment, the store, the plugins, the
+//! lease, the pipeline run and the final output. Each command only says what to release.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::cli::GlobalArgs;
+use crate::error::{input_error, ExitCode, PhaseFailed};
+use crate::manifest::{self, Manifest};
+use crate::output::deploy::{release_json, ConsoleEvents};
+use crate::pipeline::{self, Pipeline, Request};
+use crate::plugin::PluginHost;
+use crate::state::{Operation, Release, StateStore};
+
+/// The variable a running release exports to the programs its plugins exec, naming the
+/// environment and release, so a hook that calls stagecraft cannot deadlock on its own lease.
+pub const LEASE_VAR: &str = "STAGECRAFT_LEASE";
+
+/// Flags shared by deploy and rollback.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunFlags {
+    /// Print the plan (environment, version, phases) and write nothing: no state, no plugin runs.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the final release record as JSON on stdout (progress and logs stay on stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to wait for another deploy or rollback of the same environment to finish.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub lock_wait: f64,
+}
+
+/// The loaded manifest and the chosen environment.
+pub struct Target {
+    pub manifest: Manifest,
+    pub environment: String,
+}
+
+/// Load the manifest and check the environment exists in it.
+pub fn load_target(
+    global: &GlobalArgs,
+    env: Option<&str>,
+    env_source: &str,
+) -> anyhow::Result<Target> {
+    let path = manifest::locate(global.config.as_deref())?;
+    let manifest = manifest::load(&path)?;
+    let names = manifest
+        .environments
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let environment = match env.map(str::trim) {
+        Some(e) if !e.is_empty() => e.to_string(),
+        _ => {
+            return Err(input_error(format!(
+                "no environment given; {env_source} (environments in {}: {names})",
+                manifest.path.display()
+            )))
+        }
+    };
+    if !manifest.environments.contains_key(&environment) {
+        return Err(input_error(format!(
+            "unknown environment {environment:?}; {} defines: {names}",
+            manifest.path.display()
+        )));
+    }
+    refuse_nested_lease(&environment)?;
+    Ok(Target {
+        manifest,
+        environment,
+    })
+}
+
+/// A plugin's exec'd program that runs `stagecraft deploy` for the environment being deployed
+/// would wait for its own lease forever; say so instead.
+fn refuse_nested_lease(environment: &str) -> anyhow::Result<()> {
+    if let Ok(lease) = std::env::var(LEASE_VAR) {
+        if lease.split('/').next() == Some(environment) {
+            return Err(input_error(format!(
+                "this command runs inside a release of {environment:?} ({LEASE_VAR}={lease}); a \
+                 deploy or rollback of the same environment from inside it would wait for \
+                 itself forever"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The lease wait from `--lock-wait`.
+pub fn lock_wait(flags: &RunFlags) -> anyhow::Result<Duration> {
+    if !flags.lock_wait.is_finite() || flags.lock_wait < 0.0 || flags.lock_wait > 86_400.0 {
+        return Err(input_error(format!(
+            "--lock-wait {} is not a number of seconds between 0 and 86400",
+            flags.lock_wait
+        )));
+    }
+    Ok(Duration::from_secs_f64(flags.lock_wait))
+}
+
+/// Open the state store for this project, after refusing grants that would expose it.
+pub fn open_store(global: &GlobalArgs, manifest: &Manifest) -> anyhow::Result<Box<dyn StateStore>> {
+    check_grants(global, manifest)?;
+    crate::state::open_store(global.state_file.as_deref(), &manifest.project_root)
+}
+
+/// Refuse any read/write grant that would let a plugin reach the state file, its lock or backup.
+pub fn check_grants(global: &GlobalArgs, manifest: &Manifest) -> anyhow::Result<()> {
+    let state_file =
+        crate::state::resolve_state_path(global.state_file.as_deref(), &manifest.project_root);
+    let protected = protected_paths(&state_file);
+    for (phase, spec) in &manifest.phases {
+        if let Err(why) =
+            crate::plugin::check_grants(&spec.grants, &manifest.project_root, &protected)
+        {
+            let at = spec
+                .grant_locations
+                .iter()
+                .find(|(p, _)| why.contains(&p.display().to_string()))
+                .map(|(_, at)| format!("{at}: "))
+                .unwrap_or_else(|| format!("{}: ", manifest.path.display()));
+            return Err(input_error(format!("{at}phase {phase}: {why}")));
+        }
+    }
+    Ok(())
+}
+
+/// The files no grant may reach: the state file, its lock and its backup (their directory is
+/// protected with them by `check_grants`).
+fn protected_paths(state_file: &Path) -> Vec<std::path::PathBuf> {
+    let name = state_file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sibling = |suffix: &str| state_file.with_file_name(format!("{name}{suffix}"));
+    vec![state_file.to_path_buf(), sibling(".lock"), sibling(".bak")]
+}
+
+/// Load every plugin, take the lease, let `build_request` resolve what to release from fresh
+/// state under the lease, run the pipeline, print the result.
+pub fn run_release(
+    global: &GlobalArgs,
+    target: &Target,
+    flags: &RunFlags,
+    build_request: impl FnOnce(&dyn StateStore) -> anyhow::Result<Request>,
+) -> anyhow::Result<ExitCode> {
+    let wait = lock_wait(flags)?;
+    let store = open_store(global, &target.manifest)?;
+    let events = ConsoleEvents::new(global.verbose, flags.json);
+    let host = PluginHost::new(None)?;
+    let loaded = pipeline::load_plugins(&target.manifest, &host, &events)?;
+
+    let _lease = store.lease(&target.environment, wait)?;
+    let request = build_request(store.as_ref())?;
+    // Exported for programs that plugins exec (see LEASE_VAR). Set before any plugin runs and
+    // only read by child processes.
+    std::env::set_var(
+        LEASE_VAR,
+        format!("{}/{}", target.environment, std::process::id()),
+    );
+
+    let pipeline = Pipeline {
+        manifest: &target.manifest,
+        store: store.as_ref(),
+        runner: &host,
+        events: &events,
+    };
+    let result = pipeline.execute(&loaded, &request);
+    let record = match &result {
+        Ok(release) => Some(release.clone()),
+        Err(e) => e.downcast_ref::<PhaseFailed>().and_then(|failed| {
+            store
+                .read()
+                .ok()
+                .and_then(|s| s.get(&failed.release_id).cloned())
+        }),
+    };
+    if let Some(release) = &record {
+        print_result(release, flags.json);
+    }
+    result.map(|_| ExitCode::Ok)
+}
+
+fn print_result(release: &Release, json: bool) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let text = serde_json::to_string_pretty(&release_json(release)).expect("json");
+        let _ = writeln!(out, "{text}");
+        return;
+    }
+    let status = release.overall_status();
+    if status != crate::state::OverallStatus::Completed {
+        return; // The error line on stderr says what failed.
+    }
+    let _ = match release.operation() {
+        Operation::Deploy => writeln!(
+            out,
+            "Deployed {} to {} (release {}).",
+            release.version, release.environment, release.id
+        ),
+        Operation::Rollback => writeln!(
+            out,
+            "Rolled back {} to {} (release {}, redeploying {}).",
+            release.environment,
+            release.version,
+            release.id,
+            release
+                .rollback_target
+                .as_ref()
+                .map(|t| t.as_str())
+                .unwrap_or("?")
+        ),
+    };
+}
+
+/// The dry-run plan: what would run, in order, and nothing else.
+pub fn print_plan(
+    target: &Target,
+    version: &str,
+    commit: &str,
+    rollback_target: Option<&Release>,
+    json: bool,
+) {
+    let phases: Vec<(String, Option<String>)> = target
+        .manifest
+        .pipeline
+        .iter()
+        .map(|p| {
+            (
+                p.clone(),
+                target.manifest.phases.get(p).map(|s| s.plugin_ref.clone()),
+            )
+        })
+        .collect();
+    if json {
+        let plan = serde_json::json!({
+            "dry_run": true,
+            "environment": target.environment,
+            "version": version,
+            "commit_sha": commit,
+            "rollback_target": rollback_target.map(|t| t.id.as_str()),
+            "phases": phases.iter().map(|(p, plugin)| serde_json::json!({
+                "phase": p,
+                "plugin": plugin,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&plan).expect("json"));
+        return;
+    }
+    println!("Dry run: nothing is written and no plugin runs.");
+    println!("Environment:     {}", target.environment);
+    println!("Version:         {version}");
+    println!(
+        "Commit SHA:      {}",
+        if commit.is_empty() { "N/A" } else { commit }
+    );
+    if let Some(t) = rollback_target {
+        println!("Rollback target: {} ({})", t.id, t.version);
+    }
+    println!("Phases:");
+    for (phase, plugin) in phases {
+        match plugin {
+            Some(plugin) => println!("  {phase:<13} {plugin}"),
+            None => println!("  {phase:<13} skipped (no plugin configured)"),
+        }
+    }
+}
+
+/// The git HEAD commit of the work tree containing `dir`, if there is one.
+pub fn git_head(dir: &Path) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--verify", "--quiet", "HEAD"])
+        .current_dir(dir)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let sha = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !sha.is_empty()).then_some(sha)
+}

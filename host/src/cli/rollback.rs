@@ -1,0 +1,75 @@
+//! `stagecraft rollback`: create a new release from an earlier one and run the same phases.
+
+use crate::cli::release::{self, RunFlags};
+use crate::cli::GlobalArgs;
+use crate::error::ExitCode;
+use crate::pipeline::{resolve_target, Request, TargetSelector};
+use crate::state::Operation;
+
+/// Redeploy an earlier, fully deployed release as a new release.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  stagecraft rollback --env prod --to-previous
+  stagecraft rollback --env prod --to-release rel-20261125-061500123
+  stagecraft rollback --env prod --to-version v1 --dry-run
+
+The target must belong to --env, must not be the current release, and every one of
+its phases must have completed (or been skipped). The new release copies the
+target's version and commit and runs the whole pipeline.
+
+Exit codes: 0 rolled back, 1 invalid input or rollback target, 2 a phase failed,
+3 state error (unreadable state, lease wait exceeded, I/O).")]
+pub struct RollbackArgs {
+    /// The environment to roll back (required: a rollback never picks one up from
+    /// STAGECRAFT_ENV by accident).
+    #[arg(long, short = 'e')]
+    pub env: Option<String>,
+    /// Go back to the release that was current before the current one.
+    #[arg(long)]
+    pub to_previous: bool,
+    /// Go back to this release id.
+    #[arg(long, value_name = "ID")]
+    pub to_release: Option<String>,
+    /// Go back to the newest release of this version in the environment.
+    #[arg(long, value_name = "VERSION")]
+    pub to_version: Option<String>,
+    #[command(flatten)]
+    pub flags: RunFlags,
+}
+
+pub fn run(global: &GlobalArgs, args: RollbackArgs) -> anyhow::Result<ExitCode> {
+    let selector = TargetSelector::from_flags(args.to_previous, args.to_release, args.to_version)?;
+    let target = release::load_target(global, args.env.as_deref(), "pass --env <name>")?;
+    if args.flags.dry_run {
+        release::check_grants(global, &target.manifest)?;
+        let store = release::open_store(global, &target.manifest)?;
+        let state = store.read()?;
+        let to = resolve_target(&state, &target.environment, &selector)?;
+        release::print_plan(
+            &target,
+            &to.version,
+            &to.commit_sha,
+            Some(to),
+            args.flags.json,
+        );
+        return Ok(ExitCode::Ok);
+    }
+    // Validate before loading plugins, so a bad target fails fast; then again under the lease,
+    // because another process may have released in between.
+    {
+        let store = release::open_store(global, &target.manifest)?;
+        resolve_target(&store.read()?, &target.environment, &selector)?;
+    }
+    release::run_release(global, &target, &args.flags, |store| {
+        let state = store.read()?;
+        let to = resolve_target(&state, &target.environment, &selector)?.clone();
+        Ok(Request {
+            environment: target.environment.clone(),
+            version: to.version.clone(),
+            commit: to.commit_sha.clone(),
+            operation: Operation::Rollback,
+            rollback_target: Some(to),
+        })
+    })
+}

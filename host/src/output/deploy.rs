@@ -1,0 +1,181 @@
+//! What deploy and rollback print while they run, and their final record.
+//!
+//! stdout carries the deterministic part: one line per phase as it finishes (durations only
+//! with `--verbose`), or, with `--json`, only the final release record. stderr carries plugin logs
+//! tagged with phase and plugin, and a live progress line when it is a terminal.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::pipeline::Events;
+use crate::plugin::{LogLevel, LogSink};
+use crate::state::{PhaseDetail, PhaseStatus, Release};
+
+/// Width of the phase-name column.
+const PHASE_WIDTH: usize = 13;
+
+/// Renders pipeline events on the console.
+pub struct ConsoleEvents {
+    verbose: bool,
+    json: bool,
+    /// A progress line is only drawn when stderr is a terminal.
+    progress: bool,
+    /// Serializes writes from the pipeline thread and plugin log callbacks.
+    lock: Mutex<()>,
+}
+
+impl ConsoleEvents {
+    pub fn new(verbose: bool, json: bool) -> Self {
+        ConsoleEvents {
+            verbose,
+            json,
+            progress: std::io::stderr().is_terminal(),
+            lock: Mutex::new(()),
+        }
+    }
+
+    fn clear_progress(&self, err: &mut impl Write) {
+        if self.progress {
+            let _ = write!(err, "\r\x1b[K");
+        }
+    }
+}
+
+/// One phase's line: name, status, and what happened.
+pub fn phase_line(phase: &str, status: PhaseStatus, detail: &PhaseDetail, verbose: bool) -> String {
+    let what = detail
+        .error
+        .as_deref()
+        .or(detail.summary.as_deref())
+        .unwrap_or("");
+    let mut line = format!("  {phase:<PHASE_WIDTH$} {:<10}{what}", status.as_str());
+    if verbose {
+        if let Some(ms) = detail.duration_ms {
+            line.push_str(&format!(" ({ms} ms)"));
+        }
+    }
+    line.trim_end().to_string()
+}
+
+// Output errors are ignored on purpose while a release runs: a closed stdout (a pipe to
+// `head`) must never abort a deploy half-way. The state file is the record.
+impl Events for ConsoleEvents {
+    fn plugin_loaded(&self, phase: &str, plugin: &str, cached: bool, took: Duration) {
+        if self.verbose {
+            let _g = self.lock.lock();
+            let how = if cached {
+                "loaded from cache"
+            } else {
+                "compiled"
+            };
+            let _ = writeln!(
+                std::io::stderr(),
+                "[{phase} {plugin}] {how} in {:.1} ms",
+                took.as_secs_f64() * 1000.0
+            );
+        }
+    }
+
+    fn release_created(&self, release: &Release) {
+        if self.json {
+            return;
+        }
+        let _g = self.lock.lock();
+        let what = match release.operation() {
+            crate::state::Operation::Deploy => "deploy",
+            crate::state::Operation::Rollback => "rollback",
+        };
+        let _ = writeln!(
+            std::io::stdout(),
+            "Release {}: {what} {} to {}",
+            release.id,
+            release.version,
+            release.environment
+        );
+    }
+
+    fn phase_started(&self, phase: &str, plugin: &str) {
+        if self.progress {
+            let _g = self.lock.lock();
+            let _ = write!(std::io::stderr(), "\r\x1b[K  {phase} running ({plugin})...");
+        }
+    }
+
+    fn phase_finished(&self, phase: &str, status: PhaseStatus, detail: &PhaseDetail) {
+        let _g = self.lock.lock();
+        self.clear_progress(&mut std::io::stderr());
+        if !self.json {
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}",
+                phase_line(phase, status, detail, self.verbose)
+            );
+        }
+    }
+
+    fn log_sink(&self, phase: &str, plugin: &str) -> Box<dyn LogSink + '_> {
+        Box::new(ConsoleSink {
+            events: self,
+            tag: format!("[{phase} {plugin}]"),
+        })
+    }
+}
+
+struct ConsoleSink<'a> {
+    events: &'a ConsoleEvents,
+    tag: String,
+}
+
+impl LogSink for ConsoleSink<'_> {
+    fn log(&self, level: LogLevel, message: &str) {
+        if level < LogLevel::Info && !self.events.verbose {
+            return;
+        }
+        let _g = self.events.lock.lock();
+        let mut err = std::io::stderr().lock();
+        self.events.clear_progress(&mut err);
+        for line in message.lines() {
+            let _ = writeln!(err, "{} {}: {line}", self.tag, level.as_str());
+        }
+    }
+}
+
+/// A release as `--json` prints it: the stored record plus its derived `status`.
+pub fn release_json(release: &Release) -> serde_json::Value {
+    let mut value = serde_json::to_value(release).expect("a release serializes");
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("status".into(), release.overall_status().as_str().into());
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_lines_are_aligned_and_durations_only_verbose() {
+        let detail = PhaseDetail {
+            summary: Some("rendered 3 files".into()),
+            duration_ms: Some(12),
+            ..PhaseDetail::default()
+        };
+        assert_eq!(
+            phase_line("build", PhaseStatus::Completed, &detail, false),
+            "  build         completed rendered 3 files"
+        );
+        assert_eq!(
+            phase_line("build", PhaseStatus::Completed, &detail, true),
+            "  build         completed rendered 3 files (12 ms)"
+        );
+        let failed = PhaseDetail {
+            error: Some("boom".into()),
+            ..PhaseDetail::default()
+        };
+        assert_eq!(
+            phase_line("push", PhaseStatus::Failed, &failed, false),
+            "  push          failed    boom"
+        );
+    }
+}
