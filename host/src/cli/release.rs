@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::cli::GlobalArgs;
 use crate::error::{input_error, ExitCode, PhaseFailed};
 use crate::manifest::{self, Manifest};
-use crate::output::deploy::{release_json, ConsoleEvents};
+use crate::output::deploy::ConsoleEvents;
 use crate::pipeline::{self, Pipeline, Request};
 use crate::plugin::PluginHost;
 use crate::state::{Operation, Release, StateStore};
@@ -185,8 +185,8 @@ fn print_result(release: &Release, json: bool) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if json {
-        let text = serde_json::to_string_pretty(&release_json(release)).expect("json");
-        let _ = writeln!(out, "{text}");
+        // The same shape as `releases show --json`.
+        let _ = write!(out, "{}", crate::output::releases::show_json(release));
         return;
     }
     let status = release.overall_status();

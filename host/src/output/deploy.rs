@@ -141,15 +141,6 @@ impl LogSink for ConsoleSink<'_> {
     }
 }
 
-/// A release as `--json` prints it: the stored record plus its derived `status`.
-pub fn release_json(release: &Release) -> serde_json::Value {
-    let mut value = serde_json::to_value(release).expect("a release serializes");
-    if let Some(obj) = value.as_object_mut() {
-        obj.insert("status".into(), release.overall_status().as_str().into());
-    }
-    value
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
