@@ -83,7 +83,10 @@ fn phase<'v>(record: &'v Value, name: &str) -> &'v Value {
 }
 
 fn status(record: &Value, name: &str) -> String {
-    phase(record, name)["status"].as_str().unwrap_or("<absent>").to_string()
+    phase(record, name)["status"]
+        .as_str()
+        .unwrap_or("<absent>")
+        .to_string()
 }
 
 #[test]
@@ -132,10 +135,7 @@ fn unconfigured_phases_are_skipped_and_json_is_the_final_record() {
     let (out, record) = p.deploy_json(&["--env", "prod", "--version", "v1"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(status(&record, "build"), "skipped");
-    assert_eq!(
-        phase(&record, "build")["summary"],
-        "no plugin configured"
-    );
+    assert_eq!(phase(&record, "build")["summary"], "no plugin configured");
     assert_eq!(status(&record, "rollout"), "completed");
     assert_eq!(record["status"], "completed");
     assert_eq!(
@@ -557,7 +557,8 @@ impl BlockedDeploy {
         }
     }
 
-    /// Let the blocked `cat` finish (EOF on the FIFO).
+    /// Let the blocked `cat` of a live deploy finish: opening the FIFO for writing waits until
+    /// `cat` has opened it, and closing it then gives `cat` EOF.
     fn release_gate(&self) {
         drop(
             std::fs::OpenOptions::new()
@@ -565,6 +566,27 @@ impl BlockedDeploy {
                 .open(&self.fifo)
                 .unwrap(),
         );
+    }
+
+    /// After the deploy process has died: kill whatever it left running in the project (the
+    /// orphaned `cat`, if the deploy got as far as spawning it). Waiting on the FIFO instead
+    /// would hang when the deploy died before spawning `cat`.
+    fn kill_orphans(&self, project: &Path) {
+        let project = project.canonicalize().unwrap();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if std::fs::read_link(entry.path().join("cwd")).ok().as_deref() == Some(&*project) {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+        }
     }
 
     fn rest_of_stderr(&mut self) -> String {
@@ -580,7 +602,7 @@ fn a_killed_deploy_is_marked_interrupted_by_the_next_one() {
     let mut blocked = BlockedDeploy::start(&p, "prod", "v1");
     blocked.child.kill().unwrap(); // SIGKILL
     blocked.child.wait().unwrap();
-    blocked.release_gate(); // let the orphaned `cat` exit
+    blocked.kill_orphans(p.path());
 
     let running = &p.releases("prod")[0];
     assert_eq!(
@@ -610,7 +632,7 @@ fn sigint_marks_the_running_phase_failed_at_once() {
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
     let code = blocked.child.wait().unwrap().code();
     let stderr = blocked.rest_of_stderr();
-    blocked.release_gate();
+    blocked.kill_orphans(p.path());
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("Interrupted by SIGINT: phase build of release"),

@@ -26,7 +26,12 @@ pub struct RunFlags {
     #[arg(long)]
     pub json: bool,
     /// Seconds to wait for another deploy or rollback of the same environment to finish.
-    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
     pub lock_wait: f64,
 }
 
