@@ -274,6 +274,17 @@ pub fn print_plan(
 
 /// The git HEAD commit of the work tree containing `dir`, if there is one.
 pub fn git_head(dir: &Path) -> Option<String> {
+    // Spawning git costs ~20 ms even outside a repository; skip it when no ancestor has a
+    // `.git` entry and GIT_DIR does not point elsewhere.
+    let in_work_tree = std::env::var_os("GIT_DIR").is_some()
+        || dir
+            .canonicalize()
+            .unwrap_or_else(|_| dir.to_path_buf())
+            .ancestors()
+            .any(|d| d.join(".git").exists());
+    if !in_work_tree {
+        return None;
+    }
     let out = std::process::Command::new("git")
         .args(["rev-parse", "--verify", "--quiet", "HEAD"])
         .current_dir(dir)
