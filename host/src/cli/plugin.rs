@@ -22,9 +22,18 @@ pub struct PluginArgs {
 pub enum PluginCommand {
     /// Say which contract version a component targets, what it says about itself and which
     /// imports (and so which grants) it needs. Exit 1 if it is not a usable phase plugin.
+    #[command(after_help = "\
+Examples:
+  stagecraft plugin check target/wasm32-wasip2/release/my_phase.wasm
+  stagecraft plugin check builtin:exec --json")]
     Check(CheckArgs),
     /// Run the conformance scenarios (spec/conformance.md) against a plugin in a fresh sandbox
     /// and print a pass/fail table. Exit 2 if any scenario fails, 1 if the plugin is unusable.
+    #[command(after_help = "\
+Examples:
+  stagecraft plugin test my_phase.wasm
+  stagecraft plugin test my_phase.wasm --phase migrate_pre --set dsn_env=DATABASE_URL
+  stagecraft plugin test builtin:exec --set command='echo hi' --exec echo")]
     Test(TestArgs),
 }
 

@@ -21,6 +21,13 @@ pub struct ReleasesArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum ReleasesCommand {
     /// List releases: newest first, grouped by environment.
+    #[command(after_help = "\
+Examples:
+  stagecraft releases list
+  stagecraft releases list --env prod
+  stagecraft releases list --json | jq '.[0].id'
+
+Exit codes: 0 listed (also when there are none), 3 state error.")]
     List {
         /// Only this environment's releases (the ENVIRONMENT column is then left out).
         #[arg(long, short = 'e', value_name = "ENV")]
@@ -30,6 +37,12 @@ pub enum ReleasesCommand {
         json: bool,
     },
     /// Show one release and each of its phases.
+    #[command(after_help = "\
+Examples:
+  stagecraft releases show rel-20261125-060102345
+  stagecraft releases show rel-20261125-060102345 --json
+
+Exit codes: 0 shown, 1 no release with that id, 3 state error.")]
     Show {
         /// The release id, e.g. rel-20261125-060102345.
         id: String,
