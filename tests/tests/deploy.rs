@@ -470,6 +470,39 @@ fn every_rollback_error_message_and_exit_code() {
 }
 
 #[test]
+fn plugins_are_told_the_operation_and_the_rollback_target() {
+    // builtin:exec substitutes the context into its command; `touch` leaves the proof on disk.
+    let p = Project::new(
+        "[environments.prod]\n\
+         [phases.rollout]\nplugin = \"builtin:exec\"\n\
+         config = { command = \"touch seen-{{operation}}-{{version}}-{{rollback_target}}\" }\n\
+         [phases.rollout.grants]\nexec = [\"touch\"]\n",
+    );
+    let (out, v1) = p.deploy_json(&["--env", "prod", "--version", "v1"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let (out, _) = p.deploy_json(&["--env", "prod", "--version", "v2"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = p.run(&["rollback", "--env", "prod", "--to-previous"]);
+    assert_eq!(out.code, 0, "{out:?}");
+
+    let v1_id = v1["id"].as_str().unwrap();
+    let mut seen: Vec<String> = std::fs::read_dir(p.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("seen-"))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "seen-deploy-v1-".to_string(),
+            "seen-deploy-v2-".to_string(),
+            format!("seen-rollback-v1-{v1_id}"),
+        ]
+    );
+}
+
+#[test]
 fn after_a_rollback_a_fresh_reader_sees_every_phase_completed_50_times() {
     // The original tool's flaky regression: phases read back as pending after a rollback.
     let p = Project::new(&noop_manifest());

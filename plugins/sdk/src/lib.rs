@@ -151,8 +151,10 @@ impl Context {
         }
     }
 
-    /// Replace `{{version}}`, `{{environment}}`, `{{release_id}}`, `{{phase}}`, `{{commit}}` and
-    /// `{{var.NAME}}` in `text`. Unknown placeholders are left as written.
+    /// Replace `{{version}}`, `{{environment}}`, `{{release_id}}`, `{{phase}}`, `{{commit}}`,
+    /// `{{operation}}` (`deploy` or `rollback`), `{{rollback_target}}` (the redeployed release's
+    /// id, empty on a deploy) and `{{var.NAME}}` in `text`. Unknown placeholders are left as
+    /// written.
     pub fn substitute(&self, text: &str) -> String {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
@@ -184,6 +186,20 @@ impl Context {
             "environment" => Some(self.release.environment.clone()),
             "release_id" => Some(self.release.id.clone()),
             "phase" => Some(self.phase.clone()),
+            "operation" => Some(
+                if self.is_rollback() {
+                    "rollback"
+                } else {
+                    "deploy"
+                }
+                .to_string(),
+            ),
+            // The release being redeployed; empty on a deploy.
+            "rollback_target" => Some(
+                self.rollback_target
+                    .as_ref()
+                    .map_or_else(String::new, |t| t.release_id.clone()),
+            ),
             "commit" => Some(match &self.rollback_target {
                 Some(target) => target.commit.clone(),
                 None => self.release.commit.clone(),
@@ -452,6 +468,14 @@ mod tests {
             commit: "old".into(),
         });
         assert_eq!(c.substitute("{{version}}@{{commit}}"), "v1@old");
+        assert_eq!(
+            c.substitute("{{operation}} to {{rollback_target}}"),
+            "rollback to rel-0"
+        );
+        assert_eq!(
+            ctx().substitute("{{operation}}[{{rollback_target}}]"),
+            "deploy[]"
+        );
     }
 
     #[test]

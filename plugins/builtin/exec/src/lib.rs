@@ -18,8 +18,8 @@ impl Phase for Exec {
             "exec",
             env!("CARGO_PKG_VERSION"),
             "Runs config.command (split like a shell would, without a shell) with {{version}}, \
-             {{environment}}, {{release_id}} and {{phase}} substituted; a non-zero exit fails \
-             the phase.",
+             {{environment}}, {{release_id}}, {{phase}}, {{commit}}, {{operation}}, \
+             {{rollback_target}} and {{var.NAME}} substituted; a non-zero exit fails the phase.",
         )
     }
 
