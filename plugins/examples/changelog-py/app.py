@@ -90,21 +90,22 @@ class Phase(exports.Phase):
 
         try:
             os.makedirs(directory, exist_ok=True)
-            with open(path, "a+", encoding="utf-8") as f:
-                f.seek(0)
-                existing = f.read()
-                marker = f"({ctx.release.id})"
-                if marker in existing:
-                    return types.PhaseReport(
-                        outcome=types.Outcome_Skipped(f"{ctx.release.id} is already in {path}"),
-                        summary=f"{path} already records {ctx.release.id}",
-                        outputs=[("changelog", path)],
-                    )
+            try:
+                with open(path, encoding="utf-8") as f:
+                    existing = f.read()
+            except FileNotFoundError:
+                existing = ""
+            if f"({ctx.release.id})" in existing:
+                return types.PhaseReport(
+                    outcome=types.Outcome_Skipped(f"{ctx.release.id} is already in {path}"),
+                    summary=f"{path} already records {ctx.release.id}",
+                    outputs=[("changelog", path)],
+                )
+            with open(path, "a", encoding="utf-8") as f:
                 if not existing:
                     f.write(f"# {title}\n")
                 f.write("\n" + entry(ctx))
-                f.seek(0)
-                entries = f.read().count("\n## ")
+            entries = existing.count("\n## ") + 1
         except OSError as e:
             fail(
                 f"cannot write {path}: {e.strerror or e}",
