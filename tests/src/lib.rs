@@ -92,10 +92,18 @@ pub fn workspace_root() -> PathBuf {
 
 /// `target/wasm-plugins`: host/build.rs puts the Rust built-ins and fixtures there, and
 /// scripts/build-polyglot-plugins the Python and JavaScript plugins.
+/// Works from a test (`target/<profile>/deps/<test>`) and from a bench binary
+/// (`target/<profile>/<bin>`).
 pub fn wasm_plugins_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    exe.ancestors()
-        .nth(3)
+    let profile_dir = exe.parent().expect("exe directory");
+    let profile_dir = if profile_dir.ends_with("deps") {
+        profile_dir.parent().expect("target/<profile>")
+    } else {
+        profile_dir
+    };
+    profile_dir
+        .parent()
         .expect("target dir")
         .join("wasm-plugins")
 }

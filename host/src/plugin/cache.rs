@@ -10,6 +10,7 @@ use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Precompiled};
@@ -105,6 +106,115 @@ pub(crate) fn lookup(engine: &Engine, path: &Path) -> Result<Component, Miss> {
     // engine; the file name is keyed by that engine's compatibility hash as well.
     unsafe { Component::deserialize(engine, payload) }
         .map_err(|e| Miss::Rejected(format!("{} was rejected by wasmtime: {e}", path.display())))
+}
+
+/// What identifies a file's bytes without reading them. `ctime` changes on every write and
+/// cannot be set by a user, so an unchanged stamp means the file was not written since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    pub(crate) fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        let ns = |secs: i64, nsecs: i64| secs as i128 * 1_000_000_000 + nsecs as i128;
+        Some(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+/// A plugin file this cache has seen: its stamp and sha256 then, and the stamp of its cache
+/// entry right after that entry was verified (read back and digest-checked) or written.
+///
+/// A large component (a Python one is 18 MB, its compiled form 35 MB) costs ~100 ms to read and
+/// hash twice on every load. When neither file was written since (same stamps), the digest is
+/// known and the entry is as verified, so a warm load only reads the entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KnownSource {
+    pub(crate) source: FileStamp,
+    pub(crate) digest: String,
+    pub(crate) entry: FileStamp,
+}
+
+fn known_path(dir: &Path, source: &Path) -> Option<PathBuf> {
+    let canonical = std::fs::canonicalize(source).ok()?;
+    let key = sha256_hex(canonical.as_os_str().as_encoded_bytes());
+    Some(dir.join("sources").join(format!("{}.json", &key[..32])))
+}
+
+impl KnownSource {
+    /// The record for `source`, when the file still has the recorded stamp.
+    pub(crate) fn lookup(dir: &Path, source: &Path) -> Option<KnownSource> {
+        let stamp = FileStamp::of(source)?;
+        let text = std::fs::read(known_path(dir, source)?).ok()?;
+        let known: KnownSource = serde_json::from_slice(&text).ok()?;
+        (known.source == stamp && known.digest.len() == 64).then_some(known)
+    }
+
+    /// Remember `source` (stamped before it was read) and its verified `entry`. Failing to
+    /// write only costs time on the next load, so errors are ignored.
+    pub(crate) fn record(dir: &Path, source: &Path, stamp: FileStamp, digest: &str, entry: &Path) {
+        let (Some(path), Some(entry)) = (known_path(dir, source), FileStamp::of(entry)) else {
+            return;
+        };
+        let record = KnownSource {
+            source: stamp,
+            digest: digest.to_string(),
+            entry,
+        };
+        let Some(parent) = path.parent() else { return };
+        if std::fs::create_dir_all(parent).is_err() {
+            return;
+        }
+        if let (Ok(mut tmp), Ok(json)) = (
+            tempfile::NamedTempFile::new_in(parent),
+            serde_json::to_vec(&record),
+        ) {
+            if tmp.write_all(&json).is_ok() {
+                let _ = tmp.persist(&path);
+            }
+        }
+    }
+}
+
+/// Load an entry verified earlier (see [`KnownSource`]): `None` unless it still has the stamp
+/// it had then, our header, and a payload wasmtime recognises; the caller then takes the full
+/// path ([`lookup`]).
+pub(crate) fn lookup_verified(
+    engine: &Engine,
+    path: &Path,
+    stamp: &FileStamp,
+) -> Option<Component> {
+    if FileStamp::of(path).as_ref() != Some(stamp) {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    if bytes.len() < HEADER_LEN || &bytes[..MAGIC.len()] != MAGIC {
+        return None;
+    }
+    let payload = &bytes[HEADER_LEN..];
+    if Engine::detect_precompiled(payload) != Some(Precompiled::Component) {
+        return None;
+    }
+    // SAFETY: this file's digest was checked against our header (or it was written by `store`)
+    // when its stamp was recorded, and it has not been written since; wasmtime checks engine
+    // compatibility itself.
+    unsafe { Component::deserialize(engine, payload) }.ok()
 }
 
 /// Write an entry atomically (temporary file in the same directory, then rename), so a reader
