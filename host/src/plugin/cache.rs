@@ -1,10 +1,12 @@
-//! The on-disk cache of compiled components: one file per (component sha256, engine
+//! The on-disk cache of compiled components: one entry per (component sha256, engine
 //! compatibility hash), written atomically, and verified before wasmtime is asked to trust it.
 //!
-//! Entry layout: `MAGIC` (16 bytes), sha256 of the payload (32 bytes), payload (wasmtime's
-//! serialized component). Deserializing runs native code produced by whoever wrote the file, so
-//! a file is only used when our own header and digest match and wasmtime recognises the payload
-//! as a precompiled component; anything else is ignored and rebuilt.
+//! An entry is two files: `<key>.cwasm`, wasmtime's serialized component as it is (so a warm
+//! load can map it instead of reading and copying tens of megabytes), and `<key>.cwasm.sha256`,
+//! `MAGIC` (16 bytes) then the sha256 of the `.cwasm` (32 bytes). Deserializing runs native code
+//! produced by whoever wrote the file, so an entry is only used when our header and digest match
+//! and wasmtime recognises the payload as a precompiled component; anything else is ignored and
+//! rebuilt. [`KnownSource`] lets a warm load skip re-hashing files that were not written since.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -17,6 +19,13 @@ use wasmtime::{Engine, Precompiled};
 
 const MAGIC: &[u8; 16] = b"STAGECRAFT-CWSM1";
 const HEADER_LEN: usize = MAGIC.len() + 32;
+
+/// `<key>.cwasm.sha256` beside `<key>.cwasm`.
+fn digest_path(entry: &Path) -> PathBuf {
+    let mut name = entry.as_os_str().to_owned();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
 
 /// The cache directory: the explicit one, else `STAGECRAFT_CACHE_DIR`, else
 /// `$XDG_CACHE_HOME/stagecraft`, else `~/.cache/stagecraft`. `None` when none can be found (no
@@ -72,30 +81,38 @@ pub(crate) enum Miss {
 
 /// Load a verified entry, or say why not.
 pub(crate) fn lookup(engine: &Engine, path: &Path) -> Result<Component, Miss> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Miss::Missing),
-        Err(e) => {
+    let read = |path: &Path| match std::fs::read(path) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Miss::Missing),
+        Err(e) => Err(Miss::Rejected(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    };
+    let payload = read(path)?;
+    let header = match read(&digest_path(path)) {
+        Err(Miss::Missing) => {
             return Err(Miss::Rejected(format!(
-                "cannot read {}: {e}",
-                path.display()
+                "{} has no {} beside it (not written by stagecraft)",
+                path.display(),
+                digest_path(path).display()
             )))
         }
+        other => other?,
     };
-    if bytes.len() < HEADER_LEN || &bytes[..MAGIC.len()] != MAGIC {
+    if header.len() != HEADER_LEN || &header[..MAGIC.len()] != MAGIC {
         return Err(Miss::Rejected(format!(
             "{} was not written by stagecraft (bad header)",
-            path.display()
+            digest_path(path).display()
         )));
     }
-    let payload = &bytes[HEADER_LEN..];
-    if Sha256::digest(payload).as_slice() != &bytes[MAGIC.len()..HEADER_LEN] {
+    if Sha256::digest(&payload).as_slice() != &header[MAGIC.len()..] {
         return Err(Miss::Rejected(format!(
             "{} is corrupt or truncated (digest mismatch)",
             path.display()
         )));
     }
-    if Engine::detect_precompiled(payload) != Some(Precompiled::Component) {
+    if Engine::detect_precompiled(&payload) != Some(Precompiled::Component) {
         return Err(Miss::Rejected(format!(
             "{} does not hold a precompiled component",
             path.display()
@@ -104,7 +121,7 @@ pub(crate) fn lookup(engine: &Engine, path: &Path) -> Result<Component, Miss> {
     // SAFETY: the payload is byte-for-byte what `store` wrote from `Component::serialize` (our
     // header and sha256 match), and wasmtime itself checks that it was compiled by a compatible
     // engine; the file name is keyed by that engine's compatibility hash as well.
-    unsafe { Component::deserialize(engine, payload) }
+    unsafe { Component::deserialize(engine, &payload) }
         .map_err(|e| Miss::Rejected(format!("{} was rejected by wasmtime: {e}", path.display())))
 }
 
@@ -193,8 +210,7 @@ impl KnownSource {
 }
 
 /// Load an entry verified earlier (see [`KnownSource`]): `None` unless it still has the stamp
-/// it had then, our header, and a payload wasmtime recognises; the caller then takes the full
-/// path ([`lookup`]).
+/// it had then and wasmtime recognises it; the caller then takes the full path ([`lookup`]).
 pub(crate) fn lookup_verified(
     engine: &Engine,
     path: &Path,
@@ -203,39 +219,41 @@ pub(crate) fn lookup_verified(
     if FileStamp::of(path).as_ref() != Some(stamp) {
         return None;
     }
-    let bytes = std::fs::read(path).ok()?;
-    if bytes.len() < HEADER_LEN || &bytes[..MAGIC.len()] != MAGIC {
-        return None;
-    }
-    let payload = &bytes[HEADER_LEN..];
-    if Engine::detect_precompiled(payload) != Some(Precompiled::Component) {
+    if Engine::detect_precompiled_file(path).ok()? != Some(Precompiled::Component) {
         return None;
     }
     // SAFETY: this file's digest was checked against our header (or it was written by `store`)
-    // when its stamp was recorded, and it has not been written since; wasmtime checks engine
+    // when its stamp was recorded, and it has not been written since (entries are replaced by
+    // rename, never rewritten in place, so the mapping stays valid); wasmtime checks engine
     // compatibility itself.
-    unsafe { Component::deserialize(engine, payload) }.ok()
+    unsafe { Component::deserialize_file(engine, path) }.ok()
 }
 
-/// Write an entry atomically (temporary file in the same directory, then rename), so a reader
-/// never sees half an entry and concurrent writers of the same entry both succeed.
+/// Write an entry atomically (temporary files in the same directory, then rename), so a reader
+/// never sees half an entry and concurrent writers of the same entry both succeed. The digest
+/// goes last: an entry without one is never used.
 pub(crate) fn store(path: &Path, component: &Component) -> Result<(), String> {
     let payload = component
         .serialize()
         .map_err(|e| format!("cannot serialize the compiled component: {e}"))?;
     let dir = path.parent().ok_or("cache path has no directory")?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+    let write = |target: &Path, parts: &[&[u8]]| -> Result<(), String> {
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)
+            .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+        for part in parts {
+            tmp.write_all(part)
+                .map_err(|e| format!("cannot write {}: {e}", tmp.path().display()))?;
+        }
+        tmp.flush()
+            .map_err(|e| format!("cannot write {}: {e}", tmp.path().display()))?;
+        tmp.persist(target)
+            .map_err(|e| format!("cannot rename into {}: {}", target.display(), e.error))?;
+        Ok(())
+    };
     let digest = Sha256::digest(&payload);
-    tmp.write_all(MAGIC)
-        .and_then(|_| tmp.write_all(&digest))
-        .and_then(|_| tmp.write_all(&payload))
-        .and_then(|_| tmp.flush())
-        .map_err(|e| format!("cannot write {}: {e}", tmp.path().display()))?;
-    tmp.persist(path)
-        .map_err(|e| format!("cannot rename into {}: {}", path.display(), e.error))?;
-    Ok(())
+    write(path, &[&payload])?;
+    write(&digest_path(path), &[MAGIC, &digest])
 }
 
 #[cfg(test)]
