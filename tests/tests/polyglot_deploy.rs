@@ -382,3 +382,31 @@ fn verbose_says_whether_a_component_was_compiled_or_loaded_from_the_cache() {
     );
     assert!(dir.path().join("changelog/prod.md").exists());
 }
+
+#[test]
+fn runaway_javascript_recursion_is_the_phase_error_the_engine_threw() {
+    let project = failing_project(
+        &polyglot_plugin("fixtures", "throw-js"),
+        "mode = \"recurse\"",
+    );
+    let (out, record) = deploy_json(project.path(), "v1");
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(phase(&record, "build")["status"], "failed");
+    assert_eq!(phase(&record, "build")["error"], "too much recursion");
+}
+
+#[test]
+fn a_crashed_javascript_engine_is_a_failed_phase_with_its_complaint() {
+    let project = failing_project(&polyglot_plugin("fixtures", "crash-js"), "");
+    let (out, record) = deploy_json(project.path(), "v1");
+    assert_eq!(out.code, 2, "{out:?}");
+    let build = phase(&record, "build");
+    assert_eq!(build["status"], "failed");
+    // The engine's own line, not its stack frames or abort boilerplate.
+    assert_eq!(
+        build["error"],
+        "plugin crashed: wasm trap: wasm `unreachable` instruction executed \
+         (stderr: expected a string, received [undefined])"
+    );
+    assert_eq!(phase(&record, "rollout")["status"], "skipped");
+}

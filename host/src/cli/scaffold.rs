@@ -1,5 +1,6 @@
 //! `stagecraft plugin new --lang rust|python|js <dir>`: write a phase plugin that builds as it
-//! is. The templates live in `scaffold/<lang>/`; every scaffold gets a copy of this binary's
+//! is. The templates live in `plugins/templates/<lang>/` (`{{name}}` and `{{crate}}` are
+//! replaced) and are compiled into the binary; every scaffold gets a copy of this binary's
 //! `wit/phase.wit`, so the plugin targets exactly the contract the host runs.
 
 use std::path::{Path, PathBuf};
@@ -42,22 +43,55 @@ fn templates(lang: Lang) -> Vec<(&'static str, &'static str)> {
     let mut files = vec![("wit/phase.wit", PHASE_WIT)];
     files.extend(match lang {
         Lang::Rust => [
-            ("Cargo.toml", include_str!("scaffold/rust/Cargo.toml")),
-            ("src/lib.rs", include_str!("scaffold/rust/lib.rs")),
-            ("README.md", include_str!("scaffold/rust/README.md")),
-            (".gitignore", include_str!("scaffold/rust/gitignore")),
+            (
+                "Cargo.toml",
+                include_str!("../../../plugins/templates/rust/Cargo.toml.in"),
+            ),
+            (
+                "src/lib.rs",
+                include_str!("../../../plugins/templates/rust/lib.rs"),
+            ),
+            (
+                "README.md",
+                include_str!("../../../plugins/templates/rust/README.md"),
+            ),
+            (
+                ".gitignore",
+                include_str!("../../../plugins/templates/rust/gitignore"),
+            ),
         ],
         Lang::Python => [
-            ("app.py", include_str!("scaffold/python/app.py")),
-            ("README.md", include_str!("scaffold/python/README.md")),
-            (".gitignore", include_str!("scaffold/python/gitignore")),
+            (
+                "app.py",
+                include_str!("../../../plugins/templates/python/app.py"),
+            ),
+            (
+                "README.md",
+                include_str!("../../../plugins/templates/python/README.md"),
+            ),
+            (
+                ".gitignore",
+                include_str!("../../../plugins/templates/python/gitignore"),
+            ),
             ("", ""),
         ],
         Lang::Js => [
-            ("plugin.js", include_str!("scaffold/js/plugin.js")),
-            ("package.json", include_str!("scaffold/js/package.json")),
-            ("README.md", include_str!("scaffold/js/README.md")),
-            (".gitignore", include_str!("scaffold/js/gitignore")),
+            (
+                "plugin.js",
+                include_str!("../../../plugins/templates/js/plugin.js"),
+            ),
+            (
+                "package.json",
+                include_str!("../../../plugins/templates/js/package.json"),
+            ),
+            (
+                "README.md",
+                include_str!("../../../plugins/templates/js/README.md"),
+            ),
+            (
+                ".gitignore",
+                include_str!("../../../plugins/templates/js/gitignore"),
+            ),
         ],
     });
     files.retain(|(path, _)| !path.is_empty());
