@@ -41,8 +41,8 @@ pub struct NewArgs {
 /// (path in the scaffold, template text).
 fn templates(lang: Lang) -> Vec<(&'static str, &'static str)> {
     let mut files = vec![("wit/phase.wit", PHASE_WIT)];
-    files.extend(match lang {
-        Lang::Rust => [
+    match lang {
+        Lang::Rust => files.extend([
             (
                 "Cargo.toml",
                 include_str!("../../../plugins/templates/rust/Cargo.toml.in"),
@@ -59,8 +59,8 @@ fn templates(lang: Lang) -> Vec<(&'static str, &'static str)> {
                 ".gitignore",
                 include_str!("../../../plugins/templates/rust/gitignore"),
             ),
-        ],
-        Lang::Python => [
+        ]),
+        Lang::Python => files.extend([
             (
                 "app.py",
                 include_str!("../../../plugins/templates/python/app.py"),
@@ -73,9 +73,8 @@ fn templates(lang: Lang) -> Vec<(&'static str, &'static str)> {
                 ".gitignore",
                 include_str!("../../../plugins/templates/python/gitignore"),
             ),
-            ("", ""),
-        ],
-        Lang::Js => [
+        ]),
+        Lang::Js => files.extend([
             (
                 "plugin.js",
                 include_str!("../../../plugins/templates/js/plugin.js"),
@@ -92,9 +91,8 @@ fn templates(lang: Lang) -> Vec<(&'static str, &'static str)> {
                 ".gitignore",
                 include_str!("../../../plugins/templates/js/gitignore"),
             ),
-        ],
-    });
-    files.retain(|(path, _)| !path.is_empty());
+        ]),
+    }
     files
 }
 
