@@ -89,3 +89,50 @@ pub fn workspace_root() -> PathBuf {
         .unwrap()
         .to_path_buf()
 }
+
+/// `target/wasm-plugins`: host/build.rs puts the Rust built-ins and fixtures there, and
+/// scripts/build-polyglot-plugins the Python and JavaScript plugins.
+/// Works from a test (`target/<profile>/deps/<test>`) and from a bench binary
+/// (`target/<profile>/<bin>`).
+pub fn wasm_plugins_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe.parent().expect("exe directory");
+    let profile_dir = if profile_dir.ends_with("deps") {
+        profile_dir.parent().expect("target/<profile>")
+    } else {
+        profile_dir
+    };
+    profile_dir
+        .parent()
+        .expect("target dir")
+        .join("wasm-plugins")
+}
+
+/// A Python or JavaScript plugin of `plugins/<kind>/<name>` (kind `examples` or `fixtures`),
+/// built by scripts/build-polyglot-plugins.
+pub fn polyglot_plugin(kind: &str, name: &str) -> PathBuf {
+    let path = wasm_plugins_dir().join(kind).join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-polyglot-plugins (or scripts/test, which runs it) to \
+         build the Python and JavaScript plugins",
+        path.display()
+    );
+    path
+}
+
+/// A program of the Python/JavaScript toolchains that scripts/toolchains installs under
+/// `target/toolchains` (e.g. `python/bin/componentize-py`).
+pub fn toolchain_program(relative: &str) -> PathBuf {
+    let path = wasm_plugins_dir()
+        .parent()
+        .expect("target dir")
+        .join("toolchains")
+        .join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/toolchains (or scripts/test, which runs it)",
+        path.display()
+    );
+    path
+}

@@ -55,6 +55,7 @@ fn second_load_uses_the_cache_and_a_tampered_entry_is_rebuilt() {
     let entries: Vec<_> = std::fs::read_dir(cache.path())
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
         .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
     let mut bytes = std::fs::read(&entries[0]).unwrap();
@@ -294,4 +295,41 @@ fn a_component_for_another_wit_version_is_refused_by_version() {
         msg.contains("targets stagecraft:phase@0.2.0; this stagecraft supports 0.1.x"),
         "{msg}"
     );
+}
+
+/// Warm loads of a file skip re-hashing it while it is unchanged; a rewritten file (new bytes,
+/// even of the same size) or a damaged record is never mistaken for the old component.
+#[test]
+fn a_rewritten_plugin_file_is_never_served_from_its_old_cache_record() {
+    let cache = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let plugin = files.path().join("plugin.wasm");
+    std::fs::copy(fixture("hostile"), &plugin).unwrap();
+    let source = PluginSource::File(plugin.clone());
+    let fresh_host = || PluginHost::new(Some(cache.path().to_path_buf())).unwrap();
+
+    let first = fresh_host().load(&source).unwrap();
+    assert!(!first.was_cached());
+    let warm_host = fresh_host();
+    let warm = warm_host.load(&source).unwrap();
+    assert!(warm.was_cached());
+    assert_eq!(warm.digest(), first.digest());
+    assert_eq!(warm_host.describe(&warm).unwrap().name, "hostile");
+
+    // Rewritten in place: another component at the same path.
+    let noop = wasm_dir().join("builtin/noop.wasm");
+    std::fs::copy(&noop, &plugin).unwrap();
+    let host = fresh_host();
+    let swapped = host.load(&source).unwrap();
+    assert_ne!(swapped.digest(), first.digest());
+    assert_eq!(host.describe(&swapped).unwrap().name, "noop");
+
+    // A damaged record only costs the hashing.
+    for entry in std::fs::read_dir(cache.path().join("sources")).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"{not json").unwrap();
+    }
+    let host = fresh_host();
+    let again = host.load(&source).unwrap();
+    assert!(again.was_cached());
+    assert_eq!(again.digest(), swapped.digest());
 }

@@ -8,6 +8,7 @@ pub mod plugin;
 pub mod release;
 pub mod releases;
 mod rollback;
+mod scaffold;
 
 use clap::{Parser, Subcommand};
 
@@ -46,7 +47,8 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
     /// Show the release history: `releases list`, `releases show <id>`.
     Releases(releases::ReleasesArgs),
-    /// Inspect and test phase plugins: `plugin check <file>`, `plugin test <file>`.
+    /// Inspect and test phase plugins: `plugin check <file>`, `plugin test <file>`,
+    /// `plugin new --lang rust|python|js <dir>`.
     Plugin(plugin::PluginArgs),
     /// Write a commented starter stagecraft.toml.
     Init(init::InitArgs),

@@ -1,5 +1,5 @@
-//! `stagecraft plugin ...`: inspect a component (`check`) and run the conformance scenarios
-//! against it (`test`). Subcommands are variants of [`PluginCommand`]; adding one is a variant
+//! `stagecraft plugin ...`: inspect a component (`check`), run the conformance scenarios
+//! against it (`test`), and create a new plugin (`new`, in `scaffold.rs`). Subcommands are variants of [`PluginCommand`]; adding one is a variant
 //! plus a match arm in [`run`].
 
 use std::collections::BTreeMap;
@@ -35,6 +35,9 @@ Examples:
   stagecraft plugin test my_phase.wasm --phase migrate_pre --set dsn_env=DATABASE_URL
   stagecraft plugin test builtin:exec --set command='echo hi' --exec echo")]
     Test(TestArgs),
+    /// Create a plugin that builds as it is: Rust, Python or JavaScript, with the WIT, a
+    /// sample phase and a README that says how to build and test it.
+    New(super::scaffold::NewArgs),
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +87,7 @@ pub fn run(global: &GlobalArgs, args: PluginArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         PluginCommand::Check(args) => check(global, args),
         PluginCommand::Test(args) => test(global, args),
+        PluginCommand::New(args) => super::scaffold::run(args),
     }
 }
 
@@ -319,7 +323,25 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn test(_global: &GlobalArgs, args: TestArgs) -> anyhow::Result<ExitCode> {
+/// Under `--verbose`, on stderr: whether the component was compiled or came from the cache (the
+/// same words `deploy --verbose` uses), and why the cache was not used when it was not.
+fn report_load(plugin: &LoadedPlugin) {
+    eprintln!(
+        "[{}] {} in {:.1} ms",
+        plugin.name(),
+        if plugin.was_cached() {
+            "loaded from cache"
+        } else {
+            "compiled"
+        },
+        plugin.load_time().as_secs_f64() * 1000.0
+    );
+    if let Some(note) = plugin.cache_note() {
+        eprintln!("[{}] cache: {note}", plugin.name());
+    }
+}
+
+fn test(global: &GlobalArgs, args: TestArgs) -> anyhow::Result<ExitCode> {
     let config = config_from(&args)?;
     let limits = Limits {
         timeout: crate::manifest::parse_duration(&args.timeout)
@@ -340,6 +362,9 @@ fn test(_global: &GlobalArgs, args: TestArgs) -> anyhow::Result<ExitCode> {
     }
     let host = PluginHost::new(None)?;
     let plugin = host.load(&parse_source(&args.plugin))?;
+    if global.verbose {
+        report_load(&plugin);
+    }
     let mut verdicts = Vec::new();
 
     // describe: stable, named, versioned.

@@ -89,7 +89,8 @@ pub(crate) enum Stdio {
 
 /// A line longer than this is emitted in pieces rather than buffered without bound.
 const MAX_LINE: usize = 16 << 10;
-const KEPT_STDERR_LINES: usize = 5;
+/// Enough for a Python traceback, which becomes the details of an uncaught exception.
+const KEPT_STDERR_LINES: usize = 64;
 
 impl LogBudget {
     pub fn new(out: Emit, limit: u64) -> LogBudget {

@@ -33,6 +33,23 @@ impl PluginHost {
     pub fn load(&self, source: &PluginSource) -> anyhow::Result<LoadedPlugin> {
         let start = Instant::now();
         let name = source.to_string();
+        let file = match source {
+            PluginSource::File(path) => Some((path, cache::FileStamp::of(path))),
+            PluginSource::Builtin(_) => None,
+        };
+        if let (Some((path, Some(_))), Some(dir)) = (&file, self.cache_dir.as_deref()) {
+            if let Some(known) = cache::KnownSource::lookup(dir, path) {
+                if let Some(hit) = self.memory_hit(&name, &known.digest, start) {
+                    return Ok(hit);
+                }
+                let entry = cache::entry_path(dir, &self.engine, &known.digest);
+                if let Some(component) = cache::lookup_verified(&self.engine, &entry, &known.entry)
+                {
+                    let size = known.source.size() as usize;
+                    return self.link(name, known.digest, component, size, true, None, start);
+                }
+            }
+        }
         let bytes: std::borrow::Cow<'static, [u8]> = match source {
             PluginSource::Builtin(builtin_name) => builtin::bytes(builtin_name)
                 .ok_or_else(|| {
@@ -57,19 +74,8 @@ impl PluginHost {
                 .into(),
         };
         let digest = cache::sha256_hex(&bytes);
-        if let Some(hit) = self
-            .loaded
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&digest).cloned())
-        {
-            return Ok(LoadedPlugin {
-                name,
-                was_cached: true,
-                load_time: start.elapsed(),
-                cache_note: None,
-                ..hit
-            });
+        if let Some(hit) = self.memory_hit(&name, &digest, start) {
+            return Ok(hit);
         }
         check_binary_kind(&name, &bytes)?;
 
@@ -101,8 +107,9 @@ impl PluginHost {
                 ))
             })?,
         };
-        let summary = check_world(&name, &self.engine, &component, bytes.len())?;
         if !was_cached {
+            // Check the component before it goes into the cache.
+            check_world(&name, &self.engine, &component, bytes.len())?;
             if let Some(path) = &entry {
                 // An unusable cache (read-only, full disk) only costs time: compile again next
                 // run, and say why under --verbose.
@@ -111,6 +118,48 @@ impl PluginHost {
                 }
             }
         }
+        if let (Some((path, Some(stamp))), Some(entry), None) = (&file, &entry, &cache_note) {
+            // The entry is verified or freshly written: later loads of this file skip hashing.
+            if let Some(dir) = self.cache_dir.as_deref() {
+                cache::KnownSource::record(dir, path, *stamp, &digest, entry);
+            }
+        }
+        self.link(
+            name,
+            digest,
+            component,
+            bytes.len(),
+            was_cached,
+            cache_note,
+            start,
+        )
+    }
+
+    /// A component this host already loaded (by digest), under a new name.
+    fn memory_hit(&self, name: &str, digest: &str, start: Instant) -> Option<LoadedPlugin> {
+        let hit = self.loaded.lock().ok()?.get(digest).cloned()?;
+        Some(LoadedPlugin {
+            name: name.to_string(),
+            was_cached: true,
+            load_time: start.elapsed(),
+            cache_note: None,
+            ..hit
+        })
+    }
+
+    /// Check the component's world, link it, and remember it by digest.
+    #[allow(clippy::too_many_arguments)]
+    fn link(
+        &self,
+        name: String,
+        digest: String,
+        component: Component,
+        size: usize,
+        was_cached: bool,
+        cache_note: Option<String>,
+        start: Instant,
+    ) -> anyhow::Result<LoadedPlugin> {
+        let summary = check_world(&name, &self.engine, &component, size)?;
         let pre = self
             .linker
             .instantiate_pre(&component)

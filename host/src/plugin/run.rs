@@ -239,21 +239,80 @@ fn failure_from_error(
         },
         Some(Trap::StackOverflow) => PhaseFailure::Trap("stack overflow".into()),
         Some(trap) => {
-            let stderr = store.data().log.lock().ok().and_then(|b| {
-                b.last_stderr
-                    .iter()
-                    .rev()
-                    .find(|l| l.contains("panicked"))
-                    .or(b.last_stderr.back())
-                    .cloned()
-            });
-            match stderr {
+            let stderr: Vec<String> = store
+                .data()
+                .log
+                .lock()
+                .map(|b| b.last_stderr.iter().cloned().collect())
+                .unwrap_or_default();
+            if let Some(failure) = uncaught_python_exception(&stderr) {
+                return failure;
+            }
+            match last_meaningful_line(&stderr) {
                 Some(line) => PhaseFailure::Trap(format!("{trap} (stderr: {line})")),
-                None => PhaseFailure::Trap(trap.to_string()),
+                None => PhaseFailure::Trap(format!(
+                    "{trap} (the guest aborted without writing anything to stderr)"
+                )),
             }
         }
         None => PhaseFailure::Trap(format!("{err:#}")),
     }
+}
+
+/// componentize-py turns an exception that escapes an export into a trap, after printing the
+/// traceback and a runtime panic to stderr. For the plugin author that is an error like any
+/// other: report the exception line (`ValueError: ...`) as the phase error and the traceback as
+/// its details. `None` unless stderr ends with exactly that shape.
+fn uncaught_python_exception(stderr: &[String]) -> Option<PhaseFailure> {
+    let start = stderr
+        .iter()
+        .rposition(|l| l.starts_with("Traceback (most recent call last):"))?;
+    let panic = start
+        + stderr[start..]
+            .iter()
+            .position(|l| l.starts_with("thread '") && l.contains("panicked at"))?;
+    let after = stderr.get(panic + 1)?;
+    if !after.contains("Python function threw an unexpected exception") {
+        return None;
+    }
+    let exception = stderr[start + 1..panic]
+        .iter()
+        .rev()
+        .find(|l| !l.is_empty() && !l.starts_with(char::is_whitespace))?;
+    Some(PhaseFailure::Guest {
+        message: limits::bounded_summary(exception),
+        details: Some(tail(&stderr[start..panic].join("\n"), MAX_TRACEBACK_BYTES)),
+    })
+}
+
+/// A traceback longer than this keeps its end (the frames nearest the raise).
+const MAX_TRACEBACK_BYTES: usize = 16 << 10;
+
+fn tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut cut = text.len() - max;
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    format!("...{}", &text[cut..])
+}
+
+/// The line of a crashed guest's stderr that most likely says why: the last one that is not a
+/// stack frame, a blank, or a runtime's boilerplate (Rust's backtrace hint, SpiderMonkey's abort
+/// redirect). A Rust panic's message follows its `panicked at` line, so it wins.
+fn last_meaningful_line(stderr: &[String]) -> Option<&str> {
+    const BOILERPLATE: &[&str] = &[
+        "note: run with `RUST_BACKTRACE=1`",
+        "Redirecting call to abort() to mozalloc_abort",
+        "Stack:",
+    ];
+    stderr.iter().rev().map(|l| l.trim_end()).find(|l| {
+        !l.is_empty()
+            && !l.starts_with(char::is_whitespace)
+            && !BOILERPLATE.iter().any(|b| l.starts_with(b))
+    })
 }
 
 fn guest_failure(
@@ -335,5 +394,59 @@ fn to_wit(ctx: &PhaseContext) -> wit::PhaseContext {
                 outputs: sorted(outputs),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn an_uncaught_python_exception_is_the_phase_error() {
+        let stderr = lines(
+            "Traceback (most recent call last):\n  File \"/0/app.py\", line 13, in run\n\
+             ValueError: boom\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1293:29:\n\
+             Python function threw an unexpected exception\n\
+             note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
+        );
+        match uncaught_python_exception(&stderr) {
+            Some(PhaseFailure::Guest { message, details }) => {
+                assert_eq!(message, "ValueError: boom");
+                let details = details.unwrap();
+                assert!(details.starts_with("Traceback"), "{details}");
+                assert!(details.ends_with("ValueError: boom"), "{details}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_traceback_without_the_runtime_panic_is_not_an_exception() {
+        // A plugin that printed a caught traceback and then aborted crashed.
+        let stderr = lines("Traceback (most recent call last):\nValueError: handled");
+        assert_eq!(uncaught_python_exception(&stderr), None);
+        assert_eq!(last_meaningful_line(&stderr), Some("ValueError: handled"));
+    }
+
+    #[test]
+    fn the_meaningful_crash_line_skips_frames_and_boilerplate() {
+        let js = lines(
+            "expected a string, received [undefined]\nStack:\n  f@x.js:1:1\n\
+             Redirecting call to abort() to mozalloc_abort",
+        );
+        assert_eq!(
+            last_meaningful_line(&js),
+            Some("expected a string, received [undefined]")
+        );
+        let rust = lines(
+            "thread 'main' panicked at src/lib.rs:3:5:\nout of widgets\n\
+             note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
+        );
+        assert_eq!(last_meaningful_line(&rust), Some("out of widgets"));
+        assert_eq!(last_meaningful_line(&lines("\n  \n")), None);
     }
 }
