@@ -6,9 +6,10 @@
 //! protocol and its guarantees are specified in spec/state.md.
 
 use std::io::{self, Read, Write};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -16,7 +17,7 @@ use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use rustix::fs::FlockOperation;
 
-use super::{Lease, LeaseHolder, State, StateError, StateStore, FORMAT_VERSION};
+use super::{Lease, LeaseHolder, Release, State, StateError, StateStore, FORMAT_VERSION};
 use crate::error::input_error;
 
 /// The environment variable that names the state file when `--state-file` is not given.
@@ -57,6 +58,24 @@ pub struct FileStore {
     name: String,
     /// The directory handle, opened once: when it first exists (a read) or is created (a write).
     dir: OnceLock<Dir>,
+    /// What this store last committed. See [`Snapshot`].
+    last_commit: Mutex<Option<Snapshot>>,
+}
+
+/// The exact bytes this store last committed, what they parse to, and where each release's text
+/// sits in them.
+///
+/// A commit must read the file fresh under the lock, but when those bytes are exactly the ones we
+/// wrote, parsing them again would only rebuild `state`; and a release the transaction did not
+/// change serializes to the text it already has. Parsing and serializing dominate a commit of a
+/// large history (they grow with the file, while a transaction usually changes one release), so
+/// skipping them keeps a commit close to the cost of writing the file. Nothing here is trusted
+/// without that byte-for-byte comparison, so a file changed by anyone else is parsed as usual.
+struct Snapshot {
+    bytes: Vec<u8>,
+    state: State,
+    /// `releases[i]`'s text in `bytes`, indented as it sits in the `releases` array.
+    release_text: Vec<Range<usize>>,
 }
 
 /// Whether a transaction's closure changed anything worth committing.
@@ -85,6 +104,7 @@ impl FileStore {
             dir_path,
             name,
             dir: OnceLock::new(),
+            last_commit: Mutex::new(None),
         })
     }
 
@@ -215,11 +235,19 @@ impl FileStore {
         // The lock is released when `lock` is closed at the end of this function, whatever
         // path we leave by.
         let previous = self.read_bytes(dir)?;
-        let mut state = match &previous {
-            Some(bytes) => self.parse(bytes)?,
-            None => State::default(),
+        // Taken, not borrowed: another thread of this process committing at the same time finds
+        // none and takes the ordinary path; every error below simply drops it.
+        let snapshot = self.last_commit.lock().ok().and_then(|mut s| s.take());
+        let snapshot = snapshot.filter(|s| previous.as_deref() == Some(&s.bytes[..]));
+        let mut state = match (&previous, &snapshot) {
+            (_, Some(snapshot)) => snapshot.state.clone(),
+            (Some(bytes), None) => self.parse(bytes)?,
+            (None, None) => State::default(),
         };
         if !f(&mut state)? {
+            if let (Some(snapshot), Ok(mut slot)) = (snapshot, self.last_commit.lock()) {
+                *slot = Some(snapshot);
+            }
             return Ok(());
         }
         state.validate().map_err(|e| {
@@ -233,9 +261,15 @@ impl FileStore {
             state.lineage = Some(uuid::Uuid::new_v4().to_string());
         }
         state.serial += 1;
-        let mut bytes = serde_json::to_vec_pretty(&state).context("serializing the state")?;
-        bytes.push(b'\n');
+        let (bytes, release_text) = serialize_state(&mut state, snapshot.as_ref())?;
         self.replace_file(dir, &bytes, previous.is_some())?;
+        if let Ok(mut slot) = self.last_commit.lock() {
+            *slot = Some(Snapshot {
+                bytes,
+                state,
+                release_text,
+            });
+        }
         drop(lock);
         Ok(())
     }
@@ -470,6 +504,66 @@ fn remove_if_present(dir: &Dir, name: &str) -> io::Result<()> {
     }
 }
 
+/// The state as pretty-printed JSON plus a newline, byte for byte what
+/// `serde_json::to_vec_pretty(state)` writes, and where each release's text sits in it. A release
+/// equal to the same release in `previous` (same position, same id, same fields, timestamps
+/// written the same way) reuses its text from there instead of being serialized again.
+fn serialize_state(
+    state: &mut State,
+    previous: Option<&Snapshot>,
+) -> anyhow::Result<(Vec<u8>, Vec<Range<usize>>)> {
+    // Everything but the releases, with an empty array to fill in.
+    let releases = std::mem::take(&mut state.releases);
+    let frame = serde_json::to_vec_pretty(&*state);
+    state.releases = releases;
+    let frame = frame.context("serializing the state")?;
+    // Top-level keys are indented by exactly two spaces and JSON strings never hold a raw
+    // newline, so this is the top-level `releases` key and nothing else.
+    const EMPTY: &[u8] = b"\n  \"releases\": []";
+    let Some(at) = frame.windows(EMPTY.len()).position(|w| w == EMPTY) else {
+        anyhow::bail!("serializing the state: no releases array in the document");
+    };
+    let open = at + EMPTY.len() - 1; // the `]` of `[]`
+    let mut bytes = Vec::with_capacity(previous.map_or(frame.len(), |p| p.bytes.len() + 4096));
+    bytes.extend_from_slice(&frame[..open]);
+    let mut ranges = Vec::with_capacity(state.releases.len());
+    for (i, release) in state.releases.iter().enumerate() {
+        bytes.extend_from_slice(if i == 0 { b"\n    " } else { b",\n    " });
+        let start = bytes.len();
+        match previous.and_then(|p| unchanged_text(p, i, release)) {
+            Some(text) => bytes.extend_from_slice(text),
+            None => {
+                let text = serde_json::to_vec_pretty(release).context("serializing a release")?;
+                // One level deeper than a document of its own: two more indents per line.
+                for (n, line) in text.split(|b| *b == b'\n').enumerate() {
+                    if n > 0 {
+                        bytes.extend_from_slice(b"\n    ");
+                    }
+                    bytes.extend_from_slice(line);
+                }
+            }
+        }
+        ranges.push(start..bytes.len());
+    }
+    if !state.releases.is_empty() {
+        bytes.extend_from_slice(b"\n  ");
+    }
+    bytes.extend_from_slice(&frame[open..]);
+    bytes.push(b'\n');
+    Ok((bytes, ranges))
+}
+
+/// `release`'s text from `previous` if it is unchanged there at index `i`.
+fn unchanged_text<'a>(previous: &'a Snapshot, i: usize, release: &Release) -> Option<&'a [u8]> {
+    let before = previous.state.releases.get(i)?;
+    // Timestamps compare as instants; the text must also be written the same way.
+    if before.timestamp.as_str() != release.timestamp.as_str() || before != release {
+        return None;
+    }
+    let range = previous.release_text.get(i)?.clone();
+    Some(&previous.bytes[range])
+}
+
 /// Environment names become file names under `leases/`, so only the manifest's shape
 /// `[a-z][a-z0-9_-]*` (at most 64 characters) is accepted.
 pub fn check_environment_name(env: &str) -> anyhow::Result<()> {
@@ -579,6 +673,7 @@ fn strip_position(message: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{PhaseStatus, ReleaseId, Timestamp};
 
     fn err(json: &str) -> String {
         parse_state(
@@ -680,6 +775,118 @@ mod tests {
             e.contains("there is no previous version (/p/r.json.bak does not exist)"),
             "{e}"
         );
+    }
+
+    /// What the commit path must write: exactly serde_json's pretty form plus a newline.
+    fn plain(state: &State) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(state).unwrap();
+        bytes.push(b'\n');
+        bytes
+    }
+
+    fn snapshot_of(mut state: State) -> Snapshot {
+        let (bytes, release_text) = serialize_state(&mut state, None).unwrap();
+        Snapshot {
+            bytes,
+            state,
+            release_text,
+        }
+    }
+
+    fn sample() -> State {
+        let doc = r#"{
+  "format_version": 2, "serial": 4, "custom_top": {"kept": [1, 2.5, null]},
+  "releases": [
+    {"id": "rel-20261125-060000", "environment": "prod", "version": "v1",
+     "timestamp": "2026-11-25T07:00:00+01:00", "phases": {"build": "completed"},
+     "go_only_field": {"nested": {"deep": []}}, "empty": {}},
+    {"id": "rel-20261125-060000001", "environment": "staging", "version": "v2",
+     "commit_sha": "abc", "timestamp": "2026-11-25T06:00:00.001Z",
+     "phase_details": {"build": {"summary": "line \"quoted\"\nsecond", "outputs": {"a": "b"}}}},
+    {"id": "rel-20261125-060000002", "environment": "prod", "version": "v3",
+     "timestamp": "2026-11-25T06:00:00.002Z"}
+  ],
+  "trailing_unknown": "x"
+}"#;
+        parse_state(doc.as_bytes(), Path::new("r"), Path::new("r.bak"), false).unwrap()
+    }
+
+    #[test]
+    fn serialized_state_is_exactly_serde_jsons_pretty_form() {
+        for state in [State::default(), sample()] {
+            let mut copy = state.clone();
+            let (bytes, ranges) = serialize_state(&mut copy, None).unwrap();
+            assert_eq!(
+                String::from_utf8(bytes.clone()).unwrap(),
+                String::from_utf8(plain(&state)).unwrap()
+            );
+            assert_eq!(copy, state);
+            assert_eq!(ranges.len(), state.releases.len());
+            for (range, release) in ranges.iter().zip(&state.releases) {
+                let text: Release = serde_json::from_slice(&bytes[range.clone()]).unwrap();
+                assert_eq!(&text, release);
+            }
+        }
+    }
+
+    #[test]
+    fn reused_release_text_matches_a_full_serialization_after_any_change() {
+        type Change = fn(&mut State);
+        let changes: [(&str, Change); 7] = [
+            ("nothing", |_| {}),
+            ("one phase", |s| {
+                s.releases[1]
+                    .phases
+                    .insert("push".into(), PhaseStatus::Running);
+            }),
+            ("a release added", |s| {
+                let mut r = s.releases[2].clone();
+                r.id = ReleaseId::parse("rel-20261125-060000003").unwrap();
+                s.releases.push(r);
+            }),
+            ("a release removed", |s| {
+                s.releases.remove(0);
+            }),
+            ("releases reordered", |s| s.releases.swap(0, 2)),
+            ("the same instant written another way", |s| {
+                s.releases[0].timestamp = Timestamp::parse("2026-11-25T06:00:00Z").unwrap();
+            }),
+            ("top-level fields", |s| {
+                s.serial += 1;
+                s.extra
+                    .insert("added".into(), serde_json::json!({"k": [true]}));
+            }),
+        ];
+        for (what, change) in changes {
+            let previous = snapshot_of(sample());
+            let mut state = previous.state.clone();
+            change(&mut state);
+            let (bytes, _) = serialize_state(&mut state, Some(&previous)).unwrap();
+            assert_eq!(
+                String::from_utf8(bytes).unwrap(),
+                String::from_utf8(plain(&state)).unwrap(),
+                "after {what}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_changed_releases_are_serialized_again() {
+        let mut previous = snapshot_of(sample());
+        // Mark every release's stored text, so reused text can be told from fresh text.
+        for range in previous.release_text.clone() {
+            let text = &mut previous.bytes[range];
+            let at = text.windows(9).position(|w| w == b"\"version\"").unwrap();
+            text[at + 1] = b'V';
+        }
+        let mut state = previous.state.clone();
+        state.releases[1]
+            .phases
+            .insert("push".into(), PhaseStatus::Running);
+        let (bytes, _) = serialize_state(&mut state, Some(&previous)).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert_eq!(text.matches("\"Version\"").count(), 2, "{text}");
+        assert_eq!(text.matches("\"version\"").count(), 1, "{text}");
     }
 
     #[test]
