@@ -76,6 +76,43 @@ struct Snapshot {
     state: State,
     /// `releases[i]`'s text in `bytes`, indented as it sits in the `releases` array.
     release_text: Vec<Range<usize>>,
+    /// A second copy of `state`, equal to it, for the next transaction to change. Keeping one
+    /// ready (updated release by release, see [`Snapshot::into_spare`]) spares every commit a
+    /// clone and a drop of the whole history, which cost as much as the rest of it.
+    spare: Option<State>,
+}
+
+impl Snapshot {
+    /// This snapshot's state, brought up to `now` (the state committed after it), as the spare
+    /// of the next snapshot. `reused[i]` says that `now.releases[i]` equals `releases[i]` here;
+    /// every other release is cloned from `now`.
+    fn into_spare(self, now: &State, reused: &[bool]) -> State {
+        let mut spare = self.state;
+        spare.format_version = now.format_version;
+        spare.lineage.clone_from(&now.lineage);
+        spare.serial = now.serial;
+        spare.last_release_id.clone_from(&now.last_release_id);
+        spare.extra.clone_from(&now.extra);
+        spare.releases.truncate(now.releases.len());
+        for (i, release) in now.releases.iter().enumerate() {
+            if reused.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            match spare.releases.get_mut(i) {
+                Some(slot) => *slot = release.clone(),
+                None => spare.releases.push(release.clone()),
+            }
+        }
+        spare
+    }
+}
+
+/// A serialized state: the file's bytes, where each release's text is, and which releases were
+/// reused unchanged from the previous snapshot.
+struct Serialized {
+    bytes: Vec<u8>,
+    release_text: Vec<Range<usize>>,
+    reused: Vec<bool>,
 }
 
 /// Whether a transaction's closure changed anything worth committing.
@@ -238,14 +275,19 @@ impl FileStore {
         // Taken, not borrowed: another thread of this process committing at the same time finds
         // none and takes the ordinary path; every error below simply drops it.
         let snapshot = self.last_commit.lock().ok().and_then(|mut s| s.take());
-        let snapshot = snapshot.filter(|s| previous.as_deref() == Some(&s.bytes[..]));
-        let mut state = match (&previous, &snapshot) {
-            (_, Some(snapshot)) => snapshot.state.clone(),
+        let mut snapshot = snapshot.filter(|s| previous.as_deref() == Some(&s.bytes[..]));
+        let mut state = match (&previous, &mut snapshot) {
+            (_, Some(snapshot)) => match snapshot.spare.take() {
+                Some(spare) => spare,
+                None => snapshot.state.clone(),
+            },
             (Some(bytes), None) => self.parse(bytes)?,
             (None, None) => State::default(),
         };
         if !f(&mut state)? {
-            if let (Some(snapshot), Ok(mut slot)) = (snapshot, self.last_commit.lock()) {
+            // Nothing changed, so `state` is still equal to the snapshot's: keep both.
+            if let (Some(mut snapshot), Ok(mut slot)) = (snapshot, self.last_commit.lock()) {
+                snapshot.spare = Some(state);
                 *slot = Some(snapshot);
             }
             return Ok(());
@@ -261,13 +303,15 @@ impl FileStore {
             state.lineage = Some(uuid::Uuid::new_v4().to_string());
         }
         state.serial += 1;
-        let (bytes, release_text) = serialize_state(&mut state, snapshot.as_ref())?;
-        self.replace_file(dir, &bytes, previous.is_some())?;
+        let serialized = serialize_state(&mut state, snapshot.as_ref())?;
+        self.replace_file(dir, &serialized.bytes, previous.is_some())?;
+        let spare = snapshot.map(|s| s.into_spare(&state, &serialized.reused));
         if let Ok(mut slot) = self.last_commit.lock() {
             *slot = Some(Snapshot {
-                bytes,
+                bytes: serialized.bytes,
                 state,
-                release_text,
+                release_text: serialized.release_text,
+                spare,
             });
         }
         drop(lock);
@@ -508,10 +552,7 @@ fn remove_if_present(dir: &Dir, name: &str) -> io::Result<()> {
 /// `serde_json::to_vec_pretty(state)` writes, and where each release's text sits in it. A release
 /// equal to the same release in `previous` (same position, same id, same fields, timestamps
 /// written the same way) reuses its text from there instead of being serialized again.
-fn serialize_state(
-    state: &mut State,
-    previous: Option<&Snapshot>,
-) -> anyhow::Result<(Vec<u8>, Vec<Range<usize>>)> {
+fn serialize_state(state: &mut State, previous: Option<&Snapshot>) -> anyhow::Result<Serialized> {
     // Everything but the releases, with an empty array to fill in.
     let releases = std::mem::take(&mut state.releases);
     let frame = serde_json::to_vec_pretty(&*state);
@@ -527,10 +568,13 @@ fn serialize_state(
     let mut bytes = Vec::with_capacity(previous.map_or(frame.len(), |p| p.bytes.len() + 4096));
     bytes.extend_from_slice(&frame[..open]);
     let mut ranges = Vec::with_capacity(state.releases.len());
+    let mut reused = Vec::with_capacity(state.releases.len());
     for (i, release) in state.releases.iter().enumerate() {
         bytes.extend_from_slice(if i == 0 { b"\n    " } else { b",\n    " });
         let start = bytes.len();
-        match previous.and_then(|p| unchanged_text(p, i, release)) {
+        let unchanged = previous.and_then(|p| unchanged_text(p, i, release));
+        reused.push(unchanged.is_some());
+        match unchanged {
             Some(text) => bytes.extend_from_slice(text),
             None => {
                 let text = serde_json::to_vec_pretty(release).context("serializing a release")?;
@@ -550,7 +594,11 @@ fn serialize_state(
     }
     bytes.extend_from_slice(&frame[open..]);
     bytes.push(b'\n');
-    Ok((bytes, ranges))
+    Ok(Serialized {
+        bytes,
+        release_text: ranges,
+        reused,
+    })
 }
 
 /// `release`'s text from `previous` if it is unchanged there at index `i`.
@@ -785,11 +833,12 @@ mod tests {
     }
 
     fn snapshot_of(mut state: State) -> Snapshot {
-        let (bytes, release_text) = serialize_state(&mut state, None).unwrap();
+        let serialized = serialize_state(&mut state, None).unwrap();
         Snapshot {
-            bytes,
+            bytes: serialized.bytes,
+            spare: Some(state.clone()),
             state,
-            release_text,
+            release_text: serialized.release_text,
         }
     }
 
@@ -815,7 +864,12 @@ mod tests {
     fn serialized_state_is_exactly_serde_jsons_pretty_form() {
         for state in [State::default(), sample()] {
             let mut copy = state.clone();
-            let (bytes, ranges) = serialize_state(&mut copy, None).unwrap();
+            let Serialized {
+                bytes,
+                release_text: ranges,
+                reused,
+            } = serialize_state(&mut copy, None).unwrap();
+            assert!(reused.iter().all(|r| !r));
             assert_eq!(
                 String::from_utf8(bytes.clone()).unwrap(),
                 String::from_utf8(plain(&state)).unwrap()
@@ -858,15 +912,19 @@ mod tests {
             }),
         ];
         for (what, change) in changes {
-            let previous = snapshot_of(sample());
-            let mut state = previous.state.clone();
+            let mut previous = snapshot_of(sample());
+            let mut state = previous.spare.take().unwrap();
             change(&mut state);
-            let (bytes, _) = serialize_state(&mut state, Some(&previous)).unwrap();
+            let serialized = serialize_state(&mut state, Some(&previous)).unwrap();
             assert_eq!(
-                String::from_utf8(bytes).unwrap(),
+                String::from_utf8(serialized.bytes).unwrap(),
                 String::from_utf8(plain(&state)).unwrap(),
                 "after {what}"
             );
+            // The next spare is exactly the committed state, down to how timestamps are written.
+            let spare = previous.into_spare(&state, &serialized.reused);
+            assert_eq!(plain(&spare), plain(&state), "spare after {what}");
+            assert_eq!(spare, state, "spare after {what}");
         }
     }
 
@@ -883,10 +941,75 @@ mod tests {
         state.releases[1]
             .phases
             .insert("push".into(), PhaseStatus::Running);
-        let (bytes, _) = serialize_state(&mut state, Some(&previous)).unwrap();
-        let text = String::from_utf8(bytes).unwrap();
+        let serialized = serialize_state(&mut state, Some(&previous)).unwrap();
+        assert_eq!(serialized.reused, [true, false, true]);
+        let text = String::from_utf8(serialized.bytes).unwrap();
         assert_eq!(text.matches("\"Version\"").count(), 2, "{text}");
         assert_eq!(text.matches("\"version\"").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn consecutive_commits_of_one_store_write_what_a_fresh_serialization_would() {
+        use crate::state::StateStoreExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("releases.json");
+        std::fs::write(&path, plain(&sample())).unwrap();
+        let store = FileStore::open(path.clone()).unwrap();
+        // Applied in turn to the store and to a model of what the file must hold.
+        let steps: [fn(&mut State); 8] = [
+            |s| {
+                s.releases[1]
+                    .phases
+                    .insert("push".into(), PhaseStatus::Running);
+            },
+            |s| {
+                s.releases[1]
+                    .phases
+                    .insert("push".into(), PhaseStatus::Completed);
+            },
+            |s| {
+                let mut r = s.releases[2].clone();
+                r.id = ReleaseId::parse("rel-20261125-060000009").unwrap();
+                s.releases.push(r);
+            },
+            |s| {
+                s.releases.remove(0);
+            },
+            |s| s.releases.swap(0, 1),
+            |s| {
+                s.releases[2].timestamp =
+                    Timestamp::parse("2026-11-25T08:00:00.002+02:00").unwrap();
+            },
+            |s| {
+                s.extra.insert("note".into(), "kept".into());
+            },
+            |s| {
+                s.releases[0].version = "v9".into();
+            },
+        ];
+        let mut model = sample();
+        for (i, step) in steps.iter().enumerate() {
+            store
+                .transact(|state| {
+                    step(state);
+                    Ok(())
+                })
+                .unwrap();
+            step(&mut model);
+            model.format_version = Some(FORMAT_VERSION);
+            model.serial += 1;
+            let on_disk = std::fs::read(&path).unwrap();
+            let parsed = parse_state(&on_disk, &path, &path, false).unwrap();
+            model.lineage.clone_from(&parsed.lineage);
+            assert_eq!(
+                String::from_utf8(on_disk).unwrap(),
+                String::from_utf8(plain(&model)).unwrap(),
+                "after step {i}"
+            );
+            // A transaction that changes nothing through the lease's path keeps the snapshot.
+            store.commit_with(&mut |_| Ok(false)).unwrap();
+        }
+        assert_eq!(store.read().unwrap(), model);
     }
 
     #[test]

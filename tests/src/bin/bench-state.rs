@@ -36,9 +36,14 @@ fn main() {
             })
             .unwrap();
 
-        // A typical commit of a deploy: one phase of the newest release changes status.
+        // A typical commit of a deploy: one phase of the newest release changes status. Each
+        // commit is followed by one floor measurement, so both see the same disk conditions.
         let newest = store.read().unwrap().list_all()[0].id.clone();
+        let size = std::fs::metadata(&path).unwrap().len();
+        let floor_dir = tempfile::tempdir_in(dir.path()).unwrap();
+        let payload = vec![b'x'; size as usize];
         let mut commit_times = Vec::new();
+        let mut floor_times = Vec::new();
         for i in 0..commits {
             let status = if i % 2 == 0 {
                 PhaseStatus::Running
@@ -54,19 +59,13 @@ fn main() {
                     })
                     .unwrap()
             }));
+            floor_times.push(time(|| fsync_floor(floor_dir.path(), &payload)));
         }
-        let size = std::fs::metadata(&path).unwrap().len();
         assert_eq!(
             store.read().unwrap().serial,
             1 + commits as u64,
             "every commit landed"
         );
-
-        let floor_dir = tempfile::tempdir_in(dir.path()).unwrap();
-        let payload = vec![b'x'; size as usize];
-        let mut floor_times: Vec<Duration> = (0..commits)
-            .map(|_| time(|| fsync_floor(floor_dir.path(), &payload)))
-            .collect();
 
         let mut list_times: Vec<Duration> = (0..lists)
             .map(|_| time(|| list_json(&bin, &path, count)))
