@@ -6,9 +6,10 @@
 //! protocol and its guarantees are specified in spec/state.md.
 
 use std::io::{self, Read, Write};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -16,7 +17,7 @@ use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use rustix::fs::FlockOperation;
 
-use super::{Lease, LeaseHolder, State, StateError, StateStore, FORMAT_VERSION};
+use super::{Lease, LeaseHolder, Release, State, StateError, StateStore, FORMAT_VERSION};
 use crate::error::input_error;
 
 /// The environment variable that names the state file when `--state-file` is not given.
@@ -57,6 +58,61 @@ pub struct FileStore {
     name: String,
     /// The directory handle, opened once: when it first exists (a read) or is created (a write).
     dir: OnceLock<Dir>,
+    /// What this store last committed. See [`Snapshot`].
+    last_commit: Mutex<Option<Snapshot>>,
+}
+
+/// The exact bytes this store last committed, what they parse to, and where each release's text
+/// sits in them.
+///
+/// A commit must read the file fresh under the lock, but when those bytes are exactly the ones we
+/// wrote, parsing them again would only rebuild `state`; and a release the transaction did not
+/// change serializes to the text it already has. Parsing and serializing dominate a commit of a
+/// large history (they grow with the file, while a transaction usually changes one release), so
+/// skipping them keeps a commit close to the cost of writing the file. Nothing here is trusted
+/// without that byte-for-byte comparison, so a file changed by anyone else is parsed as usual.
+struct Snapshot {
+    bytes: Vec<u8>,
+    state: State,
+    /// `releases[i]`'s text in `bytes`, indented as it sits in the `releases` array.
+    release_text: Vec<Range<usize>>,
+    /// A second copy of `state`, equal to it, for the next transaction to change. Keeping one
+    /// ready (updated release by release, see [`Snapshot::into_spare`]) spares every commit a
+    /// clone and a drop of the whole history, which cost as much as the rest of it.
+    spare: Option<State>,
+}
+
+impl Snapshot {
+    /// This snapshot's state, brought up to `now` (the state committed after it), as the spare
+    /// of the next snapshot. `reused[i]` says that `now.releases[i]` equals `releases[i]` here;
+    /// every other release is cloned from `now`.
+    fn into_spare(self, now: &State, reused: &[bool]) -> State {
+        let mut spare = self.state;
+        spare.format_version = now.format_version;
+        spare.lineage.clone_from(&now.lineage);
+        spare.serial = now.serial;
+        spare.last_release_id.clone_from(&now.last_release_id);
+        spare.extra.clone_from(&now.extra);
+        spare.releases.truncate(now.releases.len());
+        for (i, release) in now.releases.iter().enumerate() {
+            if reused.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            match spare.releases.get_mut(i) {
+                Some(slot) => *slot = release.clone(),
+                None => spare.releases.push(release.clone()),
+            }
+        }
+        spare
+    }
+}
+
+/// A serialized state: the file's bytes, where each release's text is, and which releases were
+/// reused unchanged from the previous snapshot.
+struct Serialized {
+    bytes: Vec<u8>,
+    release_text: Vec<Range<usize>>,
+    reused: Vec<bool>,
 }
 
 /// Whether a transaction's closure changed anything worth committing.
@@ -85,6 +141,7 @@ impl FileStore {
             dir_path,
             name,
             dir: OnceLock::new(),
+            last_commit: Mutex::new(None),
         })
     }
 
@@ -215,11 +272,24 @@ impl FileStore {
         // The lock is released when `lock` is closed at the end of this function, whatever
         // path we leave by.
         let previous = self.read_bytes(dir)?;
-        let mut state = match &previous {
-            Some(bytes) => self.parse(bytes)?,
-            None => State::default(),
+        // Taken, not borrowed: another thread of this process committing at the same time finds
+        // none and takes the ordinary path; every error below simply drops it.
+        let snapshot = self.last_commit.lock().ok().and_then(|mut s| s.take());
+        let mut snapshot = snapshot.filter(|s| previous.as_deref() == Some(&s.bytes[..]));
+        let mut state = match (&previous, &mut snapshot) {
+            (_, Some(snapshot)) => match snapshot.spare.take() {
+                Some(spare) => spare,
+                None => snapshot.state.clone(),
+            },
+            (Some(bytes), None) => self.parse(bytes)?,
+            (None, None) => State::default(),
         };
         if !f(&mut state)? {
+            // Nothing changed, so `state` is still equal to the snapshot's: keep both.
+            if let (Some(mut snapshot), Ok(mut slot)) = (snapshot, self.last_commit.lock()) {
+                snapshot.spare = Some(state);
+                *slot = Some(snapshot);
+            }
             return Ok(());
         }
         state.validate().map_err(|e| {
@@ -233,9 +303,17 @@ impl FileStore {
             state.lineage = Some(uuid::Uuid::new_v4().to_string());
         }
         state.serial += 1;
-        let mut bytes = serde_json::to_vec_pretty(&state).context("serializing the state")?;
-        bytes.push(b'\n');
-        self.replace_file(dir, &bytes, previous.is_some())?;
+        let serialized = serialize_state(&mut state, snapshot.as_ref())?;
+        self.replace_file(dir, &serialized.bytes, previous.is_some())?;
+        let spare = snapshot.map(|s| s.into_spare(&state, &serialized.reused));
+        if let Ok(mut slot) = self.last_commit.lock() {
+            *slot = Some(Snapshot {
+                bytes: serialized.bytes,
+                state,
+                release_text: serialized.release_text,
+                spare,
+            });
+        }
         drop(lock);
         Ok(())
     }
@@ -470,6 +548,70 @@ fn remove_if_present(dir: &Dir, name: &str) -> io::Result<()> {
     }
 }
 
+/// The state as pretty-printed JSON plus a newline, byte for byte what
+/// `serde_json::to_vec_pretty(state)` writes, and where each release's text sits in it. A release
+/// equal to the same release in `previous` (same position, same id, same fields, timestamps
+/// written the same way) reuses its text from there instead of being serialized again.
+fn serialize_state(state: &mut State, previous: Option<&Snapshot>) -> anyhow::Result<Serialized> {
+    // Everything but the releases, with an empty array to fill in.
+    let releases = std::mem::take(&mut state.releases);
+    let frame = serde_json::to_vec_pretty(&*state);
+    state.releases = releases;
+    let frame = frame.context("serializing the state")?;
+    // Top-level keys are indented by exactly two spaces and JSON strings never hold a raw
+    // newline, so this is the top-level `releases` key and nothing else.
+    const EMPTY: &[u8] = b"\n  \"releases\": []";
+    let Some(at) = frame.windows(EMPTY.len()).position(|w| w == EMPTY) else {
+        anyhow::bail!("serializing the state: no releases array in the document");
+    };
+    let open = at + EMPTY.len() - 1; // the `]` of `[]`
+    let mut bytes = Vec::with_capacity(previous.map_or(frame.len(), |p| p.bytes.len() + 4096));
+    bytes.extend_from_slice(&frame[..open]);
+    let mut ranges = Vec::with_capacity(state.releases.len());
+    let mut reused = Vec::with_capacity(state.releases.len());
+    for (i, release) in state.releases.iter().enumerate() {
+        bytes.extend_from_slice(if i == 0 { b"\n    " } else { b",\n    " });
+        let start = bytes.len();
+        let unchanged = previous.and_then(|p| unchanged_text(p, i, release));
+        reused.push(unchanged.is_some());
+        match unchanged {
+            Some(text) => bytes.extend_from_slice(text),
+            None => {
+                let text = serde_json::to_vec_pretty(release).context("serializing a release")?;
+                // One level deeper than a document of its own: two more indents per line.
+                for (n, line) in text.split(|b| *b == b'\n').enumerate() {
+                    if n > 0 {
+                        bytes.extend_from_slice(b"\n    ");
+                    }
+                    bytes.extend_from_slice(line);
+                }
+            }
+        }
+        ranges.push(start..bytes.len());
+    }
+    if !state.releases.is_empty() {
+        bytes.extend_from_slice(b"\n  ");
+    }
+    bytes.extend_from_slice(&frame[open..]);
+    bytes.push(b'\n');
+    Ok(Serialized {
+        bytes,
+        release_text: ranges,
+        reused,
+    })
+}
+
+/// `release`'s text from `previous` if it is unchanged there at index `i`.
+fn unchanged_text<'a>(previous: &'a Snapshot, i: usize, release: &Release) -> Option<&'a [u8]> {
+    let before = previous.state.releases.get(i)?;
+    // Timestamps compare as instants; the text must also be written the same way.
+    if before.timestamp.as_str() != release.timestamp.as_str() || before != release {
+        return None;
+    }
+    let range = previous.release_text.get(i)?.clone();
+    Some(&previous.bytes[range])
+}
+
 /// Environment names become file names under `leases/`, so only the manifest's shape
 /// `[a-z][a-z0-9_-]*` (at most 64 characters) is accepted.
 pub fn check_environment_name(env: &str) -> anyhow::Result<()> {
@@ -579,6 +721,7 @@ fn strip_position(message: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{PhaseStatus, ReleaseId, Timestamp};
 
     fn err(json: &str) -> String {
         parse_state(
@@ -680,6 +823,193 @@ mod tests {
             e.contains("there is no previous version (/p/r.json.bak does not exist)"),
             "{e}"
         );
+    }
+
+    /// What the commit path must write: exactly serde_json's pretty form plus a newline.
+    fn plain(state: &State) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(state).unwrap();
+        bytes.push(b'\n');
+        bytes
+    }
+
+    fn snapshot_of(mut state: State) -> Snapshot {
+        let serialized = serialize_state(&mut state, None).unwrap();
+        Snapshot {
+            bytes: serialized.bytes,
+            spare: Some(state.clone()),
+            state,
+            release_text: serialized.release_text,
+        }
+    }
+
+    fn sample() -> State {
+        let doc = r#"{
+  "format_version": 2, "serial": 4, "custom_top": {"kept": [1, 2.5, null]},
+  "releases": [
+    {"id": "rel-20261125-060000", "environment": "prod", "version": "v1",
+     "timestamp": "2026-11-25T07:00:00+01:00", "phases": {"build": "completed"},
+     "go_only_field": {"nested": {"deep": []}}, "empty": {}},
+    {"id": "rel-20261125-060000001", "environment": "staging", "version": "v2",
+     "commit_sha": "abc", "timestamp": "2026-11-25T06:00:00.001Z",
+     "phase_details": {"build": {"summary": "line \"quoted\"\nsecond", "outputs": {"a": "b"}}}},
+    {"id": "rel-20261125-060000002", "environment": "prod", "version": "v3",
+     "timestamp": "2026-11-25T06:00:00.002Z"}
+  ],
+  "trailing_unknown": "x"
+}"#;
+        parse_state(doc.as_bytes(), Path::new("r"), Path::new("r.bak"), false).unwrap()
+    }
+
+    #[test]
+    fn serialized_state_is_exactly_serde_jsons_pretty_form() {
+        for state in [State::default(), sample()] {
+            let mut copy = state.clone();
+            let Serialized {
+                bytes,
+                release_text: ranges,
+                reused,
+            } = serialize_state(&mut copy, None).unwrap();
+            assert!(reused.iter().all(|r| !r));
+            assert_eq!(
+                String::from_utf8(bytes.clone()).unwrap(),
+                String::from_utf8(plain(&state)).unwrap()
+            );
+            assert_eq!(copy, state);
+            assert_eq!(ranges.len(), state.releases.len());
+            for (range, release) in ranges.iter().zip(&state.releases) {
+                let text: Release = serde_json::from_slice(&bytes[range.clone()]).unwrap();
+                assert_eq!(&text, release);
+            }
+        }
+    }
+
+    #[test]
+    fn reused_release_text_matches_a_full_serialization_after_any_change() {
+        type Change = fn(&mut State);
+        let changes: [(&str, Change); 7] = [
+            ("nothing", |_| {}),
+            ("one phase", |s| {
+                s.releases[1]
+                    .phases
+                    .insert("push".into(), PhaseStatus::Running);
+            }),
+            ("a release added", |s| {
+                let mut r = s.releases[2].clone();
+                r.id = ReleaseId::parse("rel-20261125-060000003").unwrap();
+                s.releases.push(r);
+            }),
+            ("a release removed", |s| {
+                s.releases.remove(0);
+            }),
+            ("releases reordered", |s| s.releases.swap(0, 2)),
+            ("the same instant written another way", |s| {
+                s.releases[0].timestamp = Timestamp::parse("2026-11-25T06:00:00Z").unwrap();
+            }),
+            ("top-level fields", |s| {
+                s.serial += 1;
+                s.extra
+                    .insert("added".into(), serde_json::json!({"k": [true]}));
+            }),
+        ];
+        for (what, change) in changes {
+            let mut previous = snapshot_of(sample());
+            let mut state = previous.spare.take().unwrap();
+            change(&mut state);
+            let serialized = serialize_state(&mut state, Some(&previous)).unwrap();
+            assert_eq!(
+                String::from_utf8(serialized.bytes).unwrap(),
+                String::from_utf8(plain(&state)).unwrap(),
+                "after {what}"
+            );
+            // The next spare is exactly the committed state, down to how timestamps are written.
+            let spare = previous.into_spare(&state, &serialized.reused);
+            assert_eq!(plain(&spare), plain(&state), "spare after {what}");
+            assert_eq!(spare, state, "spare after {what}");
+        }
+    }
+
+    #[test]
+    fn only_changed_releases_are_serialized_again() {
+        let mut previous = snapshot_of(sample());
+        // Mark every release's stored text, so reused text can be told from fresh text.
+        for range in previous.release_text.clone() {
+            let text = &mut previous.bytes[range];
+            let at = text.windows(9).position(|w| w == b"\"version\"").unwrap();
+            text[at + 1] = b'V';
+        }
+        let mut state = previous.state.clone();
+        state.releases[1]
+            .phases
+            .insert("push".into(), PhaseStatus::Running);
+        let serialized = serialize_state(&mut state, Some(&previous)).unwrap();
+        assert_eq!(serialized.reused, [true, false, true]);
+        let text = String::from_utf8(serialized.bytes).unwrap();
+        assert_eq!(text.matches("\"Version\"").count(), 2, "{text}");
+        assert_eq!(text.matches("\"version\"").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn consecutive_commits_of_one_store_write_what_a_fresh_serialization_would() {
+        use crate::state::StateStoreExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("releases.json");
+        std::fs::write(&path, plain(&sample())).unwrap();
+        let store = FileStore::open(path.clone()).unwrap();
+        // Applied in turn to the store and to a model of what the file must hold.
+        let steps: [fn(&mut State); 8] = [
+            |s| {
+                s.releases[1]
+                    .phases
+                    .insert("push".into(), PhaseStatus::Running);
+            },
+            |s| {
+                s.releases[1]
+                    .phases
+                    .insert("push".into(), PhaseStatus::Completed);
+            },
+            |s| {
+                let mut r = s.releases[2].clone();
+                r.id = ReleaseId::parse("rel-20261125-060000009").unwrap();
+                s.releases.push(r);
+            },
+            |s| {
+                s.releases.remove(0);
+            },
+            |s| s.releases.swap(0, 1),
+            |s| {
+                s.releases[2].timestamp =
+                    Timestamp::parse("2026-11-25T08:00:00.002+02:00").unwrap();
+            },
+            |s| {
+                s.extra.insert("note".into(), "kept".into());
+            },
+            |s| {
+                s.releases[0].version = "v9".into();
+            },
+        ];
+        let mut model = sample();
+        for (i, step) in steps.iter().enumerate() {
+            store
+                .transact(|state| {
+                    step(state);
+                    Ok(())
+                })
+                .unwrap();
+            step(&mut model);
+            model.format_version = Some(FORMAT_VERSION);
+            model.serial += 1;
+            let on_disk = std::fs::read(&path).unwrap();
+            let parsed = parse_state(&on_disk, &path, &path, false).unwrap();
+            model.lineage.clone_from(&parsed.lineage);
+            assert_eq!(
+                String::from_utf8(on_disk).unwrap(),
+                String::from_utf8(plain(&model)).unwrap(),
+                "after step {i}"
+            );
+            // A transaction that changes nothing through the lease's path keeps the snapshot.
+            store.commit_with(&mut |_| Ok(false)).unwrap();
+        }
+        assert_eq!(store.read().unwrap(), model);
     }
 
     #[test]

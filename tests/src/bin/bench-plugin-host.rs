@@ -1,0 +1,184 @@
+//! Benchmark: what running a Rust no-op phase (the built-in `noop` component) costs the plugin
+//! host, cold (compile and cache), warm (load the cached compilation) and per run (instantiate
+//! and call in a fresh store), against spawning `/bin/true` as a process. One run measures all
+//! of them, so the ratios compare like with like. Prints a Markdown table for
+//! docs/performance.md ("Plugin host"), with the cost of the thread each run starts, for scale.
+//!
+//! Run: `cargo build -p stagecraft && cargo run -p stagecraft-tests --bin bench-plugin-host`
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use stagecraft::plugin::{
+    Grants, Limits, NullSink, Operation, Outcome, PhaseContext, PluginHost, PluginSource,
+    ReleaseInfo, Sandbox,
+};
+
+const COLD: usize = 10;
+const WARM: usize = 200;
+const RUNS: usize = 1_000;
+const SPAWNS: usize = 500;
+
+fn main() {
+    let noop = noop_wasm();
+    let source = PluginSource::File(noop.clone());
+    let size = std::fs::metadata(&noop).unwrap().len();
+
+    // Cold: a new host with an empty cache directory compiles the component and writes the
+    // cache entry.
+    let mut cold = Vec::new();
+    for _ in 0..COLD {
+        let cache = tempfile::tempdir().unwrap();
+        let host = PluginHost::new(Some(cache.path().to_path_buf())).unwrap();
+        let (took, loaded) = timed(|| host.load(&source).unwrap());
+        assert!(!loaded.was_cached(), "an empty cache must compile");
+        cold.push(took);
+    }
+
+    // Warm: a new host (as in a new `stagecraft` process) finds the compiled component on disk.
+    let cache = tempfile::tempdir().unwrap();
+    PluginHost::new(Some(cache.path().to_path_buf()))
+        .unwrap()
+        .load(&source)
+        .unwrap();
+    let mut warm = Vec::new();
+    for _ in 0..WARM {
+        let host = PluginHost::new(Some(cache.path().to_path_buf())).unwrap();
+        let (took, loaded) = timed(|| host.load(&source).unwrap());
+        assert!(loaded.was_cached(), "a populated cache must not compile");
+        warm.push(took);
+    }
+
+    // Per run: a fresh store, instantiate, call run(), check the report.
+    let host = PluginHost::new(Some(cache.path().to_path_buf())).unwrap();
+    let loaded = host.load(&source).unwrap();
+    let ctx = context();
+    let sandbox = Sandbox {
+        project_root: std::env::temp_dir(),
+        grants: Grants::default(),
+        limits: Limits::default(),
+    };
+    let mut runs = Vec::new();
+    for _ in 0..RUNS {
+        let (took, run) = timed(|| host.run(&loaded, &ctx, &sandbox, &NullSink));
+        let report = run.result.expect("noop completes");
+        assert_eq!(report.outcome, Outcome::Completed);
+        runs.push(took);
+    }
+
+    // Part of every run: the host runs each phase on a new thread with an 8 MiB stack.
+    let mut threads = Vec::new();
+    for _ in 0..RUNS {
+        let (took, joined) = timed(|| {
+            std::thread::Builder::new()
+                .stack_size(8 << 20)
+                .spawn(|| ())
+                .unwrap()
+                .join()
+        });
+        assert!(joined.is_ok());
+        threads.push(took);
+    }
+
+    let mut spawns = Vec::new();
+    for _ in 0..SPAWNS {
+        let (took, status) = timed(|| Command::new("/bin/true").status().unwrap());
+        assert!(status.success());
+        spawns.push(took);
+    }
+
+    let cold = median(&mut cold);
+    let warm = median(&mut warm);
+    let run = median(&mut runs);
+    let thread = median(&mut threads);
+    let spawn = median(&mut spawns);
+    println!(
+        "Built-in `noop` ({} KiB component), medians in one run\n",
+        size / 1024
+    );
+    println!("| what | iterations | median | ratio to spawning `/bin/true` |");
+    println!("| --- | --- | --- | --- |");
+    let row = |what: &str, n: &str, ms: f64| {
+        println!("| {what} | {n} | {} | {:.3} |", show(ms), ms / spawn);
+    };
+    row(
+        "cold: compile and write the cache entry",
+        &COLD.to_string(),
+        cold,
+    );
+    row("warm: load the cached compilation", &WARM.to_string(), warm);
+    row(
+        "run: fresh store, instantiate, call `run`",
+        &RUNS.to_string(),
+        run,
+    );
+    row(
+        "(part of each run: start and join its thread, 8 MiB stack)",
+        &RUNS.to_string(),
+        thread,
+    );
+    row(
+        "warm phase in a new process: cached load + run",
+        "sum of the medians",
+        warm + run,
+    );
+    row("spawn and wait for `/bin/true`", &SPAWNS.to_string(), spawn);
+    let _ = std::io::stdout().flush();
+}
+
+fn context() -> PhaseContext {
+    PhaseContext {
+        phase: "build".into(),
+        operation: Operation::Deploy,
+        release: ReleaseInfo {
+            id: "rel-20260101-000000000".into(),
+            environment: "prod".into(),
+            version: "v2".into(),
+            commit: "c0ffee".into(),
+            previous_id: Some("rel-20251231-000000000".into()),
+        },
+        rollback_target: None,
+        config: BTreeMap::new(),
+        vars: BTreeMap::from([("url".to_string(), "http://127.0.0.1:8080".to_string())]),
+        earlier_outputs: Vec::new(),
+    }
+}
+
+/// `<target>/wasm-plugins/builtin/noop.wasm`, where host/build.rs puts the built-in.
+fn noop_wasm() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // <target>/<profile>/bench-plugin-host
+    let path = exe
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .join("wasm-plugins/builtin/noop.wasm");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p stagecraft` first",
+        path.display()
+    );
+    path
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+    let t = Instant::now();
+    let out = f();
+    (t.elapsed(), out)
+}
+
+fn median(v: &mut [Duration]) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64() * 1000.0
+}
+
+fn show(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{:.0} µs", ms * 1000.0)
+    } else {
+        format!("{ms:.2} ms")
+    }
+}

@@ -1,0 +1,186 @@
+//! Benchmark: the file backend's commit latency and `stagecraft releases list --json` at 10,
+//! 1,000 and 10,000 releases, each commit beside its floor: writing, fsyncing and renaming a file
+//! of the same size and fsyncing the directory, which any durable whole-file commit must pay.
+//! Prints a Markdown table for docs/performance.md ("Release state (file backend)").
+//!
+//! Run: `cargo build -p stagecraft && cargo run -p stagecraft-tests --bin bench-state`
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use stagecraft::state::{
+    FileStore, PhaseDetail, PhaseStatus, Release, State, StateStore, StateStoreExt,
+    CANONICAL_PHASES,
+};
+
+/// (releases in the file, commits measured, `releases list --json` runs measured)
+const SIZES: [(usize, usize, usize); 3] = [(10, 200, 40), (1_000, 100, 20), (10_000, 30, 10)];
+
+fn main() {
+    let bin = stagecraft_bin();
+    println!(
+        "| releases | file size | commit (median) | floor: write + fsync + rename + dir fsync | \
+         commit / floor | `releases list --json` (median) |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (count, commits, lists) in SIZES {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("releases.json");
+        let store = FileStore::open(path.clone()).unwrap();
+        store
+            .transact(|state| {
+                seed(state, count);
+                Ok(())
+            })
+            .unwrap();
+
+        // A typical commit of a deploy: one phase of the newest release changes status. Each
+        // commit is followed by one floor measurement, so both see the same disk conditions.
+        let newest = store.read().unwrap().list_all()[0].id.clone();
+        let size = std::fs::metadata(&path).unwrap().len();
+        let floor_dir = tempfile::tempdir_in(dir.path()).unwrap();
+        let payload = vec![b'x'; size as usize];
+        let mut commit_times = Vec::new();
+        let mut floor_times = Vec::new();
+        for i in 0..commits {
+            let status = if i % 2 == 0 {
+                PhaseStatus::Running
+            } else {
+                PhaseStatus::Completed
+            };
+            commit_times.push(time(|| {
+                store
+                    .transact(|state| {
+                        let release = state.get_mut(newest.as_str()).expect("seeded release");
+                        release.phases.insert("finalize".into(), status);
+                        Ok(())
+                    })
+                    .unwrap()
+            }));
+            floor_times.push(time(|| fsync_floor(floor_dir.path(), &payload)));
+        }
+        assert_eq!(
+            store.read().unwrap().serial,
+            1 + commits as u64,
+            "every commit landed"
+        );
+
+        let mut list_times: Vec<Duration> = (0..lists)
+            .map(|_| time(|| list_json(&bin, &path, count)))
+            .collect();
+
+        let commit_ms = median(&mut commit_times);
+        let floor_ms = median(&mut floor_times);
+        println!(
+            "| {count} | {} | {commit_ms:.2} ms | {floor_ms:.2} ms | {:.2}x | {:.2} ms |",
+            human_size(size),
+            commit_ms / floor_ms,
+            median(&mut list_times)
+        );
+        let _ = std::io::stdout().flush();
+    }
+    println!(
+        "\nMedians of 200/100/30 commits and 40/20/10 `releases list --json` runs; each commit \
+         is one `StateStore::transact` on the seeded file."
+    );
+}
+
+/// `count` finished releases spread over three environments, shaped like real deploys: six
+/// phases, each with plugin, digest, times, summary and an output.
+fn seed(state: &mut State, count: usize) {
+    let envs = ["prod", "staging", "dev"];
+    let mut latest = std::collections::HashMap::new();
+    for i in 0..count {
+        // One release a minute from 2025-01-01T00:00Z (10,000 minutes is under a week).
+        let (day, hour, minute) = (1 + i / 1440, (i / 60) % 24, i % 60);
+        let id = format!("rel-202501{day:02}-{hour:02}{minute:02}00000");
+        let stamp = format!("2025-01-{day:02}T{hour:02}:{minute:02}:00.000Z");
+        let environment = envs[i % envs.len()].to_string();
+        let previous_id = latest.insert(environment.clone(), id.clone());
+        let mut release: Release = serde_json::from_value(serde_json::json!({
+            "id": id,
+            "environment": environment,
+            "version": format!("v1.{i}.0"),
+            "commit_sha": format!("{:040x}", i as u128 * 0x9e37_79b9_7f4a_7c15),
+            "timestamp": stamp,
+        }))
+        .unwrap();
+        release.previous_id = previous_id.map(|id: String| id.parse().unwrap());
+        for phase in CANONICAL_PHASES {
+            release
+                .phases
+                .insert(phase.to_string(), PhaseStatus::Completed);
+            release.phase_details.insert(
+                phase.to_string(),
+                PhaseDetail {
+                    plugin: Some("builtin:noop".into()),
+                    plugin_digest: Some(format!("{:064x}", i)),
+                    started_at: Some(stamp.clone()),
+                    finished_at: Some(stamp.clone()),
+                    duration_ms: Some(3),
+                    summary: Some(format!("{phase} of v1.{i}.0: nothing to do")),
+                    outputs: [("artifact".to_string(), format!("dist/v1.{i}.0.tar.gz"))]
+                        .into_iter()
+                        .collect(),
+                    ..Default::default()
+                },
+            );
+        }
+        state.releases.push(release);
+    }
+}
+
+fn list_json(bin: &Path, state_file: &Path, expected: usize) {
+    let out = Command::new(bin)
+        .args(["releases", "list", "--json", "--state-file"])
+        .arg(state_file)
+        .env_remove("STAGECRAFT_STATE_FILE")
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "releases list --json failed");
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.len(), expected);
+}
+
+/// What one durable whole-file commit of `payload` costs at minimum on this disk.
+fn fsync_floor(dir: &Path, payload: &[u8]) {
+    let tmp = dir.join("floor.tmp");
+    let mut f = std::fs::File::create(&tmp).unwrap();
+    f.write_all(payload).unwrap();
+    f.sync_all().unwrap();
+    std::fs::rename(&tmp, dir.join("floor.json")).unwrap();
+    std::fs::File::open(dir).unwrap().sync_all().unwrap();
+}
+
+fn time(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+fn median(v: &mut [Duration]) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64() * 1000.0
+}
+
+fn human_size(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    } else {
+        format!("{:.0} KiB", (bytes as f64 / 1024.0).max(1.0))
+    }
+}
+
+fn stagecraft_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().join("stagecraft");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p stagecraft` first",
+        bin.display()
+    );
+    bin
+}
