@@ -16,6 +16,7 @@ mod limits;
 mod load;
 mod run;
 mod types;
+mod worker;
 
 pub use builtin::builtin_names;
 pub use grants::{check_grants, guest_path};
@@ -43,6 +44,8 @@ pub struct PluginHost {
     cache_dir: Option<PathBuf>,
     /// Components already loaded by this host, by sha256.
     loaded: Mutex<HashMap<String, LoadedPlugin>>,
+    /// Threads that phase runs execute on.
+    workers: worker::Workers,
 }
 
 /// A checked, compiled and linked component, ready to instantiate. Cheap to clone.
@@ -109,6 +112,7 @@ impl PluginHost {
             linker,
             cache_dir: cache::resolve_dir(cache_dir),
             loaded: Mutex::new(HashMap::new()),
+            workers: worker::Workers::default(),
         })
     }
 

@@ -56,22 +56,30 @@ impl PluginHost {
         let limits = sandbox.limits.clone();
         let sandbox = sandbox.clone();
         let log_tx = tx.clone();
-        let spawned = std::thread::Builder::new()
-            .name("stagecraft-phase".into())
-            // Host calls from wasm run on this thread's stack in a debug build too.
-            .stack_size(8 << 20)
-            .spawn(move || {
-                let emit: limits::Emit = Box::new(move |level, message| {
-                    let _ = log_tx.send(Event::Log(level, message));
-                });
-                let (result, truncated) = execute(&engine, &plugin, &ctx, &sandbox, emit);
-                let _ = tx.send(Event::Finished(result, truncated));
+        let worker = match self.workers.take() {
+            Ok(worker) => worker,
+            Err(e) => {
+                return PhaseRun {
+                    result: Err(PhaseFailure::Load(format!(
+                        "cannot start the phase thread: {e}"
+                    ))),
+                    duration: start.elapsed(),
+                    log_truncated: false,
+                }
+            }
+        };
+        let job: super::worker::Job = Box::new(move || {
+            let emit: limits::Emit = Box::new(move |level, message| {
+                let _ = log_tx.send(Event::Log(level, message));
             });
-        if let Err(e) = spawned {
+            let (result, truncated) = execute(&engine, &plugin, &ctx, &sandbox, emit);
+            let _ = tx.send(Event::Finished(result, truncated));
+        });
+        if worker.submit(job).is_err() {
             return PhaseRun {
-                result: Err(PhaseFailure::Load(format!(
-                    "cannot start the phase thread: {e}"
-                ))),
+                result: Err(PhaseFailure::Load(
+                    "the phase thread exited unexpectedly".into(),
+                )),
                 duration: start.elapsed(),
                 log_truncated: false,
             };
@@ -82,13 +90,30 @@ impl PluginHost {
             match rx.recv_timeout(wait) {
                 Ok(Event::Log(level, message)) => sink.log(level, &message),
                 Ok(Event::Finished(result, log_truncated)) => {
+                    self.workers.give_back(worker);
                     return PhaseRun {
                         result,
                         duration: start.elapsed(),
                         log_truncated,
-                    }
+                    };
                 }
-                Err(_) => {
+                // The job ended without a result: a bug in the host (a panic), never the
+                // plugin's doing. Say so rather than blame a limit.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.workers.give_back(worker);
+                    return PhaseRun {
+                        result: Err(PhaseFailure::Load(
+                            "the host failed while running the phase (an internal error; \
+                             please report it with the plugin that triggered it)"
+                                .into(),
+                        )),
+                        duration: start.elapsed(),
+                        log_truncated: false,
+                    };
+                }
+                // Still running past its deadline and grace: abandon the worker with it.
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    drop(worker);
                     return PhaseRun {
                         result: Err(PhaseFailure::Limit {
                             limit: LimitKind::Timeout,
@@ -96,7 +121,7 @@ impl PluginHost {
                         }),
                         duration: start.elapsed(),
                         log_truncated: false,
-                    }
+                    };
                 }
             }
         }

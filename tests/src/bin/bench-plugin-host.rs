@@ -2,7 +2,8 @@
 //! host, cold (compile and cache), warm (load the cached compilation) and per run (instantiate
 //! and call in a fresh store), against spawning `/bin/true` as a process. One run measures all
 //! of them, so the ratios compare like with like. Prints a Markdown table for
-//! docs/performance.md ("Plugin host"), with the cost of the thread each run starts, for scale.
+//! docs/performance.md ("Plugin host"), with the cost of starting a thread for scale (runs reuse
+//! the host's worker threads instead; see host/src/plugin/worker.rs).
 //!
 //! Run: `cargo build -p stagecraft && cargo run -p stagecraft-tests --bin bench-plugin-host`
 
@@ -69,7 +70,7 @@ fn main() {
         runs.push(took);
     }
 
-    // Part of every run: the host runs each phase on a new thread with an 8 MiB stack.
+    // For scale: what each run paid before runs reused worker threads.
     let mut threads = Vec::new();
     for _ in 0..RUNS {
         let (took, joined) = timed(|| {
@@ -116,7 +117,7 @@ fn main() {
         run,
     );
     row(
-        "(part of each run: start and join its thread, 8 MiB stack)",
+        "(for scale: start and join a thread with an 8 MiB stack, which runs no longer pay)",
         &RUNS.to_string(),
         thread,
     );
