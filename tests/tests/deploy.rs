@@ -674,7 +674,7 @@ fn sigint_marks_the_running_phase_failed_at_once() {
     let record = &p.releases("prod")[0];
     assert_eq!(status(record, "build"), "failed");
     assert_eq!(
-        phase(&record, "build")["error"],
+        phase(record, "build")["error"],
         "interrupted: received SIGINT during build"
     );
     assert_eq!(status(record, "finalize"), "skipped");

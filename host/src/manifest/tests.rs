@@ -50,7 +50,7 @@ env = ["HOME"]
     assert_eq!(build.limits.memory_bytes, 64 << 20);
     assert_eq!(build.grants.exec, ["make"]);
     assert_eq!(build.grants.env, ["HOME"]);
-    assert_eq!(build.grants.read, [m.project_root.clone()]);
+    assert_eq!(build.grants.read, std::slice::from_ref(&m.project_root));
     assert_eq!(build.grants.write, [m.project_root.join("out")]);
     assert_eq!(
         m.environments["staging"].vars["url"],
