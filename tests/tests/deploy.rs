@@ -83,7 +83,10 @@ fn phase<'v>(record: &'v Value, name: &str) -> &'v Value {
 }
 
 fn status(record: &Value, name: &str) -> String {
-    phase(record, name)["status"].as_str().unwrap_or("<absent>").to_string()
+    phase(record, name)["status"]
+        .as_str()
+        .unwrap_or("<absent>")
+        .to_string()
 }
 
 #[test]
@@ -132,10 +135,7 @@ fn unconfigured_phases_are_skipped_and_json_is_the_final_record() {
     let (out, record) = p.deploy_json(&["--env", "prod", "--version", "v1"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(status(&record, "build"), "skipped");
-    assert_eq!(
-        phase(&record, "build")["summary"],
-        "no plugin configured"
-    );
+    assert_eq!(phase(&record, "build")["summary"], "no plugin configured");
     assert_eq!(status(&record, "rollout"), "completed");
     assert_eq!(record["status"], "completed");
     assert_eq!(

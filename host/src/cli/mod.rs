@@ -8,6 +8,7 @@ pub mod plugin;
 pub mod release;
 pub mod releases;
 mod rollback;
+pub mod state;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +34,11 @@ pub struct GlobalArgs {
     /// project root).
     #[arg(long, global = true, value_name = "PATH")]
     pub state_file: Option<std::path::PathBuf>,
+    /// Keep release state in PostgreSQL at this URL (postgres://user@host:port/db; beats the
+    /// manifest's [state]). Prefer the manifest's url_env variable: a URL with a password on
+    /// the command line is visible to other users of the machine.
+    #[arg(long, global = true, value_name = "URL", conflicts_with = "state_file")]
+    pub state_url: Option<String>,
     /// Show debug detail: plugin debug logs, durations, whether components came from the cache.
     #[arg(long, short = 'v', global = true)]
     pub verbose: bool,
@@ -46,6 +52,8 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
     /// Show the release history: `releases list`, `releases show <id>`.
     Releases(releases::ReleasesArgs),
+    /// Manage the release state itself: `state migrate --to <url-or-path>`.
+    State(state::StateArgs),
     /// Inspect and test phase plugins: `plugin check <file>`, `plugin test <file>`.
     Plugin(plugin::PluginArgs),
     /// Write a commented starter stagecraft.toml.
@@ -82,6 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match command {
         Command::Releases(args) => releases::run(&global, args),
         Command::Plugin(args) => plugin::run(&global, args),
+        Command::State(args) => state::run(&global, args),
         Command::Deploy(args) => deploy::run(&global, args),
         Command::Rollback(args) => rollback::run(&global, args),
         Command::Init(args) => init::run(&global, args),
