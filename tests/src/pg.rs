@@ -1,0 +1,268 @@
+//! A real PostgreSQL server for the tests: `initdb` in a temporary directory, listening only on a
+//! Unix socket in that directory (no port to race for), password authentication on, stopped when
+//! dropped, and killed by the kernel if the test process dies first.
+//!
+//! The binaries are found like `scripts/postgres bindir` finds them: `initdb` on PATH (with
+//! `pg_ctl` and `postgres` beside it), else the newest `/usr/lib/postgresql/*/bin`. initdb
+//! refuses to run as root, so as root the server runs as the `postgres` user.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+/// The superuser's password on every test server.
+pub const PASSWORD: &str = "stagecraft-test-pw";
+
+/// A running (or stopped, between `stop` and `start`) test server.
+pub struct PgServer {
+    dir: tempfile::TempDir,
+    bindir: PathBuf,
+    run_as: Option<(u32, u32)>,
+    child: Option<Child>,
+    /// The server's log lines (stderr), kept for failure messages.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Where the server binaries are (see the module docs), or a message saying how to get them.
+pub fn bindir() -> Result<PathBuf, String> {
+    let complete = |dir: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|b| dir.join(b).is_file())
+    };
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let initdb = dir.join("initdb");
+            if initdb.is_file() {
+                if let Some(real) = initdb
+                    .canonicalize()
+                    .ok()
+                    .and_then(|p| p.parent().map(Path::to_path_buf))
+                {
+                    if complete(&real) {
+                        return Ok(real);
+                    }
+                }
+            }
+        }
+    }
+    let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((version, e.path().join("bin")))
+        })
+        .filter(|(_, dir)| complete(dir))
+        .collect();
+    candidates.sort();
+    candidates.pop().map(|(_, dir)| dir).ok_or_else(|| {
+        "no PostgreSQL server binaries (initdb, pg_ctl, postgres) on PATH or in \
+         /usr/lib/postgresql/*/bin; run scripts/postgres install"
+            .to_string()
+    })
+}
+
+/// The uid and gid of `name` from /etc/passwd.
+fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.first() == Some(&name) && fields.len() > 3)
+            .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
+            .flatten()
+    })
+}
+
+impl PgServer {
+    /// initdb and start a server; panics with the server's log if it cannot.
+    pub fn start() -> PgServer {
+        let bindir = bindir().unwrap_or_else(|e| panic!("{e}"));
+        let run_as = if rustix::process::geteuid().is_root() {
+            Some(user_ids("postgres").expect(
+                "running as root, the test server runs as the `postgres` user, which does not \
+                 exist; run scripts/postgres install",
+            ))
+        } else {
+            None
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("stagecraft-pg")
+            .tempdir()
+            .expect("temp dir");
+        let pwfile = dir.path().join("pwfile");
+        std::fs::write(&pwfile, format!("{PASSWORD}\n")).unwrap();
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid)).unwrap();
+        }
+        let mut initdb = Command::new(bindir.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(dir.path().join("data"))
+            .args([
+                "--no-sync",
+                "--username=postgres",
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()));
+        if let Some((uid, gid)) = run_as {
+            initdb.uid(uid).gid(gid);
+        }
+        let out = initdb.output().expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut server = PgServer {
+            dir,
+            bindir,
+            run_as,
+            child: None,
+            log: Default::default(),
+        };
+        server.start_again();
+        server
+    }
+
+    /// Start the server on its existing data directory and wait until it accepts connections
+    /// (synchronized on its "ready" log line, not on time).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the server is already running");
+        let mut cmd = Command::new(self.bindir.join("postgres"));
+        cmd.arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-k")
+            .arg(self.dir.path())
+            .args([
+                "-c",
+                "listen_addresses=",
+                "-c",
+                "port=5432",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=32MB",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        // If this test process dies (a panic that aborts, a SIGKILL), the kernel stops the
+        // server too: SIGQUIT is PostgreSQL's immediate shutdown.
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::QUIT,
+                ))
+                .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd.spawn().expect("start postgres");
+        let stderr = child.stderr.take().unwrap();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            let mut ready_tx = Some(ready_tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("database system is ready to accept connections") {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+        // The reader drops its sender at EOF, so a server that exits early ends this wait.
+        if ready_rx.recv().is_err() {
+            let _ = child.wait();
+            panic!(
+                "postgres exited before accepting connections:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+        }
+        self.child = Some(child);
+    }
+
+    /// Fast shutdown (SIGINT: disconnect every client, roll back their transactions) and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, rustix::process::Signal::INT);
+            child.wait().unwrap();
+        }
+    }
+
+    /// The socket directory, percent-encoded as a URL host.
+    fn host(&self) -> String {
+        self.dir.path().display().to_string().replace('/', "%2F")
+    }
+
+    /// A URL for `db` with the superuser's password.
+    pub fn url(&self, db: &str) -> String {
+        self.url_with_password(db, PASSWORD)
+    }
+
+    pub fn url_with_password(&self, db: &str, password: &str) -> String {
+        format!("postgres://postgres:{password}@{}/{db}", self.host())
+    }
+
+    /// A URL for `db` whose server is gone: a socket directory where nothing listens.
+    pub fn unreachable_url(&self, db: &str) -> String {
+        let nowhere = self.dir.path().join("nowhere");
+        std::fs::create_dir_all(&nowhere).unwrap();
+        format!(
+            "postgres://postgres:{PASSWORD}@{}/{db}",
+            nowhere.display().to_string().replace('/', "%2F")
+        )
+    }
+
+    /// A superuser connection to `db`.
+    pub fn client(&self, db: &str) -> postgres::Client {
+        postgres::Client::connect(&self.url(db), postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to test server database {db}: {e}"))
+    }
+
+    /// Create an empty database and return its URL.
+    pub fn create_database(&self, name: &str) -> String {
+        self.client("postgres")
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+        self.url(name)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+fn signal(child: &Child, sig: rustix::process::Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        // Immediate shutdown: the data directory is thrown away with the temp dir.
+        if let Some(mut child) = self.child.take() {
+            signal(&child, rustix::process::Signal::QUIT);
+            let _ = child.wait();
+        }
+    }
+}
