@@ -237,12 +237,12 @@ impl PgStore {
         })
     }
 
-    /// An idle pooled connection, or a new one.
-    fn client(&self) -> anyhow::Result<Client> {
+    /// An idle pooled connection (and `true`), or a new one.
+    fn client(&self) -> anyhow::Result<(Client, bool)> {
         let pooled = self.pool.lock().expect("pool lock").pop();
         match pooled {
-            Some(c) if !c.is_closed() => Ok(c),
-            _ => self.connect(),
+            Some(c) if !c.is_closed() => Ok((c, true)),
+            _ => Ok((self.connect()?, false)),
         }
     }
 
@@ -529,7 +529,7 @@ impl PgStore {
         &self,
         f: &mut dyn FnMut(&mut State) -> anyhow::Result<bool>,
     ) -> anyhow::Result<()> {
-        let mut client = self.client()?;
+        let (mut client, mut pooled) = self.client()?;
         self.ensure_schema(&mut client, true)?;
         let mut attempt = 1;
         loop {
@@ -537,6 +537,14 @@ impl PgStore {
                 Ok(()) => {
                     self.give_back(client);
                     return Ok(());
+                }
+                // An idle pooled connection the server closed (a restart, an idle timeout)
+                // fails on first use, before anything could commit: retry once on a new one.
+                Err(TxError::Db(doing, e))
+                    if pooled && doing != "committing" && connection_gone(&e) =>
+                {
+                    client = self.connect()?;
+                    pooled = false;
                 }
                 Err(TxError::Db(_, e))
                     if attempt < MAX_ATTEMPTS
@@ -620,6 +628,18 @@ impl PgStore {
     }
 }
 
+/// Whether `e` means the connection itself is gone (rather than a statement failing on it).
+fn connection_gone(e: &postgres::Error) -> bool {
+    e.is_closed()
+        || matches!(
+            e.code(),
+            Some(&SqlState::ADMIN_SHUTDOWN)
+                | Some(&SqlState::CRASH_SHUTDOWN)
+                | Some(&SqlState::IDLE_SESSION_TIMEOUT)
+        )
+        || (e.as_db_error().is_none() && std::error::Error::source(e).is_some())
+}
+
 /// An error and its causes on one line ("error connecting to server: Connection refused").
 fn with_causes(e: &postgres::Error) -> String {
     let mut text = e.to_string();
@@ -697,12 +717,12 @@ impl StateStore for PgStore {
     }
 
     fn read(&self) -> anyhow::Result<State> {
-        let mut client = self.client()?;
+        let (mut client, pooled) = self.client()?;
         if !self.ensure_schema(&mut client, false)? {
             self.give_back(client);
             return Ok(State::default());
         }
-        let result = (|| {
+        let read_once = |client: &mut Client| -> Result<State, TxError> {
             let mut tx = client
                 .build_transaction()
                 .isolation_level(IsolationLevel::RepeatableRead)
@@ -713,7 +733,15 @@ impl StateStore for PgStore {
             tx.commit()
                 .map_err(|e| TxError::Db("finishing a read", e))?;
             Ok(state)
-        })();
+        };
+        let mut result = read_once(&mut client);
+        if let Err(TxError::Db(_, e)) = &result {
+            // As in commit_with: a pooled connection the server closed while idle.
+            if pooled && connection_gone(e) {
+                client = self.connect()?;
+                result = read_once(&mut client);
+            }
+        }
         self.give_back(client);
         result.map_err(|e| match e {
             TxError::Closure(e) | TxError::Other(e) => e,
