@@ -21,6 +21,8 @@ pub struct PgServer {
     bindir: PathBuf,
     run_as: Option<(u32, u32)>,
     child: Option<Child>,
+    /// fsync and synchronous commit on (benchmarks); off for tests, which need no durability.
+    durable: bool,
     /// The server's log lines (stderr), kept for failure messages.
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -78,8 +80,18 @@ fn user_ids(name: &str) -> Option<(u32, u32)> {
 }
 
 impl PgServer {
-    /// initdb and start a server; panics with the server's log if it cannot.
+    /// initdb and start a server without fsync (tests); panics with its log if it cannot.
     pub fn start() -> PgServer {
+        Self::start_with(false)
+    }
+
+    /// A server with PostgreSQL's default durability (fsync, synchronous commit), for
+    /// benchmarks that compare it with the file backend's fsync'd commits.
+    pub fn start_durable() -> PgServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> PgServer {
         let bindir = bindir().unwrap_or_else(|e| panic!("{e}"));
         let run_as = if rustix::process::geteuid().is_root() {
             Some(user_ids("postgres").expect(
@@ -125,6 +137,7 @@ impl PgServer {
             bindir,
             run_as,
             child: None,
+            durable,
             log: Default::default(),
         };
         server.start_again();
@@ -146,12 +159,6 @@ impl PgServer {
                 "-c",
                 "port=5432",
                 "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
                 "max_connections=200",
                 "-c",
                 "shared_buffers=32MB",
@@ -159,6 +166,16 @@ impl PgServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if !self.durable {
+            cmd.args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]);
+        }
         if let Some((uid, gid)) = self.run_as {
             cmd.uid(uid).gid(gid);
         }
