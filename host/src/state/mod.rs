@@ -234,3 +234,93 @@ pub fn resolve_target(sel: &StoreSelection<'_>) -> anyhow::Result<StoreTarget> {
 pub fn open_store(sel: &StoreSelection<'_>) -> anyhow::Result<Box<dyn StateStore>> {
     resolve_target(sel)?.open()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{exit_code_for, ExitCode};
+
+    fn selection<'a>(
+        url: Option<&'a str>,
+        file: Option<&'a Path>,
+        url_env: Option<&'a str>,
+    ) -> StoreSelection<'a> {
+        StoreSelection {
+            state_url: url,
+            state_file: file,
+            manifest_url_env: url_env,
+            project_root: Path::new("/proj"),
+        }
+    }
+
+    const SET: &str = "STAGECRAFT_UNIT_TEST_URL_SET";
+    const UNSET: &str = "STAGECRAFT_UNIT_TEST_URL_UNSET";
+
+    #[test]
+    fn the_flag_url_beats_the_file_flag_beats_the_manifest_beats_the_default() {
+        std::env::set_var(SET, "postgres://from-env/db");
+        let url = "postgres://u:pw@flag/db";
+        let file = Path::new("/elsewhere/s.json");
+        assert_eq!(
+            resolve_target(&selection(Some(url), Some(file), Some(SET))).unwrap(),
+            StoreTarget::Postgres {
+                url: url.into(),
+                source: "--state-url".into()
+            }
+        );
+        assert_eq!(
+            resolve_target(&selection(None, Some(file), Some(SET))).unwrap(),
+            StoreTarget::File(file.to_path_buf())
+        );
+        assert_eq!(
+            resolve_target(&selection(None, None, Some(SET))).unwrap(),
+            StoreTarget::Postgres {
+                url: "postgres://from-env/db".into(),
+                source: format!("${SET}")
+            }
+        );
+        if std::env::var_os(STATE_FILE_ENV).is_none() {
+            assert_eq!(
+                resolve_target(&selection(None, None, None)).unwrap(),
+                StoreTarget::File(PathBuf::from("/proj/.stagecraft/releases.json"))
+            );
+        }
+    }
+
+    #[test]
+    fn an_unset_url_variable_is_bad_input_naming_it() {
+        std::env::remove_var(UNSET);
+        let err = resolve_target(&selection(None, None, Some(UNSET))).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!(
+                "the environment variable {UNSET} is not set; export {UNSET}=postgres://"
+            )),
+            "{err}"
+        );
+        assert_eq!(exit_code_for(&err), ExitCode::Invalid);
+    }
+
+    #[test]
+    fn a_state_url_must_be_a_postgres_url_and_is_named_without_its_password() {
+        let err =
+            resolve_target(&selection(Some("mysql://u:hunter2@h/db"), None, None)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--state-url mysql://u@h/db is not a PostgreSQL URL; it must start with postgres:// \
+             or postgresql:// (use --state-file for a file)"
+        );
+        assert_eq!(exit_code_for(&err), ExitCode::Invalid);
+    }
+
+    #[test]
+    fn migrate_destinations_are_urls_or_paths() {
+        assert!(matches!(
+            StoreTarget::parse("postgresql://h/db", "--to"),
+            StoreTarget::Postgres { .. }
+        ));
+        assert_eq!(
+            StoreTarget::parse("/abs/r.json", "--to"),
+            StoreTarget::File(PathBuf::from("/abs/r.json"))
+        );
+    }
+}
