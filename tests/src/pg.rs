@@ -23,6 +23,10 @@ pub struct PgServer {
     child: Option<Child>,
     /// fsync and synchronous commit on (benchmarks); off for tests, which need no durability.
     durable: bool,
+    /// The port: names the Unix socket, and the TCP port of a TLS server.
+    port: u16,
+    /// `-c` settings added by `start_tls`.
+    extra: Vec<String>,
     /// The server's log lines (stderr), kept for failure messages.
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -138,10 +142,95 @@ impl PgServer {
             run_as,
             child: None,
             durable,
+            port: 5432,
+            extra: Vec::new(),
             log: Default::default(),
         };
         server.start_again();
         server
+    }
+
+    /// A server that also listens on 127.0.0.1 (a free port) and accepts TCP connections only
+    /// over TLS (`hostssl`), with a certificate for `localhost` and 127.0.0.1 signed by a CA of
+    /// its own ([`PgServer::ca_cert`]).
+    pub fn start_tls() -> PgServer {
+        let mut server = Self::start_with(false);
+        server.stop();
+        let tls = server.dir.path().join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        let ca = make_ca(&tls, "ca");
+        let key = tls.join("server.key");
+        let csr = tls.join("server.csr");
+        let crt = tls.join("server.crt");
+        let ext = tls.join("server.ext");
+        std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            csr.to_str().unwrap(),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            csr.to_str().unwrap(),
+            "-CA",
+            ca.to_str().unwrap(),
+            "-CAkey",
+            tls.join("ca.key").to_str().unwrap(),
+            "-CAcreateserial",
+            "-extfile",
+            ext.to_str().unwrap(),
+            "-out",
+            crt.to_str().unwrap(),
+        ]);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if let Some((uid, gid)) = server.run_as {
+            for f in [&key, &crt] {
+                std::os::unix::fs::chown(f, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        std::fs::write(
+            server.dir.path().join("data/pg_hba.conf"),
+            "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        server.port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        server.extra = vec![
+            "listen_addresses=127.0.0.1".into(),
+            "ssl=on".into(),
+            format!("ssl_cert_file={}", crt.display()),
+            format!("ssl_key_file={}", key.display()),
+        ];
+        server.start_again();
+        server
+    }
+
+    /// The CA that signed a TLS server's certificate (PEM).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("tls/ca.pem")
+    }
+
+    /// A TCP URL to a TLS server's `db` through `localhost`, with `query` appended.
+    pub fn tcp_url(&self, db: &str, query: &str) -> String {
+        format!(
+            "postgres://postgres:{PASSWORD}@localhost:{}/{db}?{query}",
+            self.port
+        )
     }
 
     /// Start the server on its existing data directory and wait until it accepts connections
@@ -157,15 +246,18 @@ impl PgServer {
                 "-c",
                 "listen_addresses=",
                 "-c",
-                "port=5432",
-                "-c",
                 "max_connections=200",
                 "-c",
                 "shared_buffers=32MB",
             ])
+            .arg("-c")
+            .arg(format!("port={}", self.port))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        for setting in &self.extra {
+            cmd.arg("-c").arg(setting);
+        }
         if !self.durable {
             cmd.args([
                 "-c",
@@ -235,7 +327,11 @@ impl PgServer {
     }
 
     pub fn url_with_password(&self, db: &str, password: &str) -> String {
-        format!("postgres://postgres:{password}@{}/{db}", self.host())
+        format!(
+            "postgres://postgres:{password}@{}:{}/{db}",
+            self.host(),
+            self.port
+        )
     }
 
     /// A URL for `db` whose server is gone: a socket directory where nothing listens.
@@ -266,6 +362,39 @@ impl PgServer {
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
+}
+
+/// A self-signed CA (`<name>.pem`, `<name>.key`) in `dir`; returns the certificate's path.
+pub fn make_ca(dir: &Path, name: &str) -> PathBuf {
+    let pem = dir.join(format!("{name}.pem"));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN=stagecraft test {name}"),
+        "-keyout",
+        dir.join(format!("{name}.key")).to_str().unwrap(),
+        "-out",
+        pem.to_str().unwrap(),
+    ]);
+    pem
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl (Debian's openssl package)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn signal(child: &Child, sig: rustix::process::Signal) {

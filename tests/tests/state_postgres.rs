@@ -384,3 +384,66 @@ fn wrong_credentials_are_a_state_error_without_the_password() {
     );
     drop(fresh);
 }
+
+/// TLS follows the URL's sslmode, as with libpq: this server accepts TCP only over TLS.
+#[test]
+fn tls_follows_the_urls_sslmode() {
+    let server = stagecraft_tests::pg::PgServer::start_tls();
+    server.create_database("tls");
+    let open = |query: &str| PgStore::open(&server.tcp_url("tls", query), "--state-url").unwrap();
+
+    // Without TLS the server refuses the connection.
+    let err = open("sslmode=disable").read().unwrap_err();
+    assert!(err.to_string().contains("no encryption"), "{err}");
+    assert_eq!(exit_code_for(&err), ExitCode::State);
+
+    // require (and the default, prefer): encrypted, the certificate is not checked.
+    open("sslmode=require")
+        .transact(|s| {
+            s.releases.push(release(
+                "rel-20261125-060000000",
+                "prod",
+                "v1",
+                &all(PhaseStatus::Completed),
+            ));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(open("").read().unwrap().releases.len(), 1);
+
+    // verify-full with the server's CA: the chain and the host name check out.
+    let ca = server.ca_cert();
+    let verified = open(&format!("sslmode=verify-full&sslrootcert={}", ca.display()));
+    assert_eq!(verified.read().unwrap().releases.len(), 1);
+
+    // verify-ca with a CA that did not sign the certificate: refused, exit 3.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = stagecraft_tests::pg::make_ca(other_dir.path(), "other");
+    let err = open(&format!(
+        "sslmode=verify-ca&sslrootcert={}",
+        other.display()
+    ))
+    .read()
+    .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("cannot connect to PostgreSQL at postgres://postgres@localhost:")
+            && message.contains("error performing TLS handshake"),
+        "{message}"
+    );
+    assert_eq!(exit_code_for(&err), ExitCode::State);
+
+    // A missing root certificate is a configuration error.
+    let err = PgStore::open(
+        &server.tcp_url("tls", "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"),
+        "--state-url",
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string()
+            .contains("cannot read sslrootcert /nonexistent/ca.pem"),
+        "{err}"
+    );
+    assert_eq!(exit_code_for(&err), ExitCode::Invalid);
+}

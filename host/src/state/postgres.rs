@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postgres::error::SqlState;
-use postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Transaction};
+use postgres::{Client, Config, GenericClient, IsolationLevel, Transaction};
 use serde_json::Value;
 
 use super::file::check_environment_name;
@@ -126,9 +126,129 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// How much of the server's certificate to check, as libpq's `sslmode` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    /// `prefer`, `require` (without `sslrootcert`): encrypt, trust any certificate.
+    Nothing,
+    /// `verify-ca`, or `require` with `sslrootcert`: the chain must lead to a trusted root.
+    Chain,
+    /// `verify-full`: the chain, and the certificate must name the host.
+    ChainAndHost,
+}
+
+/// The libpq TLS parameters the `postgres` crate does not know (`sslmode=verify-ca`,
+/// `verify-full`, `sslrootcert`), taken out of the URL before it parses the rest. Its own
+/// `sslmode` (`disable`, `prefer`, `require`) decides whether TLS is used at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TlsSettings {
+    verify: Verify,
+    root_cert: Option<String>,
+}
+
+impl TlsSettings {
+    /// The settings, and the URL with `verify-*` turned into `require` and `sslrootcert`
+    /// removed. A key=value conninfo string is treated the same way.
+    fn take_from(url: &str) -> (TlsSettings, String) {
+        let mut mode = String::from("prefer");
+        let mut root_cert = None;
+        let rewrite =
+            |pair: &str, mode: &mut String, root: &mut Option<String>| -> Option<String> {
+                if let Some(v) = pair.strip_prefix("sslrootcert=") {
+                    *root = Some(percent_decode(v));
+                    return None;
+                }
+                if let Some(v) = pair.strip_prefix("sslmode=") {
+                    *mode = v.to_string();
+                    if v == "verify-ca" || v == "verify-full" {
+                        return Some("sslmode=require".to_string());
+                    }
+                }
+                Some(pair.to_string())
+            };
+        let rewritten = if is_postgres_url(url) {
+            match url.split_once('?') {
+                Some((base, query)) => {
+                    let kept: Vec<String> = query
+                        .split('&')
+                        .filter_map(|p| rewrite(p, &mut mode, &mut root_cert))
+                        .collect();
+                    if kept.is_empty() {
+                        base.to_string()
+                    } else {
+                        format!("{base}?{}", kept.join("&"))
+                    }
+                }
+                None => url.to_string(),
+            }
+        } else {
+            url.split_whitespace()
+                .filter_map(|p| rewrite(p, &mut mode, &mut root_cert))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let verify = match mode.as_str() {
+            "verify-full" => Verify::ChainAndHost,
+            "verify-ca" => Verify::Chain,
+            "require" if root_cert.is_some() => Verify::Chain,
+            _ => Verify::Nothing,
+        };
+        (TlsSettings { verify, root_cert }, rewritten)
+    }
+
+    fn connector(&self) -> Result<postgres_native_tls::MakeTlsConnector, String> {
+        let mut builder = native_tls::TlsConnector::builder();
+        match self.verify {
+            Verify::Nothing => {
+                builder
+                    .danger_accept_invalid_certs(true)
+                    .danger_accept_invalid_hostnames(true);
+            }
+            Verify::Chain => {
+                builder.danger_accept_invalid_hostnames(true);
+            }
+            Verify::ChainAndHost => {}
+        }
+        if let Some(path) = &self.root_cert {
+            let pem =
+                std::fs::read(path).map_err(|e| format!("cannot read sslrootcert {path}: {e}"))?;
+            let cert = native_tls::Certificate::from_pem(&pem)
+                .map_err(|e| format!("sslrootcert {path} is not a PEM certificate: {e}"))?;
+            // Like libpq: the given root is the only one trusted.
+            builder
+                .add_root_certificate(cert)
+                .disable_built_in_roots(true);
+        }
+        let connector = builder.build().map_err(|e| e.to_string())?;
+        Ok(postgres_native_tls::MakeTlsConnector::new(connector))
+    }
+}
+
+/// `%XX` escapes decoded (a path given in a URL query).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(b) = u8::from_str_radix(hex, 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Release state in a PostgreSQL database. See the module docs.
 pub struct PgStore {
     config: Config,
+    /// TLS as the URL's `sslmode` and `sslrootcert` ask (see [`TlsSettings`]).
+    tls: postgres_native_tls::MakeTlsConnector,
     /// The URL without its password.
     location: String,
     /// Where the URL came from (`--state-url`, `$STAGECRAFT_DATABASE_URL`), for messages.
@@ -164,10 +284,18 @@ impl PgStore {
     /// nothing yet; a malformed URL is an input error.
     pub fn open(url: &str, source: &str) -> anyhow::Result<PgStore> {
         let location = redact_url(url);
+        let (tls_settings, url) = TlsSettings::take_from(url);
+        let url = url.as_str();
+        let tls = tls_settings.connector().map_err(|why| {
+            input_error(format!(
+                "cannot set up TLS for PostgreSQL at {location} (from {source}): {why}"
+            ))
+        })?;
         let mut config = Config::from_str(url).map_err(|e| {
             input_error(format!(
-                "invalid PostgreSQL URL {location} (from {source}): {e}; expected \
-                 postgres://user@host:port/database"
+                "invalid PostgreSQL URL {location} (from {source}): {}; expected \
+                 postgres://user@host:port/database?option=value&...",
+                with_causes(&e)
             ))
         })?;
         // Defaults a long-running deploy needs, unless the URL sets its own: bounded connects,
@@ -190,6 +318,7 @@ impl PgStore {
         }
         Ok(PgStore {
             config,
+            tls,
             location,
             source: source.to_string(),
             pool: Mutex::new(Vec::new()),
@@ -200,7 +329,7 @@ impl PgStore {
     }
 
     fn connect(&self) -> anyhow::Result<Client> {
-        self.config.connect(NoTls).map_err(|e| {
+        self.config.connect(self.tls.clone()).map_err(|e| {
             let why = match e.as_db_error() {
                 Some(db) => match *db.code() {
                     SqlState::INVALID_PASSWORD | SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
@@ -863,6 +992,37 @@ mod tests {
         assert_eq!(
             redact_url("host=/tmp user=u password=hunter2 dbname=d"),
             "host=/tmp user=u dbname=d"
+        );
+    }
+
+    #[test]
+    fn tls_parameters_the_client_library_does_not_know_are_taken_out() {
+        let (tls, url) = TlsSettings::take_from(
+            "postgres://u:p@h/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&connect_timeout=3",
+        );
+        assert_eq!(url, "postgres://u:p@h/db?sslmode=require&connect_timeout=3");
+        assert_eq!(tls.verify, Verify::ChainAndHost);
+        assert_eq!(tls.root_cert.as_deref(), Some("/etc/ca.pem"));
+        let (tls, url) = TlsSettings::take_from("postgres://h/db?sslmode=verify-ca");
+        assert_eq!(
+            (tls.verify, url.as_str()),
+            (Verify::Chain, "postgres://h/db?sslmode=require")
+        );
+        let (tls, _) = TlsSettings::take_from("postgres://h/db?sslmode=require&sslrootcert=ca.pem");
+        assert_eq!(
+            tls.verify,
+            Verify::Chain,
+            "libpq: require with a root checks the chain"
+        );
+        let (tls, url) = TlsSettings::take_from("postgres://h/db?sslmode=require");
+        assert_eq!(
+            (tls.verify, url.as_str()),
+            (Verify::Nothing, "postgres://h/db?sslmode=require")
+        );
+        let (tls, url) = TlsSettings::take_from("host=h sslmode=verify-full dbname=d");
+        assert_eq!(
+            (tls.verify, url.as_str()),
+            (Verify::ChainAndHost, "host=h sslmode=require dbname=d")
         );
     }
 
