@@ -52,10 +52,10 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
     /// Show the release history: `releases list`, `releases show <id>`.
     Releases(releases::ReleasesArgs),
-    /// Manage the release state itself: `state migrate --to <url-or-path>`.
-    State(state::StateArgs),
     /// Inspect and test phase plugins: `plugin check <file>`, `plugin test <file>`.
     Plugin(plugin::PluginArgs),
+    /// Manage the release state itself: `state migrate --to <url-or-path>`.
+    State(state::StateArgs),
     /// Write a commented starter stagecraft.toml.
     Init(init::InitArgs),
     /// Print a shell completion script.

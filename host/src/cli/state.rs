@@ -24,6 +24,15 @@ pub struct StateArgs {
 pub enum StateCommand {
     /// Copy the whole release history from the current store to another backend: ids,
     /// statuses, details, order and lineage; then read it back and compare.
+    #[command(after_help = "\
+Examples:
+  stagecraft state migrate --to \"$STAGECRAFT_DATABASE_URL\"      # this project's file to PostgreSQL
+  stagecraft state migrate --to backup/releases.json            # the manifest's store to a file
+  stagecraft state migrate --to backup/releases.json --replace  # overwrite an earlier copy
+
+The source is chosen like every command's store: --state-url, --state-file, the manifest's
+[state], the default file. Exit codes: 0 migrated, 1 invalid input or a non-empty destination
+without --replace, 3 state error (unreachable store, copy that does not verify).")]
     Migrate {
         /// The destination: a postgres:// or postgresql:// URL, or a state file path.
         #[arg(long, value_name = "URL-OR-PATH")]

@@ -16,7 +16,7 @@ use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use rustix::fs::FlockOperation;
 
-use super::{busy_error, Lease, LeaseHolder, State, StateError, StateStore, FORMAT_VERSION};
+use super::{Lease, LeaseHolder, State, StateError, StateStore, FORMAT_VERSION};
 use crate::error::input_error;
 
 /// The environment variable that names the state file when `--state-file` is not given.
@@ -361,7 +361,7 @@ impl StateStore for FileStore {
                 Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {
                     let now = Instant::now();
                     if now >= deadline {
-                        return Err(busy_error(env, read_holder(&file)));
+                        return Err(super::busy_error(env, read_holder(&file)));
                     }
                     // Polling with backoff keeps the wait bounded without a helper thread; the
                     // holder is usually a deploy that lasts seconds to minutes.
