@@ -8,7 +8,7 @@ pub mod plugin;
 pub mod release;
 pub mod releases;
 mod rollback;
-pub mod state;
+mod state;
 
 use clap::{Parser, Subcommand};
 
