@@ -1,6 +1,8 @@
 //! Shared harness for the end-to-end tests: locate the built `stagecraft` binary, make temporary
 //! projects, run commands and capture their output.
 
+pub mod pg;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

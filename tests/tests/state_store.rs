@@ -3,14 +3,13 @@
 
 mod state_common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
 
 use serde_json::Value;
-use stagecraft::state::{FileStore, PhaseStatus, State, StateStore, StateStoreExt};
+use stagecraft::state::{FileStore, PhaseStatus, StateStore, StateStoreExt};
 use stagecraft_tests::{run, workspace_root};
+use state_common::suite::{self, FileBackend};
 use state_common::*;
 
 fn add(store: &FileStore, id: &str, env: &str) {
@@ -23,132 +22,29 @@ fn add(store: &FileStore, id: &str, env: &str) {
         .unwrap();
 }
 
+// The consistency suite (state_common/suite.rs) on the file backend; state_postgres.rs runs the
+// same functions on PostgreSQL.
+
 #[test]
 fn read_after_write_across_two_instances_in_one_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state/releases.json");
-    let a = FileStore::open(path.clone()).unwrap();
-    let b = FileStore::open(path.clone()).unwrap();
-    assert_eq!(a.read().unwrap(), State::default());
-    for i in 0..20u32 {
-        let (writer, reader) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
-        let id = format!("rel-20261125-0600{i:02}000");
-        add(writer, &id, "prod");
-        let seen = reader.read().unwrap();
-        assert!(seen.get(&id).is_some(), "round {i}: {id} not visible");
-        assert_eq!(seen.serial, u64::from(i) * 2 + 1);
-        // A phase update through one instance is seen by the other at once: the seed's bug.
-        reader
-            .transact(|s| {
-                s.get_mut(&id)
-                    .unwrap()
-                    .phases
-                    .insert("build".into(), PhaseStatus::Completed);
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(
-            writer.read().unwrap().get(&id).unwrap().status_of("build"),
-            PhaseStatus::Completed
-        );
-        assert_eq!(writer.read().unwrap().serial, u64::from(i) * 2 + 2);
-    }
+    suite::read_after_write_across_two_instances(&FileBackend);
 }
 
 #[test]
 fn read_after_write_across_processes() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("releases.json");
-    let store = FileStore::open(path.clone()).unwrap();
-    for i in 0..5 {
-        // Another process writes; this one reads.
-        let out = worker()
-            .args(["add", path.to_str().unwrap(), "prod", &format!("v{i}")])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        assert_eq!(
-            store.read().unwrap().get(&id).unwrap().version,
-            format!("v{i}")
-        );
-        // This process writes; another (the real binary) reads.
-        store
-            .transact(|s| {
-                let r = s.get_mut(&id).unwrap();
-                r.phases.insert("build".into(), PhaseStatus::Completed);
-                Ok(())
-            })
-            .unwrap();
-        let shown = run(
-            dir.path(),
-            &[
-                "releases",
-                "show",
-                &id,
-                "--json",
-                "--state-file",
-                path.to_str().unwrap(),
-            ],
-        );
-        assert_eq!(shown.code, 0, "{shown:?}");
-        let v: Value = serde_json::from_str(&shown.stdout).unwrap();
-        assert_eq!(v["phases"][0]["name"], "build");
-        assert_eq!(v["phases"][0]["status"], "completed");
-    }
+    suite::read_after_write_across_processes(&FileBackend);
 }
 
-const PROCESSES: usize = 8;
-const THREADS: usize = 3;
-const TXNS: usize = 50;
-const ROUNDS: usize = 20;
-
 /// 8 processes x 3 threads (each its own store instance) x 50 increments of the thread's own
-/// counter, all released at once. A lost update would leave some counter short, or `serial`
-/// short of the number of commits.
+/// counter, all released at once, 20 rounds.
 #[test]
 fn no_lost_updates_under_many_processes_and_threads() {
-    for round in 0..ROUNDS {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("releases.json");
-        let mut children: Vec<_> = (0..PROCESSES)
-            .map(|p| {
-                worker()
-                    .args([
-                        "hammer",
-                        path.to_str().unwrap(),
-                        &THREADS.to_string(),
-                        &TXNS.to_string(),
-                        &format!("p{p}"),
-                    ])
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        // Every process is started before any begins, so they all contend.
-        for child in &mut children {
-            child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-        }
-        for child in children {
-            let out = child.wait_with_output().unwrap();
-            assert!(out.status.success(), "round {round}: {out:?}");
-            assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
-        }
-        let state = FileStore::open(path).unwrap().read().unwrap();
-        let counters = state.extra["counters"].as_object().unwrap();
-        assert_eq!(counters.len(), PROCESSES * THREADS, "round {round}");
-        for (key, value) in counters {
-            assert_eq!(value.as_u64(), Some(TXNS as u64), "round {round}: {key}");
-        }
-        assert_eq!(
-            state.serial,
-            (PROCESSES * THREADS * TXNS) as u64,
-            "round {round}"
-        );
-        assert_eq!(state.format_version, Some(2));
-    }
+    suite::no_lost_updates(&FileBackend, 20, 8, 3, 50);
+}
+
+#[test]
+fn a_failing_transaction_commits_nothing_through_the_generic_suite() {
+    suite::a_failing_transaction_writes_nothing(&FileBackend);
 }
 
 #[test]
@@ -296,26 +192,7 @@ fn an_original_file_survives_a_write_with_every_field_intact() {
 /// Concurrent readers always see a whole file while a writer commits in a loop.
 #[test]
 fn readers_never_see_a_partial_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("releases.json");
-    let mut child = worker()
-        .args(["commit-loop", path.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let store = FileStore::open(path).unwrap();
-    let mut last_serial = 0;
-    for _ in 0..200 {
-        let line = lines.next().unwrap().unwrap();
-        assert!(line.starts_with("committed "), "{line}");
-        let state = store.read().unwrap();
-        assert!(state.serial >= last_serial, "serial went back");
-        assert_eq!(state.releases.len() as u64, state.serial);
-        last_serial = state.serial;
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    suite::readers_never_see_a_partial_state(&FileBackend, 200);
 }
 
 /// Symlinks planted in the state directory cannot redirect a write outside it.

@@ -9,6 +9,7 @@ pub mod release;
 pub mod releases;
 mod rollback;
 mod scaffold;
+mod state;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +35,11 @@ pub struct GlobalArgs {
     /// project root).
     #[arg(long, global = true, value_name = "PATH")]
     pub state_file: Option<std::path::PathBuf>,
+    /// Keep release state in PostgreSQL at this URL (postgres://user@host:port/db; beats the
+    /// manifest's [state]). Prefer the manifest's url_env variable: a URL with a password on
+    /// the command line is visible to other users of the machine.
+    #[arg(long, global = true, value_name = "URL", conflicts_with = "state_file")]
+    pub state_url: Option<String>,
     /// Show debug detail: plugin debug logs, durations, whether components came from the cache.
     #[arg(long, short = 'v', global = true)]
     pub verbose: bool,
@@ -50,6 +56,8 @@ pub enum Command {
     /// Inspect and test phase plugins: `plugin check <file>`, `plugin test <file>`,
     /// `plugin new --lang rust|python|js <dir>`.
     Plugin(plugin::PluginArgs),
+    /// Manage the release state itself: `state migrate --to <url-or-path>`.
+    State(state::StateArgs),
     /// Write a commented starter stagecraft.toml.
     Init(init::InitArgs),
     /// Print a shell completion script.
@@ -84,6 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match command {
         Command::Releases(args) => releases::run(&global, args),
         Command::Plugin(args) => plugin::run(&global, args),
+        Command::State(args) => state::run(&global, args),
         Command::Deploy(args) => deploy::run(&global, args),
         Command::Rollback(args) => rollback::run(&global, args),
         Command::Init(args) => init::run(&global, args),

@@ -106,14 +106,22 @@ pub fn lock_wait(flags: &RunFlags) -> anyhow::Result<Duration> {
 /// Open the state store for this project, after refusing grants that would expose it.
 pub fn open_store(global: &GlobalArgs, manifest: &Manifest) -> anyhow::Result<Box<dyn StateStore>> {
     check_grants(global, manifest)?;
-    crate::state::open_store(global.state_file.as_deref(), &manifest.project_root)
+    super::state::open_for(global, &manifest.state, &manifest.project_root)
 }
 
 /// Refuse any read/write grant that would let a plugin reach the state file, its lock or backup.
+/// (A PostgreSQL store has no file on this machine to protect.)
 pub fn check_grants(global: &GlobalArgs, manifest: &Manifest) -> anyhow::Result<()> {
-    let state_file =
-        crate::state::resolve_state_path(global.state_file.as_deref(), &manifest.project_root);
-    let protected = protected_paths(&state_file);
+    let uses_file = global.state_url.is_none()
+        && (global.state_file.is_some() || manifest.state == crate::manifest::StateBackend::File);
+    let protected = if uses_file {
+        protected_paths(&crate::state::resolve_state_path(
+            global.state_file.as_deref(),
+            &manifest.project_root,
+        ))
+    } else {
+        Vec::new()
+    };
     for (phase, spec) in &manifest.phases {
         if let Err(why) =
             crate::plugin::check_grants(&spec.grants, &manifest.project_root, &protected)

@@ -2,14 +2,10 @@
 //! the state file, and needs no manifest.
 
 use std::io::Write;
-use std::path::PathBuf;
-
-use anyhow::Context;
 
 use super::GlobalArgs;
 use crate::error::{input_error, ExitCode};
 use crate::output::releases as render;
-use crate::state;
 
 /// Show the release history.
 #[derive(Debug, clap::Args)]
@@ -53,7 +49,7 @@ Exit codes: 0 shown, 1 no release with that id, 3 state error.")]
 }
 
 pub fn run(global: &GlobalArgs, args: ReleasesArgs) -> anyhow::Result<ExitCode> {
-    let store = state::open_store(global.state_file.as_deref(), &project_root(global)?)?;
+    let store = super::state::open_without_manifest(global)?;
     // The store's errors already name the file and what to do about it.
     let state = store.read()?;
     let text = match args.command {
@@ -83,19 +79,6 @@ pub fn run(global: &GlobalArgs, args: ReleasesArgs) -> anyhow::Result<ExitCode> 
     };
     print_stdout(&text)?;
     Ok(ExitCode::Ok)
-}
-
-/// The directory of `--config` if given, else the working directory. `releases` does not read the
-/// manifest: history must stay readable even when the manifest is broken or absent.
-fn project_root(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
-    let cwd = std::env::current_dir().context("finding the working directory")?;
-    Ok(match &global.config {
-        Some(config) => match config.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => cwd.join(dir),
-            _ => cwd,
-        },
-        None => cwd,
-    })
 }
 
 /// A closed pipe (`stagecraft releases list | head`) ends the output quietly; it is not an error.

@@ -126,6 +126,36 @@ pub fn load(path: &Path) -> anyhow::Result<Manifest> {
     parse(&text, path, &project_root)
 }
 
+/// The state backend a manifest selects, for commands that read history without needing a valid
+/// manifest (`releases`, `state migrate`): the validated model when the manifest loads, else its
+/// `[state]` table read on its own, else the file backend. History stays readable while the
+/// rest of a manifest is broken, and a team on PostgreSQL still reads PostgreSQL.
+pub fn state_backend_of(path: &Path) -> StateBackend {
+    if let Ok(manifest) = load(path) {
+        return manifest.state;
+    }
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return StateBackend::File;
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return StateBackend::File;
+    };
+    let state = table.get("state").and_then(toml::Value::as_table);
+    match state
+        .and_then(|s| s.get("backend"))
+        .and_then(toml::Value::as_str)
+    {
+        Some("postgres") => StateBackend::Postgres {
+            url_env: state
+                .and_then(|s| s.get("url_env"))
+                .and_then(toml::Value::as_str)
+                .unwrap_or(crate::state::DATABASE_URL_ENV)
+                .to_string(),
+        },
+        _ => StateBackend::File,
+    }
+}
+
 /// Parse and validate manifest text. `path` is only used in messages.
 pub fn parse(text: &str, path: &Path, project_root: &Path) -> anyhow::Result<Manifest> {
     let at = Locator { text, path };
@@ -228,7 +258,7 @@ pub fn parse(text: &str, path: &Path, project_root: &Path) -> anyhow::Result<Man
                 url_env: s
                     .url_env
                     .map(|v| v.into_inner())
-                    .unwrap_or_else(|| "STAGECRAFT_DATABASE_URL".into()),
+                    .unwrap_or_else(|| crate::state::DATABASE_URL_ENV.into()),
             },
             other => {
                 return Err(input_error(at.message(

@@ -371,18 +371,6 @@ impl FileStore {
         }
         dir.rename(&bak_tmp, dir, &bak)
     }
-
-    fn lease_error(&self, env: &str, holder: Option<LeaseHolder>) -> anyhow::Error {
-        let who = match holder {
-            Some(h) => h.to_string(),
-            None => "another process (it has not recorded its details yet)".to_string(),
-        };
-        StateError::new(format!(
-            "environment \"{env}\" is being deployed by {who}; wait for it, or pass \
-             --lock-wait <seconds>"
-        ))
-        .into()
-    }
 }
 
 impl StateStore for FileStore {
@@ -451,7 +439,7 @@ impl StateStore for FileStore {
                 Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {
                     let now = Instant::now();
                     if now >= deadline {
-                        return Err(self.lease_error(env, read_holder(&file)));
+                        return Err(super::busy_error(env, read_holder(&file)));
                     }
                     // Polling with backoff keeps the wait bounded without a helper thread; the
                     // holder is usually a deploy that lasts seconds to minutes.

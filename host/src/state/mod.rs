@@ -4,12 +4,16 @@
 mod file;
 mod model;
 mod ops;
+mod postgres;
 
 pub use file::{
     check_environment_name, parse_state, resolve_state_path, FileStore, DEFAULT_STATE_PATH,
     STATE_FILE_ENV,
 };
 pub use model::*;
+pub use postgres::{
+    is_postgres_url, latest_schema_version, redact_url, PgStore, DATABASE_URL_ENV, MIGRATIONS,
+};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -126,19 +130,197 @@ pub trait StateStoreExt: StateStore {
 
 impl<S: StateStore + ?Sized> StateStoreExt for S {}
 
-/// The store the CLI works with: the file backend at the path chosen by `--state-file`,
-/// `STAGECRAFT_STATE_FILE` or the project's `.stagecraft/releases.json` (see
-/// [`resolve_state_path`]). Opening creates nothing.
-pub fn open_store(flag: Option<&Path>, project_root: &Path) -> anyhow::Result<Box<dyn StateStore>> {
-    let path = resolve_state_path(flag, project_root);
-    Ok(Box::new(FileStore::open(path)?))
+/// The "busy" error every backend gives when `env`'s lease is held: who holds it, and what to do.
+pub fn busy_error(env: &str, holder: Option<LeaseHolder>) -> anyhow::Error {
+    let who = match holder {
+        Some(h) => h.to_string(),
+        None => "another process (it has not recorded its details yet)".to_string(),
+    };
+    StateError::new(format!(
+        "environment \"{env}\" is being deployed by {who}; wait for it, or pass \
+         --lock-wait <seconds>"
+    ))
+    .into()
 }
 
-/// How the CLI chose the store's location (for the file backend).
+/// Where release state lives: a resolved choice of backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreTarget {
+    /// The file backend at this path.
+    File(PathBuf),
+    /// PostgreSQL at `url`, which came from `source` (`--state-url`, `$VAR`), named in errors.
+    Postgres { url: String, source: String },
+}
+
+impl StoreTarget {
+    /// `--to`-style text: a postgres:// or postgresql:// URL, else a file path (relative paths
+    /// against the working directory).
+    pub fn parse(text: &str, source: &str) -> StoreTarget {
+        if is_postgres_url(text) {
+            StoreTarget::Postgres {
+                url: text.to_string(),
+                source: source.to_string(),
+            }
+        } else {
+            StoreTarget::File(resolve_state_path(Some(Path::new(text)), Path::new(".")))
+        }
+    }
+
+    /// Open the store. Creates nothing and connects nothing yet.
+    pub fn open(&self) -> anyhow::Result<Box<dyn StateStore>> {
+        Ok(match self {
+            StoreTarget::File(path) => Box::new(FileStore::open(path.clone())?),
+            StoreTarget::Postgres { url, source } => Box::new(PgStore::open(url, source)?),
+        })
+    }
+}
+
+/// What decides where state lives, as the CLI sees it.
 #[derive(Debug, Clone)]
-pub struct StateLocation {
-    /// `--state-file`, if given.
-    pub flag: Option<PathBuf>,
+pub struct StoreSelection<'a> {
+    /// `--state-url`.
+    pub state_url: Option<&'a str>,
+    /// `--state-file`.
+    pub state_file: Option<&'a Path>,
+    /// The manifest's `[state] url_env` when it says `backend = "postgres"`.
+    pub manifest_url_env: Option<&'a str>,
     /// The project root (the manifest's directory, or the working directory).
-    pub project_root: PathBuf,
+    pub project_root: &'a Path,
+}
+
+/// The one precedence rule: `--state-url` beats `--state-file`, which beats the manifest's
+/// `backend = "postgres"` (URL from the variable it names, never from the manifest), which
+/// beats the file backend at `STAGECRAFT_STATE_FILE` or `.stagecraft/releases.json`.
+pub fn resolve_target(sel: &StoreSelection<'_>) -> anyhow::Result<StoreTarget> {
+    if let Some(url) = sel.state_url {
+        if !is_postgres_url(url) {
+            return Err(crate::error::input_error(format!(
+                "--state-url {} is not a PostgreSQL URL; it must start with postgres:// or \
+                 postgresql:// (use --state-file for a file)",
+                redact_url(url)
+            )));
+        }
+        return Ok(StoreTarget::Postgres {
+            url: url.to_string(),
+            source: "--state-url".to_string(),
+        });
+    }
+    if let Some(path) = sel.state_file {
+        return Ok(StoreTarget::File(resolve_state_path(
+            Some(path),
+            sel.project_root,
+        )));
+    }
+    if let Some(var) = sel.manifest_url_env {
+        return match std::env::var(var) {
+            Ok(url) if !url.trim().is_empty() => Ok(StoreTarget::Postgres {
+                url: url.trim().to_string(),
+                source: format!("${var}"),
+            }),
+            _ => Err(crate::error::input_error(format!(
+                "the manifest selects the postgres state backend, but the environment \
+                 variable {var} is not set; export {var}=postgres://user@host/database (the \
+                 URL is never read from the manifest), or pass --state-url"
+            ))),
+        };
+    }
+    Ok(StoreTarget::File(resolve_state_path(
+        None,
+        sel.project_root,
+    )))
+}
+
+/// The store for a selection (see [`resolve_target`]). Opening creates nothing.
+pub fn open_store(sel: &StoreSelection<'_>) -> anyhow::Result<Box<dyn StateStore>> {
+    resolve_target(sel)?.open()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{exit_code_for, ExitCode};
+
+    fn selection<'a>(
+        url: Option<&'a str>,
+        file: Option<&'a Path>,
+        url_env: Option<&'a str>,
+    ) -> StoreSelection<'a> {
+        StoreSelection {
+            state_url: url,
+            state_file: file,
+            manifest_url_env: url_env,
+            project_root: Path::new("/proj"),
+        }
+    }
+
+    const SET: &str = "STAGECRAFT_UNIT_TEST_URL_SET";
+    const UNSET: &str = "STAGECRAFT_UNIT_TEST_URL_UNSET";
+
+    #[test]
+    fn the_flag_url_beats_the_file_flag_beats_the_manifest_beats_the_default() {
+        std::env::set_var(SET, "postgres://from-env/db");
+        let url = "postgres://u:pw@flag/db";
+        let file = Path::new("/elsewhere/s.json");
+        assert_eq!(
+            resolve_target(&selection(Some(url), Some(file), Some(SET))).unwrap(),
+            StoreTarget::Postgres {
+                url: url.into(),
+                source: "--state-url".into()
+            }
+        );
+        assert_eq!(
+            resolve_target(&selection(None, Some(file), Some(SET))).unwrap(),
+            StoreTarget::File(file.to_path_buf())
+        );
+        assert_eq!(
+            resolve_target(&selection(None, None, Some(SET))).unwrap(),
+            StoreTarget::Postgres {
+                url: "postgres://from-env/db".into(),
+                source: format!("${SET}")
+            }
+        );
+        if std::env::var_os(STATE_FILE_ENV).is_none() {
+            assert_eq!(
+                resolve_target(&selection(None, None, None)).unwrap(),
+                StoreTarget::File(PathBuf::from("/proj/.stagecraft/releases.json"))
+            );
+        }
+    }
+
+    #[test]
+    fn an_unset_url_variable_is_bad_input_naming_it() {
+        std::env::remove_var(UNSET);
+        let err = resolve_target(&selection(None, None, Some(UNSET))).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!(
+                "the environment variable {UNSET} is not set; export {UNSET}=postgres://"
+            )),
+            "{err}"
+        );
+        assert_eq!(exit_code_for(&err), ExitCode::Invalid);
+    }
+
+    #[test]
+    fn a_state_url_must_be_a_postgres_url_and_is_named_without_its_password() {
+        let err =
+            resolve_target(&selection(Some("mysql://u:hunter2@h/db"), None, None)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--state-url mysql://u@h/db is not a PostgreSQL URL; it must start with postgres:// \
+             or postgresql:// (use --state-file for a file)"
+        );
+        assert_eq!(exit_code_for(&err), ExitCode::Invalid);
+    }
+
+    #[test]
+    fn migrate_destinations_are_urls_or_paths() {
+        assert!(matches!(
+            StoreTarget::parse("postgresql://h/db", "--to"),
+            StoreTarget::Postgres { .. }
+        ));
+        assert_eq!(
+            StoreTarget::parse("/abs/r.json", "--to"),
+            StoreTarget::File(PathBuf::from("/abs/r.json"))
+        );
+    }
 }

@@ -2,28 +2,29 @@
 //! the same `stagecraft` library the CLI uses. Progress goes to stdout, one line per event, so
 //! the parent synchronizes on lines instead of sleeping.
 //!
+//! `<store>` is a state file path or a postgres:// URL: the same modes run against either backend.
+//!
 //! Usage:
-//!   state-worker add <state-file> <env> <version>        one release, prints its id
-//!   state-worker hammer <state-file> <threads> <txns> <tag>
+//!   state-worker add <store> <env> <version>        one release, prints its id
+//!   state-worker hammer <store> <threads> <txns> <tag>
 //!       waits for a line on stdin, then each thread (own store instance) increments its own
 //!       counter `counters.<tag>-<thread>` <txns> times, one transaction each
-//!   state-worker commit-loop <state-file>
+//!   state-worker commit-loop <store>
 //!       forever: append the next number to `sequence` and add a release; prints `committed N`
-//!   state-worker lease <state-file> <env> [wait-ms]
+//!   state-worker lease <store> <env> [wait-ms]
 //!       takes the lease, prints `leased <env>`, holds it until stdin closes
-//!   state-worker deploy-hang <state-file> <env>
+//!   state-worker deploy-hang <store> <env>
 //!       takes the lease, adds a release whose `build` is running, prints `running <id>`, and
 //!       waits on stdin: a deploy caught mid-phase, for the parent to kill
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use serde_json::Value;
 use stagecraft::state::{
-    FileStore, PhaseStatus, Release, State, StateStore, StateStoreExt, Timestamp, CANONICAL_PHASES,
+    PhaseStatus, Release, State, StateStoreExt, StoreTarget, Timestamp, CANONICAL_PHASES,
 };
 
 fn main() {
@@ -43,7 +44,7 @@ fn run() -> anyhow::Result<()> {
             .map(String::as_str)
             .ok_or_else(|| anyhow!("missing argument {i}"))
     };
-    let store = || FileStore::open(PathBuf::from(&args[1]));
+    let store = || StoreTarget::parse(&args[1], "the state-worker's store argument").open();
     match arg(0)? {
         "add" => {
             let (env, version) = (arg(2)?.to_string(), arg(3)?.to_string());

@@ -1,6 +1,8 @@
 //! Helpers shared by the state tests: the child-process worker and a release builder.
 #![allow(dead_code)]
 
+pub mod suite;
+
 use std::path::Path;
 use std::process::Command;
 

@@ -1,0 +1,196 @@
+//! `stagecraft state migrate`: copy the whole release history between backends; and the one
+//! place every command chooses its store (`--state-url`, `--state-file`, the manifest's
+//! `[state]`, the default file).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::GlobalArgs;
+use crate::error::{input_error, ExitCode};
+use crate::manifest::{self, StateBackend};
+use crate::state::{
+    self, State, StateError, StateStore, StateStoreExt, StoreSelection, StoreTarget,
+};
+
+/// Manage the release state itself.
+#[derive(Debug, clap::Args)]
+pub struct StateArgs {
+    #[command(subcommand)]
+    pub command: StateCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum StateCommand {
+    /// Copy the whole release history from the current store to another backend: ids,
+    /// statuses, details, order and lineage; then read it back and compare.
+    #[command(after_help = "\
+Examples:
+  stagecraft state migrate --to \"$STAGECRAFT_DATABASE_URL\"      # this project's file to PostgreSQL
+  stagecraft state migrate --to backup/releases.json            # the manifest's store to a file
+  stagecraft state migrate --to backup/releases.json --replace  # overwrite an earlier copy
+
+The source is chosen like every command's store: --state-url, --state-file, the manifest's
+[state], the default file. Exit codes: 0 migrated, 1 invalid input or a non-empty destination
+without --replace, 3 state error (unreachable store, copy that does not verify).")]
+    Migrate {
+        /// The destination: a postgres:// or postgresql:// URL, or a state file path.
+        #[arg(long, value_name = "URL-OR-PATH")]
+        to: String,
+        /// Overwrite a destination that already holds history (it is replaced as a whole).
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+pub fn run(global: &GlobalArgs, args: StateArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        StateCommand::Migrate { to, replace } => migrate(global, &to, replace),
+    }
+}
+
+/// The store for a command that has a validated manifest (deploy, rollback).
+pub fn open_for(
+    global: &GlobalArgs,
+    backend: &StateBackend,
+    project_root: &Path,
+) -> anyhow::Result<Box<dyn StateStore>> {
+    target_for(global, backend, project_root)?.open()
+}
+
+/// The store for a command that must work without a valid manifest (releases, state migrate):
+/// a manifest's `[state]` is still honoured when one is there.
+pub fn open_without_manifest(global: &GlobalArgs) -> anyhow::Result<Box<dyn StateStore>> {
+    target_without_manifest(global)?.open()
+}
+
+fn target_for(
+    global: &GlobalArgs,
+    backend: &StateBackend,
+    project_root: &Path,
+) -> anyhow::Result<StoreTarget> {
+    let manifest_url_env = match backend {
+        StateBackend::Postgres { url_env } => Some(url_env.as_str()),
+        StateBackend::File => None,
+    };
+    state::resolve_target(&StoreSelection {
+        state_url: global.state_url.as_deref(),
+        state_file: global.state_file.as_deref(),
+        manifest_url_env,
+        project_root,
+    })
+}
+
+/// The project root is the directory of `--config` if given, else the working directory; the
+/// manifest there (if any) only contributes its `[state]` backend.
+fn target_without_manifest(global: &GlobalArgs) -> anyhow::Result<StoreTarget> {
+    let cwd = std::env::current_dir().context("finding the working directory")?;
+    let (root, manifest_path): (PathBuf, PathBuf) = match &global.config {
+        Some(config) => (
+            match config.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => cwd.join(dir),
+                _ => cwd.clone(),
+            },
+            config.clone(),
+        ),
+        None => (cwd.clone(), PathBuf::from(manifest::MANIFEST_NAME)),
+    };
+    let backend = if manifest_path.is_file() {
+        manifest::state_backend_of(&manifest_path)
+    } else {
+        StateBackend::File
+    };
+    target_for(global, &backend, &root)
+}
+
+/// One read snapshot of the source, one transaction on the destination, then a read-back that
+/// must match.
+fn migrate(global: &GlobalArgs, to: &str, replace: bool) -> anyhow::Result<ExitCode> {
+    let to = to.trim();
+    if to.is_empty() {
+        return Err(input_error(
+            "--to is empty; pass a postgres:// URL or a state file path",
+        ));
+    }
+    let source_target = target_without_manifest(global)?;
+    let dest_target = StoreTarget::parse(to, "--to");
+    if same_store(&source_target, &dest_target) {
+        return Err(input_error(format!(
+            "--to {} is the store being migrated from; choose another destination",
+            state::redact_url(to)
+        )));
+    }
+    let source = source_target.open()?;
+    let dest = dest_target.open()?;
+    let snapshot = source.read()?;
+    let count = snapshot.releases.len();
+    let dest_location = dest.location();
+    dest.transact(|current| {
+        let occupied = !current.releases.is_empty() || !current.extra.is_empty();
+        if occupied && !replace {
+            return Err(input_error(format!(
+                "the destination {dest_location} already holds a release history ({} \
+                 releases); pass --replace to overwrite it, or choose an empty destination",
+                current.releases.len()
+            )));
+        }
+        // The destination's serial never goes backwards, so a reader comparing serials sees
+        // the copy as newer than anything it held before.
+        let serial = current.serial.max(snapshot.serial);
+        *current = snapshot.clone();
+        current.serial = serial;
+        Ok(())
+    })?;
+    let copied = dest.read()?;
+    if let Some(difference) = difference(&snapshot, &copied) {
+        return Err(StateError::new(format!(
+            "the copy in {dest_location} does not match {} after writing it: {difference}; \
+             the source is unchanged. Run the migration again with --replace",
+            source.location()
+        ))
+        .into());
+    }
+    println!(
+        "Migrated {count} release{} from {} to {dest_location}",
+        if count == 1 { "" } else { "s" },
+        source.location()
+    );
+    Ok(ExitCode::Ok)
+}
+
+fn same_store(a: &StoreTarget, b: &StoreTarget) -> bool {
+    match (a, b) {
+        (StoreTarget::File(x), StoreTarget::File(y)) => {
+            x == y || matches!((x.canonicalize(), y.canonicalize()), (Ok(cx), Ok(cy)) if cx == cy)
+        }
+        (StoreTarget::Postgres { url: x, .. }, StoreTarget::Postgres { url: y, .. }) => x == y,
+        _ => false,
+    }
+}
+
+/// What differs between the source snapshot and the copy read back, if anything. The copy's
+/// format version and serial are its own; a source without a lineage gets one on the copy.
+fn difference(source: &State, copy: &State) -> Option<String> {
+    if source.releases.len() != copy.releases.len() {
+        return Some(format!(
+            "{} releases instead of {}",
+            copy.releases.len(),
+            source.releases.len()
+        ));
+    }
+    for (i, (a, b)) in source.releases.iter().zip(&copy.releases).enumerate() {
+        if a != b {
+            return Some(format!("release {} (position {i}) differs", a.id));
+        }
+    }
+    if source.lineage.is_some() && source.lineage != copy.lineage {
+        return Some("the lineage differs".into());
+    }
+    if source.last_release_id != copy.last_release_id {
+        return Some("the last issued release id differs".into());
+    }
+    if source.extra != copy.extra {
+        return Some("the top-level extra fields differ".into());
+    }
+    None
+}

@@ -1,0 +1,443 @@
+//! The store consistency suite, written once and run against every backend (state_store.rs and
+//! state_lease.rs for the file backend, state_postgres.rs for PostgreSQL): read-after-write
+//! across instances and processes, no lost updates under many processes and threads, all-or-
+//! nothing transactions, whole snapshots for readers, and exclusive, named leases that die with
+//! their holder and recover what it left running.
+
+use std::io::{BufRead, BufReader, Lines, Write};
+use std::process::{Child, ChildStdout, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use stagecraft::error::{exit_code_for, ExitCode};
+use stagecraft::state::{
+    is_postgres_url, OverallStatus, PhaseStatus, State, StateStore, StateStoreExt, StoreTarget,
+    CANONICAL_PHASES,
+};
+use stagecraft_tests::pg::PgServer;
+use stagecraft_tests::run;
+
+use super::{all, release, worker};
+
+/// A fresh, empty store: its spec (a path or a URL) and whatever keeps it alive.
+pub struct Fresh {
+    pub spec: String,
+    /// The directory the store (file backend) or the test's files live in.
+    pub dir: tempfile::TempDir,
+}
+
+impl Fresh {
+    pub fn open(&self) -> Box<dyn StateStore> {
+        StoreTarget::parse(&self.spec, "the test").open().unwrap()
+    }
+
+    /// The CLI flag that selects this store.
+    pub fn flag(&self) -> [&str; 2] {
+        if is_postgres_url(&self.spec) {
+            ["--state-url", &self.spec]
+        } else {
+            ["--state-file", &self.spec]
+        }
+    }
+}
+
+/// A kind of store the suite runs against.
+pub trait Backend {
+    /// A new empty store, named after `tag` where the backend has names.
+    fn fresh(&self, tag: &str) -> Fresh;
+}
+
+/// The file backend: a state file in a new temp dir (the directory is created by the first
+/// commit).
+pub struct FileBackend;
+
+impl Backend for FileBackend {
+    fn fresh(&self, _tag: &str) -> Fresh {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir
+            .path()
+            .join("state/releases.json")
+            .to_str()
+            .unwrap()
+            .to_string();
+        Fresh { spec, dir }
+    }
+}
+
+/// PostgreSQL: a database per store on the test's own server.
+pub struct PgBackend {
+    pub server: PgServer,
+}
+
+impl PgBackend {
+    pub fn start() -> PgBackend {
+        PgBackend {
+            server: PgServer::start(),
+        }
+    }
+}
+
+impl Backend for PgBackend {
+    fn fresh(&self, tag: &str) -> Fresh {
+        let spec = self.server.create_database(tag);
+        Fresh {
+            spec,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+}
+
+fn add(store: &dyn StateStore, id: &str, env: &str) {
+    store
+        .transact(|s| {
+            s.releases
+                .push(release(id, env, "v1", &all(PhaseStatus::Pending)));
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Two instances of one store in one process: each sees the other's commits at once, and
+/// `serial` counts every commit.
+pub fn read_after_write_across_two_instances(backend: &dyn Backend) {
+    let fresh = backend.fresh("raw_instances");
+    let (a, b) = (fresh.open(), fresh.open());
+    assert_eq!(a.read().unwrap(), State::default());
+    for i in 0..20u32 {
+        let (writer, reader) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let id = format!("rel-20261125-0600{i:02}000");
+        add(writer.as_ref(), &id, "prod");
+        let seen = reader.read().unwrap();
+        assert!(seen.get(&id).is_some(), "round {i}: {id} not visible");
+        assert_eq!(seen.serial, u64::from(i) * 2 + 1);
+        // A phase update through one instance is seen by the other at once: the seed's bug.
+        reader
+            .transact(|s| {
+                s.get_mut(&id)
+                    .unwrap()
+                    .phases
+                    .insert("build".into(), PhaseStatus::Completed);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            writer.read().unwrap().get(&id).unwrap().status_of("build"),
+            PhaseStatus::Completed
+        );
+        assert_eq!(writer.read().unwrap().serial, u64::from(i) * 2 + 2);
+    }
+}
+
+/// A worker process writes and this one reads; this one writes and the real binary reads.
+pub fn read_after_write_across_processes(backend: &dyn Backend) {
+    let fresh = backend.fresh("raw_processes");
+    let store = fresh.open();
+    for i in 0..5 {
+        let out = worker()
+            .args(["add", &fresh.spec, "prod", &format!("v{i}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert_eq!(
+            store.read().unwrap().get(&id).unwrap().version,
+            format!("v{i}")
+        );
+        store
+            .transact(|s| {
+                let r = s.get_mut(&id).unwrap();
+                r.phases.insert("build".into(), PhaseStatus::Completed);
+                Ok(())
+            })
+            .unwrap();
+        let mut args = vec!["releases", "show", &id, "--json"];
+        args.extend(fresh.flag());
+        let shown = run(fresh.dir.path(), &args);
+        assert_eq!(shown.code, 0, "{shown:?}");
+        let v: Value = serde_json::from_str(&shown.stdout).unwrap();
+        assert_eq!(v["phases"][0]["name"], "build");
+        assert_eq!(v["phases"][0]["status"], "completed");
+    }
+}
+
+/// `processes` x `threads` (each thread its own store instance) x `txns` increments of the
+/// thread's own counter, all released at once. A lost update would leave some counter short, or
+/// `serial` short of the number of commits.
+pub fn no_lost_updates(
+    backend: &dyn Backend,
+    rounds: usize,
+    processes: usize,
+    threads: usize,
+    txns: usize,
+) {
+    assert!(processes >= 8 && txns >= 50, "the suite's minimum load");
+    for round in 0..rounds {
+        let fresh = backend.fresh(&format!("lost_updates_{round}"));
+        let mut children: Vec<_> = (0..processes)
+            .map(|p| {
+                worker()
+                    .args([
+                        "hammer",
+                        &fresh.spec,
+                        &threads.to_string(),
+                        &txns.to_string(),
+                        &format!("p{p}"),
+                    ])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        // Every process is started before any begins, so they all contend.
+        for child in &mut children {
+            child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        }
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {out:?}");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+        }
+        let state = fresh.open().read().unwrap();
+        let counters = state.extra["counters"].as_object().unwrap();
+        assert_eq!(counters.len(), processes * threads, "round {round}");
+        for (key, value) in counters {
+            assert_eq!(value.as_u64(), Some(txns as u64), "round {round}: {key}");
+        }
+        assert_eq!(
+            state.serial,
+            (processes * threads * txns) as u64,
+            "round {round}"
+        );
+        assert_eq!(state.format_version, Some(2));
+    }
+}
+
+/// A closure's error, or a state that breaks an invariant, commits nothing.
+pub fn a_failing_transaction_writes_nothing(backend: &dyn Backend) -> Fresh {
+    let fresh = backend.fresh("failing_txn");
+    let store = fresh.open();
+    add(store.as_ref(), "rel-20261125-060000000", "prod");
+    let before = store.read().unwrap();
+    let err = store
+        .transact(|s| -> anyhow::Result<()> {
+            s.releases.clear();
+            s.extra.insert("half".into(), Value::Bool(true));
+            anyhow::bail!("changed my mind")
+        })
+        .unwrap_err();
+    assert_eq!(err.to_string(), "changed my mind");
+    let err = store
+        .transact(|s| {
+            let copy = s.releases[0].clone();
+            s.releases.push(copy);
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("refusing to commit an invalid state")
+            && err.to_string().contains("duplicate release id"),
+        "{err}"
+    );
+    assert_eq!(exit_code_for(&err), ExitCode::State);
+    assert_eq!(store.read().unwrap(), before);
+    fresh
+}
+
+/// A reader always sees a whole committed state while a writer commits in a loop: each commit
+/// adds one release and bumps serial, so the two always agree and never go back.
+pub fn readers_never_see_a_partial_state(backend: &dyn Backend, reads: usize) {
+    let fresh = backend.fresh("partial_reads");
+    let mut child = worker()
+        .args(["commit-loop", &fresh.spec])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let store = fresh.open();
+    let mut last_serial = 0;
+    for _ in 0..reads {
+        let line = lines.next().unwrap().unwrap();
+        let n: u64 = line
+            .strip_prefix("committed ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        let state = store.read().unwrap();
+        assert!(state.serial >= n, "commit {n} acknowledged but not visible");
+        assert!(state.serial >= last_serial, "serial went back");
+        assert_eq!(state.releases.len() as u64, state.serial);
+        let sequence = state.extra["sequence"].as_array().unwrap();
+        assert_eq!(sequence.len() as u64, state.serial);
+        last_serial = state.serial;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// A worker holding `env`'s lease (or stuck mid-deploy), once it has said so.
+pub fn holder(mode: &str, spec: &str, env: &str) -> (Child, Lines<BufReader<ChildStdout>>, String) {
+    let mut child = worker()
+        .args([mode, spec, env])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.next().expect("worker said nothing").unwrap();
+    (child, lines, ready)
+}
+
+/// A second lease fails at once, and after a bounded wait, naming the holder; other
+/// environments are free; the holder letting go frees it. Returns the store for backend-specific
+/// checks of the recorded holder.
+pub fn a_second_lease_fails_naming_the_holder(backend: &dyn Backend) -> Fresh {
+    let fresh = backend.fresh("lease_named");
+    let (mut child, _lines, ready) = holder("lease", &fresh.spec, "prod");
+    assert_eq!(ready, "leased prod");
+
+    let store = fresh.open();
+    let err = store
+        .lease("prod", Duration::ZERO)
+        .err()
+        .expect("prod is leased");
+    let message = err.to_string();
+    let pid = child.id();
+    assert!(
+        message.starts_with(&format!(
+            "environment \"prod\" is being deployed by pid {pid} on "
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains("state-worker lease"),
+        "names the command: {message}"
+    );
+    assert!(message.contains(", since 20"), "names the start: {message}");
+    assert!(
+        message.ends_with("; wait for it, or pass --lock-wait <seconds>"),
+        "{message}"
+    );
+    assert_eq!(exit_code_for(&err), ExitCode::State);
+    // A bounded wait that the holder outlasts fails the same way.
+    let err = store
+        .lease("prod", Duration::from_millis(30))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains(&format!("pid {pid} ")), "{err}");
+
+    let staging = store.lease("staging", Duration::ZERO).unwrap();
+    assert_eq!(staging.environment(), "staging");
+
+    // Closing the holder's stdin makes it drop the lease and exit.
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    store.lease("prod", Duration::ZERO).unwrap();
+    fresh
+}
+
+/// Two instances in one process exclude each other too.
+pub fn a_lease_is_exclusive_within_one_process(backend: &dyn Backend) {
+    let fresh = backend.fresh("lease_in_process");
+    let (a, b) = (fresh.open(), fresh.open());
+    let first = a.lease("prod", Duration::ZERO).unwrap();
+    let err = b.lease("prod", Duration::ZERO).err().unwrap();
+    assert!(
+        err.to_string()
+            .contains(&format!("pid {} ", std::process::id())),
+        "{err}"
+    );
+    drop(first);
+    b.lease("prod", Duration::ZERO).unwrap();
+}
+
+/// A waiting lease is granted when the holder lets go.
+pub fn a_waiting_lease_is_granted_when_the_holder_lets_go(backend: &dyn Backend) {
+    let fresh = backend.fresh("lease_wait");
+    let (mut child, _lines, _) = holder("lease", &fresh.spec, "prod");
+    let store = fresh.open();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| store.lease("prod", Duration::from_secs(60)));
+        drop(child.stdin.take());
+        child.wait().unwrap();
+        let lease = waiter.join().unwrap().unwrap();
+        assert_eq!(lease.environment(), "prod");
+    });
+}
+
+/// A holder killed with SIGKILL mid-deploy frees the lease at once; the next holder marks its
+/// release interrupted in one transaction and touches no other environment. `wait` bounds the
+/// moment between the kill and the backend noticing it: zero for the file backend (the kernel
+/// drops the flock with the process); PostgreSQL ends the session when it reads the closed
+/// socket, and a waiting lease is woken by the server the moment that happens.
+pub fn a_sigkilled_holder_frees_the_lease_and_is_recovered(backend: &dyn Backend, wait: Duration) {
+    let fresh = backend.fresh("lease_sigkill");
+    let store = fresh.open();
+    store
+        .transact(|s| {
+            let mut r = release(
+                "rel-20261125-050000000",
+                "staging",
+                "v1",
+                &all(PhaseStatus::Pending),
+            );
+            r.phases.insert("build".into(), PhaseStatus::Running);
+            s.releases.push(r);
+            Ok(())
+        })
+        .unwrap();
+
+    let (mut child, _lines, ready) = holder("deploy-hang", &fresh.spec, "prod");
+    let id = ready.strip_prefix("running ").expect(&ready).to_string();
+    assert!(store.lease("prod", Duration::ZERO).is_err());
+    assert_eq!(
+        store.read().unwrap().get(&id).unwrap().overall_status(),
+        OverallStatus::Running
+    );
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let serial_before = store.read().unwrap().serial;
+    let lease = store
+        .lease("prod", wait)
+        .expect("freed when the holder died");
+
+    let state = store.read().unwrap();
+    assert_eq!(
+        state.serial,
+        serial_before + 1,
+        "recovery is one transaction"
+    );
+    let r = state.get(&id).unwrap();
+    assert_eq!(r.status_of("build"), PhaseStatus::Failed);
+    assert_eq!(
+        r.phase_details["build"].error.as_deref(),
+        Some("interrupted: the process running build exited")
+    );
+    for phase in &CANONICAL_PHASES[1..] {
+        assert_eq!(r.status_of(phase), PhaseStatus::Skipped, "{phase}");
+    }
+    assert_eq!(r.overall_status(), OverallStatus::Failed);
+    let staging = state.get("rel-20261125-050000000").unwrap();
+    assert_eq!(staging.status_of("build"), PhaseStatus::Running);
+
+    // Nothing left to recover: taking the lease again commits nothing.
+    drop(lease);
+    let _again = store.lease("prod", Duration::ZERO).unwrap();
+    assert_eq!(store.read().unwrap().serial, serial_before + 1);
+}
+
+/// Names that are not environment names are refused before anything is touched (exit 1).
+pub fn unsafe_environment_names_are_refused(backend: &dyn Backend) -> Fresh {
+    let fresh = backend.fresh("lease_names");
+    let store = fresh.open();
+    for bad in ["../escape", "Prod", "", "a/b"] {
+        let err = store.lease(bad, Duration::ZERO).err().unwrap();
+        assert!(
+            err.to_string().starts_with("invalid environment name"),
+            "{err}"
+        );
+        assert_eq!(exit_code_for(&err), ExitCode::Invalid);
+    }
+    fresh
+}

@@ -1,0 +1,449 @@
+//! The PostgreSQL backend against a real server of the test's own (tests/src/pg.rs): the same
+//! consistency suite as the file backend, then what only PostgreSQL has: migrations under
+//! concurrent first use, the holder table, lost lease connections, and connection failures.
+
+mod state_common;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use stagecraft::error::{exit_code_for, ExitCode};
+use stagecraft::state::{
+    latest_schema_version, PgStore, PhaseStatus, State, StateStore, StateStoreExt,
+};
+use stagecraft_tests::pg::PASSWORD;
+use state_common::suite::{self, holder, Backend, PgBackend};
+use state_common::*;
+
+#[test]
+fn read_after_write_across_two_instances_in_one_process() {
+    suite::read_after_write_across_two_instances(&PgBackend::start());
+}
+
+#[test]
+fn read_after_write_across_processes() {
+    suite::read_after_write_across_processes(&PgBackend::start());
+}
+
+/// 8 processes x 3 threads x 50 transactions on one database: every counter complete and
+/// serial equal to the number of commits.
+#[test]
+fn no_lost_updates_under_many_processes_and_threads() {
+    suite::no_lost_updates(&PgBackend::start(), 1, 8, 3, 50);
+}
+
+#[test]
+fn a_failing_transaction_writes_nothing() {
+    suite::a_failing_transaction_writes_nothing(&PgBackend::start());
+}
+
+#[test]
+fn readers_never_see_a_partial_state() {
+    suite::readers_never_see_a_partial_state(&PgBackend::start(), 100);
+}
+
+#[test]
+fn a_second_lease_fails_naming_the_holder_and_other_environments_are_free() {
+    let pg = PgBackend::start();
+    let fresh = suite::a_second_lease_fails_naming_the_holder(&pg);
+    // Every lease the suite took has been let go, and each cleared its holder row.
+    let mut db = pg.server.client("lease_named");
+    let holders: Vec<Option<serde_json::Value>> = db
+        .query(
+            "SELECT holder FROM stagecraft_environments ORDER BY name",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(holders, [None, None], "prod and staging both let go");
+    drop(fresh);
+}
+
+#[test]
+fn a_lease_is_exclusive_within_one_process_too() {
+    suite::a_lease_is_exclusive_within_one_process(&PgBackend::start());
+}
+
+#[test]
+fn a_waiting_lease_is_granted_when_the_holder_lets_go() {
+    suite::a_waiting_lease_is_granted_when_the_holder_lets_go(&PgBackend::start());
+}
+
+#[test]
+fn a_holder_killed_with_sigkill_frees_the_lease_and_its_release_is_recovered() {
+    suite::a_sigkilled_holder_frees_the_lease_and_is_recovered(
+        &PgBackend::start(),
+        Duration::from_secs(30),
+    );
+}
+
+#[test]
+fn unsafe_environment_names_are_refused() {
+    let pg = PgBackend::start();
+    suite::unsafe_environment_names_are_refused(&pg);
+    let mut db = pg.server.client("lease_names");
+    let rows = db
+        .query("SELECT name FROM stagecraft_environments", &[])
+        .map(|r| r.len())
+        .unwrap_or(0);
+    assert_eq!(rows, 0);
+}
+
+/// The holder is recorded beside the lock while held, and cleared when let go.
+#[test]
+fn the_holder_table_records_the_holder_while_held() {
+    let pg = PgBackend::start();
+    let fresh = pg.fresh("holder_row");
+    let (mut child, _lines, ready) = holder("lease", &fresh.spec, "prod");
+    assert_eq!(ready, "leased prod");
+    let mut db = pg.server.client("holder_row");
+    let row = db
+        .query_one(
+            "SELECT holder, holder_backend_pid FROM stagecraft_environments WHERE name = 'prod'",
+            &[],
+        )
+        .unwrap();
+    let recorded: serde_json::Value = row.get(0);
+    let backend_pid: Option<i32> = row.get(1);
+    assert_eq!(recorded["pid"], child.id());
+    for key in ["host", "user", "command", "since"] {
+        assert!(
+            recorded[key].as_str().is_some_and(|v| !v.is_empty()),
+            "{key}"
+        );
+    }
+    assert!(backend_pid.is_some());
+    child.stdin.take().unwrap().write_all(b"").unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    let cleared: Option<serde_json::Value> = db
+        .query_one(
+            "SELECT holder FROM stagecraft_environments WHERE name = 'prod'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(cleared, None);
+}
+
+/// Eight processes using a new database at once: the schema is created exactly once and every
+/// commit lands.
+#[test]
+fn concurrent_first_use_migrates_once() {
+    let pg = PgBackend::start();
+    let fresh = pg.fresh("first_use");
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            state_common::worker()
+                .args(["add", &fresh.spec, "prod", &format!("v{i}")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let mut db = pg.server.client("first_use");
+    let versions: Vec<i32> = db
+        .query(
+            "SELECT version FROM stagecraft_schema ORDER BY version",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, (1..=latest_schema_version()).collect::<Vec<_>>());
+    let state = fresh.open().read().unwrap();
+    assert_eq!(state.releases.len(), 8);
+    assert_eq!(state.serial, 8);
+}
+
+/// Reading a database without the schema creates nothing; a schema newer than this build is
+/// refused with a message that says to upgrade.
+#[test]
+fn reads_create_nothing_and_a_newer_schema_is_refused() {
+    let pg = PgBackend::start();
+    let fresh = pg.fresh("schema_versions");
+    assert_eq!(fresh.open().read().unwrap(), State::default());
+    let mut db = pg.server.client("schema_versions");
+    let exists: bool = db
+        .query_one("SELECT to_regclass('stagecraft_schema') IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    assert!(!exists, "a read created the schema");
+
+    let store = fresh.open();
+    store
+        .transact(|s| {
+            s.releases.push(release(
+                "rel-20261125-060000000",
+                "prod",
+                "v1",
+                &all(PhaseStatus::Completed),
+            ));
+            Ok(())
+        })
+        .unwrap();
+    db.execute(
+        "INSERT INTO stagecraft_schema (version, description) VALUES ($1, 'from the future')",
+        &[&(latest_schema_version() + 1)],
+    )
+    .unwrap();
+    let err = fresh.open().read().unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "is version {}, but this stagecraft knows at most {}; upgrade stagecraft",
+            latest_schema_version() + 1,
+            latest_schema_version()
+        )),
+        "{err}"
+    );
+    assert_eq!(exit_code_for(&err), ExitCode::State);
+}
+
+/// Every part of the model survives a commit and a read: ids, statuses, details, order,
+/// unknown fields, lineage, last issued id and serial.
+#[test]
+fn the_whole_model_round_trips() {
+    let pg = PgBackend::start();
+    let fresh = pg.fresh("round_trip");
+    let fixture = stagecraft_tests::workspace_root().join("tests/fixtures/v1-releases.json");
+    let original: State = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    let store = fresh.open();
+    // Stored in an order that is not the order of ids, to prove order is kept.
+    let mut expected = original.clone();
+    expected.releases.reverse();
+    expected.extra.insert(
+        "nested".into(),
+        serde_json::json!({"a": [1, 2.5, null, "x"]}),
+    );
+    store
+        .transact(|s| {
+            *s = expected.clone();
+            Ok(())
+        })
+        .unwrap();
+    let read = store.read().unwrap();
+    assert_eq!(read.releases, expected.releases);
+    assert_eq!(read.extra, expected.extra);
+    assert_eq!(read.last_release_id, expected.last_release_id);
+    assert_eq!(read.serial, expected.serial + 1);
+    assert_eq!(read.format_version, Some(2));
+    let lineage = read
+        .lineage
+        .clone()
+        .expect("a lineage is given on first commit");
+    // Reordering, changing one release and removing another are written and read back too.
+    store
+        .transact(|s| {
+            s.releases.swap(0, 1);
+            s.releases[0].version = "changed".into();
+            s.releases.pop();
+            Ok(())
+        })
+        .unwrap();
+    let mut want = read.clone();
+    want.releases.swap(0, 1);
+    want.releases[0].version = "changed".into();
+    want.releases.pop();
+    let again = fresh.open().read().unwrap();
+    assert_eq!(again.releases, want.releases);
+    assert_eq!(again.lineage.as_deref(), Some(lineage.as_str()));
+    assert_eq!(again.serial, read.serial + 1);
+}
+
+/// The lease's connection dies (the server ends its session) while the deploy still runs: its
+/// next commit fails with a clear error and writes nothing.
+#[test]
+fn a_dropped_lease_connection_stops_every_later_commit() {
+    let pg = PgBackend::start();
+    let fresh = pg.fresh("lost_lease");
+    let store = fresh.open();
+    let lease = store.lease("prod", Duration::ZERO).unwrap();
+    store
+        .transact(|s| {
+            let mut r = release(
+                "rel-20261125-060000000",
+                "prod",
+                "v1",
+                &all(PhaseStatus::Pending),
+            );
+            r.phases.insert("build".into(), PhaseStatus::Running);
+            s.releases.push(r);
+            Ok(())
+        })
+        .unwrap();
+    let before = store.read().unwrap();
+    let mut db = pg.server.client("lost_lease");
+    let terminated: bool = db
+        .query_one(
+            "SELECT pg_terminate_backend(holder_backend_pid) FROM stagecraft_environments \
+             WHERE name = 'prod'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(terminated);
+    // pg_terminate_backend returns before the session is gone; the lock goes with it.
+    let other = fresh.open();
+    let taken = other
+        .lease("prod", Duration::from_secs(30))
+        .expect("the lock died with the session");
+    let err = store
+        .transact(|s| {
+            s.releases[0]
+                .phases
+                .insert("build".into(), PhaseStatus::Completed);
+            Ok(())
+        })
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with("lost the lease on environment \"prod\": its connection to PostgreSQL at postgres://postgres@"),
+        "{message}"
+    );
+    assert!(message.contains("nothing was written"), "{message}");
+    assert_eq!(exit_code_for(&err), ExitCode::State);
+    let after = store.read().unwrap();
+    // Only the new holder's recovery may have changed anything: nothing of ours.
+    assert_eq!(after.releases[0].status_of("build"), PhaseStatus::Failed);
+    assert_eq!(
+        after.serial,
+        before.serial + 1,
+        "only the recovery committed"
+    );
+    drop(taken);
+    drop(lease);
+}
+
+#[test]
+fn an_unreachable_server_is_a_state_error_naming_it() {
+    let pg = PgBackend::start();
+    let url = pg.server.unreachable_url("nowhere");
+    let store = PgStore::open(&url, "$STAGECRAFT_DATABASE_URL").unwrap();
+    for err in [
+        store.read().unwrap_err(),
+        store.transact(|_| Ok(())).unwrap_err(),
+        store.lease("prod", Duration::ZERO).err().unwrap(),
+    ] {
+        let message = err.to_string();
+        assert!(
+            message.starts_with("cannot connect to PostgreSQL at postgres://postgres@"),
+            "{message}"
+        );
+        assert!(message.contains("No such file or directory"), "{message}");
+        assert!(
+            message.ends_with(
+                "check that the server is running and reachable, and the URL given by \
+                 $STAGECRAFT_DATABASE_URL"
+            ),
+            "{message}"
+        );
+        assert!(!message.contains(PASSWORD), "{message}");
+        assert_eq!(exit_code_for(&err), ExitCode::State);
+    }
+}
+
+#[test]
+fn wrong_credentials_are_a_state_error_without_the_password() {
+    let pg = PgBackend::start();
+    let fresh = pg.fresh("credentials");
+    let url = pg
+        .server
+        .url_with_password("credentials", "not-the-password");
+    let err = PgStore::open(&url, "--state-url")
+        .unwrap()
+        .read()
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains(
+            "the server refused the login: password authentication failed for user \
+             \"postgres\"; check the user name and password in the URL given by --state-url"
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("not-the-password"), "{message}");
+    assert_eq!(exit_code_for(&err), ExitCode::State);
+    // A missing database is named too.
+    let err = PgStore::open(&pg.server.url("no_such_db"), "--state-url")
+        .unwrap()
+        .read()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("database \"no_such_db\" does not exist; create the database"),
+        "{err}"
+    );
+    drop(fresh);
+}
+
+/// TLS follows the URL's sslmode, as with libpq: this server accepts TCP only over TLS.
+#[test]
+fn tls_follows_the_urls_sslmode() {
+    let server = stagecraft_tests::pg::PgServer::start_tls();
+    server.create_database("tls");
+    let open = |query: &str| PgStore::open(&server.tcp_url("tls", query), "--state-url").unwrap();
+
+    // Without TLS the server refuses the connection.
+    let err = open("sslmode=disable").read().unwrap_err();
+    assert!(err.to_string().contains("no encryption"), "{err}");
+    assert_eq!(exit_code_for(&err), ExitCode::State);
+
+    // require (and the default, prefer): encrypted, the certificate is not checked.
+    open("sslmode=require")
+        .transact(|s| {
+            s.releases.push(release(
+                "rel-20261125-060000000",
+                "prod",
+                "v1",
+                &all(PhaseStatus::Completed),
+            ));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(open("").read().unwrap().releases.len(), 1);
+
+    // verify-full with the server's CA: the chain and the host name check out.
+    let ca = server.ca_cert();
+    let verified = open(&format!("sslmode=verify-full&sslrootcert={}", ca.display()));
+    assert_eq!(verified.read().unwrap().releases.len(), 1);
+
+    // verify-ca with a CA that did not sign the certificate: refused, exit 3.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = stagecraft_tests::pg::make_ca(other_dir.path(), "other");
+    let err = open(&format!(
+        "sslmode=verify-ca&sslrootcert={}",
+        other.display()
+    ))
+    .read()
+    .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("cannot connect to PostgreSQL at postgres://postgres@localhost:")
+            && message.contains("error performing TLS handshake"),
+        "{message}"
+    );
+    assert_eq!(exit_code_for(&err), ExitCode::State);
+
+    // A missing root certificate is a configuration error.
+    let err = PgStore::open(
+        &server.tcp_url("tls", "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"),
+        "--state-url",
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string()
+            .contains("cannot read sslrootcert /nonexistent/ca.pem"),
+        "{err}"
+    );
+    assert_eq!(exit_code_for(&err), ExitCode::Invalid);
+}
