@@ -556,12 +556,16 @@ fn serialize_state(state: &mut State, previous: Option<&Snapshot>) -> anyhow::Re
     let mut bytes = Vec::with_capacity(previous.map_or(frame.len(), |p| p.bytes.len() + 4096));
     bytes.extend_from_slice(&frame[..open]);
     let mut ranges = Vec::with_capacity(state.releases.len());
-    let mut reused = Vec::with_capacity(state.releases.len());
+    let reused = match previous {
+        Some(previous) => unchanged_releases(previous, &state.releases),
+        None => vec![false; state.releases.len()],
+    };
     for (i, release) in state.releases.iter().enumerate() {
         bytes.extend_from_slice(if i == 0 { b"\n    " } else { b",\n    " });
         let start = bytes.len();
-        let unchanged = previous.and_then(|p| unchanged_text(p, i, release));
-        reused.push(unchanged.is_some());
+        let unchanged = previous
+            .filter(|_| reused[i])
+            .map(|p| &p.bytes[p.release_text[i].clone()]);
         match unchanged {
             Some(text) => bytes.extend_from_slice(text),
             None => {
@@ -589,15 +593,41 @@ fn serialize_state(state: &mut State, previous: Option<&Snapshot>) -> anyhow::Re
     })
 }
 
-/// `release`'s text from `previous` if it is unchanged there at index `i`.
-fn unchanged_text<'a>(previous: &'a Snapshot, i: usize, release: &Release) -> Option<&'a [u8]> {
-    let before = previous.state.releases.get(i)?;
-    // Timestamps compare as instants; the text must also be written the same way.
-    if before.timestamp.as_str() != release.timestamp.as_str() || before != release {
-        return None;
+/// Which of `releases` are unchanged since `previous`, index by index: equal to the release at
+/// the same index there (timestamps compare as instants, so their text must match too).
+///
+/// This walks every field of two separately allocated copies of the history and is bound by
+/// memory latency, so a long history is compared on two threads: at 10,000 releases it was a
+/// third of a commit on one (docs/performance.md, "Release state").
+fn unchanged_releases(previous: &Snapshot, releases: &[Release]) -> Vec<bool> {
+    const SPLIT_FROM: usize = 2_000;
+    let unchanged = |i: usize, release: &Release| {
+        previous.release_text.get(i).is_some()
+            && previous.state.releases.get(i).is_some_and(|before| {
+                before.timestamp.as_str() == release.timestamp.as_str() && before == release
+            })
+    };
+    let compare = |first: usize, part: &[Release]| -> Vec<bool> {
+        part.iter()
+            .enumerate()
+            .map(|(i, release)| unchanged(first + i, release))
+            .collect()
+    };
+    if releases.len() < SPLIT_FROM {
+        return compare(0, releases);
     }
-    let range = previous.release_text.get(i)?.clone();
-    Some(&previous.bytes[range])
+    let mid = releases.len() / 2;
+    let (front, back) = releases.split_at(mid);
+    std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new().spawn_scoped(scope, || compare(mid, back));
+        let mut flags = compare(0, front);
+        match spawned.map(|handle| handle.join()) {
+            Ok(Ok(back_flags)) => flags.extend(back_flags),
+            // No second thread (or it failed): compare the rest here.
+            _ => flags.extend(compare(mid, back)),
+        }
+        flags
+    })
 }
 
 /// Environment names become file names under `leases/`, so only the manifest's shape
@@ -934,6 +964,33 @@ mod tests {
         let text = String::from_utf8(serialized.bytes).unwrap();
         assert_eq!(text.matches("\"Version\"").count(), 2, "{text}");
         assert_eq!(text.matches("\"version\"").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_long_history_is_compared_in_two_halves_with_the_same_result() {
+        // Past the split threshold, with changes on both sides of the middle.
+        let template = sample().releases[1].clone();
+        let mut state = sample();
+        state.releases.clear();
+        for i in 0..4_001u32 {
+            let mut r = template.clone();
+            r.id =
+                ReleaseId::parse(&format!("rel-20261125-{:06}{:03}", i / 1000, i % 1000)).unwrap();
+            state.releases.push(r);
+        }
+        let mut previous = snapshot_of(state);
+        let mut state = previous.spare.take().unwrap();
+        for i in [0, 1_999, 2_000, 2_001, 4_000] {
+            state.releases[i]
+                .phases
+                .insert("push".into(), PhaseStatus::Failed);
+        }
+        let serialized = serialize_state(&mut state, Some(&previous)).unwrap();
+        let changed: Vec<usize> = (0..serialized.reused.len())
+            .filter(|i| !serialized.reused[*i])
+            .collect();
+        assert_eq!(changed, [0, 1_999, 2_000, 2_001, 4_000]);
+        assert_eq!(serialized.bytes, plain(&state));
     }
 
     #[test]
