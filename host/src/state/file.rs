@@ -231,6 +231,42 @@ impl FileStore {
         Ok(Some(bytes))
     }
 
+    /// Whether the state file exists and holds exactly `expected`: read a chunk at a time and
+    /// compared as it is read, which costs less than reading a large file whole and comparing
+    /// it after (the chunk stays in the CPU cache).
+    fn file_holds(&self, dir: &Dir, expected: &[u8]) -> anyhow::Result<bool> {
+        let read_error = |e: io::Error| {
+            StateError::new(format!(
+                "cannot read state file {}: {e}",
+                self.path.display()
+            ))
+        };
+        let mut file = match dir.open(&self.name) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(read_error(e).into()),
+        };
+        if file.metadata().map_err(read_error)?.len() != expected.len() as u64 {
+            return Ok(false);
+        }
+        let mut chunk = vec![0u8; 1 << 20];
+        let mut at = 0;
+        loop {
+            let n = match file.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_error(e).into()),
+            };
+            if n == 0 {
+                return Ok(at == expected.len());
+            }
+            if expected.get(at..at + n) != Some(&chunk[..n]) {
+                return Ok(false);
+            }
+            at += n;
+        }
+    }
+
     fn parse(&self, bytes: &[u8]) -> anyhow::Result<State> {
         let bak_exists = self
             .dir
@@ -271,11 +307,18 @@ impl FileStore {
         })?;
         // The lock is released when `lock` is closed at the end of this function, whatever
         // path we leave by.
-        let previous = self.read_bytes(dir)?;
         // Taken, not borrowed: another thread of this process committing at the same time finds
         // none and takes the ordinary path; every error below simply drops it.
         let snapshot = self.last_commit.lock().ok().and_then(|mut s| s.take());
-        let mut snapshot = snapshot.filter(|s| previous.as_deref() == Some(&s.bytes[..]));
+        let mut snapshot = match snapshot {
+            Some(snapshot) if self.file_holds(dir, &snapshot.bytes)? => Some(snapshot),
+            _ => None,
+        };
+        let previous = match snapshot {
+            Some(_) => None,
+            None => self.read_bytes(dir)?,
+        };
+        let exists = snapshot.is_some() || previous.is_some();
         let mut state = match (&previous, &mut snapshot) {
             (_, Some(snapshot)) => match snapshot.spare.take() {
                 Some(spare) => spare,
@@ -304,7 +347,7 @@ impl FileStore {
         }
         state.serial += 1;
         let serialized = serialize_state(&mut state, snapshot.as_ref())?;
-        self.replace_file(dir, &serialized.bytes, previous.is_some())?;
+        self.replace_file(dir, &serialized.bytes, exists)?;
         let spare = snapshot.map(|s| s.into_spare(&state, &serialized.reused));
         if let Ok(mut slot) = self.last_commit.lock() {
             *slot = Some(Snapshot {
@@ -600,7 +643,7 @@ fn serialize_state(state: &mut State, previous: Option<&Snapshot>) -> anyhow::Re
 /// memory latency, so a long history is compared on two threads: at 10,000 releases it was a
 /// third of a commit on one (docs/performance.md, "Release state").
 fn unchanged_releases(previous: &Snapshot, releases: &[Release]) -> Vec<bool> {
-    const SPLIT_FROM: usize = 2_000;
+    const SPLIT_FROM: usize = 256;
     let unchanged = |i: usize, release: &Release| {
         previous.release_text.get(i).is_some()
             && previous.state.releases.get(i).is_some_and(|before| {
