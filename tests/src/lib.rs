@@ -138,3 +138,77 @@ pub fn toolchain_program(relative: &str) -> PathBuf {
     );
     path
 }
+
+/// A `stagecraft deploy` held inside its build phase, for tests of what happens mid-phase
+/// (SIGKILL, SIGINT, a busy lease, a server restart) without sleeping.
+///
+/// The project's build phase must be `builtin:exec` running `cat gate-{{version}}.fifo` (with
+/// `exec = ["cat"]` granted). The gate is a FIFO the test holds open read-write, which never
+/// blocks, so `cat` opens it at once and reads until [`BlockedDeploy::release_gate`].
+pub struct BlockedDeploy {
+    pub child: std::process::Child,
+    fifo: PathBuf,
+    writer: Option<std::fs::File>,
+    stderr: std::io::BufReader<std::process::ChildStderr>,
+}
+
+impl BlockedDeploy {
+    /// Create `gate-<version>.fifo` in `project`, spawn `deploy` (a `stagecraft deploy` command
+    /// of that version, its stderr is taken over here) and return once its build phase runs.
+    pub fn start(mut deploy: Command, project: &Path, version: &str) -> BlockedDeploy {
+        use std::io::BufRead;
+        let fifo = project.join(format!("gate-{version}.fifo"));
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("create the gate FIFO");
+        let writer = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .expect("open the gate FIFO");
+        let mut child = deploy
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn stagecraft deploy");
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        // builtin:exec logs the command before running it.
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = stderr.read_line(&mut line).unwrap();
+            assert!(n > 0, "deploy ended before its build phase started");
+            if line.contains("[build builtin:exec]") && line.contains("cat gate-") {
+                break;
+            }
+        }
+        BlockedDeploy {
+            child,
+            fifo,
+            writer: Some(writer),
+            stderr,
+        }
+    }
+
+    /// Let `cat` finish, whether or not it has opened the gate yet (or ever will, when the
+    /// deploy was killed first): a plain file replaces the FIFO for a `cat` still to open it,
+    /// then closing the last writer gives EOF to one that has.
+    pub fn release_gate(&mut self) {
+        let plain = self.fifo.with_extension("plain");
+        std::fs::write(&plain, "").unwrap();
+        std::fs::rename(&plain, &self.fifo).unwrap();
+        drop(self.writer.take());
+    }
+
+    /// Everything the deploy writes on stderr from here until it exits.
+    pub fn rest_of_stderr(&mut self) -> String {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.stderr, &mut rest).unwrap();
+        rest
+    }
+}

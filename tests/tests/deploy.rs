@@ -1,11 +1,10 @@
 //! End-to-end: deploy and rollback through the built binary, with built-in plugins.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use serde_json::Value;
-use stagecraft_tests::{run, stagecraft, workspace_root, Run};
+use stagecraft_tests::{run, stagecraft, workspace_root, BlockedDeploy, Run};
 
 /// A temporary project with a manifest.
 struct Project {
@@ -530,14 +529,7 @@ fn after_a_rollback_a_fresh_reader_sees_every_phase_completed_50_times() {
     }
 }
 
-/// A deploy whose build phase blocks reading a FIFO until the test writes to it, so the test
-/// controls exactly when the phase ends, without sleeping.
-struct BlockedDeploy {
-    child: std::process::Child,
-    fifo: PathBuf,
-    stderr: BufReader<std::process::ChildStderr>,
-}
-
+/// A manifest whose build phase blocks on `gate-<version>.fifo` (see [`BlockedDeploy`]).
 fn blocking_manifest(envs: &[&str]) -> String {
     let mut m = String::new();
     for e in envs {
@@ -552,90 +544,20 @@ fn blocking_manifest(envs: &[&str]) -> String {
     m
 }
 
-impl BlockedDeploy {
-    /// Start `deploy` and return once its build phase is running.
-    fn start(p: &Project, env: &str, version: &str) -> BlockedDeploy {
-        let fifo = p.path().join(format!("gate-{version}.fifo"));
-        if !fifo.exists() {
-            rustix::fs::mknodat(
-                rustix::fs::CWD,
-                &fifo,
-                rustix::fs::FileType::Fifo,
-                rustix::fs::Mode::from_raw_mode(0o600),
-                0,
-            )
-            .unwrap();
-        }
-        let mut child = stagecraft(p.path())
-            .args(["deploy", "--env", env, "--version", version])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        // builtin:exec logs the command before running it.
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = stderr.read_line(&mut line).unwrap();
-            assert!(n > 0, "deploy ended before its build phase started");
-            if line.contains("[build builtin:exec]") && line.contains("cat gate-") {
-                break;
-            }
-        }
-        BlockedDeploy {
-            child,
-            fifo,
-            stderr,
-        }
-    }
-
-    /// Let the blocked `cat` of a live deploy finish: opening the FIFO for writing waits until
-    /// `cat` has opened it, and closing it then gives `cat` EOF.
-    fn release_gate(&self) {
-        drop(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&self.fifo)
-                .unwrap(),
-        );
-    }
-
-    /// After the deploy process has died: kill whatever it left running in the project (the
-    /// orphaned `cat`, if the deploy got as far as spawning it). Waiting on the FIFO instead
-    /// would hang when the deploy died before spawning `cat`.
-    fn kill_orphans(&self, project: &Path) {
-        let project = project.canonicalize().unwrap();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if std::fs::read_link(entry.path().join("cwd")).ok().as_deref() == Some(&*project) {
-                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                }
-            }
-        }
-    }
-
-    fn rest_of_stderr(&mut self) -> String {
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut self.stderr, &mut rest).unwrap();
-        rest
-    }
+/// `stagecraft deploy --env <env> --version <version>` in `p`.
+fn deploy_cmd(p: &Project, env: &str, version: &str) -> std::process::Command {
+    let mut cmd = stagecraft(p.path());
+    cmd.args(["deploy", "--env", env, "--version", version]);
+    cmd
 }
 
 #[test]
 fn a_killed_deploy_is_marked_interrupted_by_the_next_one() {
     let p = Project::new(&blocking_manifest(&["prod"]));
-    let mut blocked = BlockedDeploy::start(&p, "prod", "v1");
+    let mut blocked = BlockedDeploy::start(deploy_cmd(&p, "prod", "v1"), p.path(), "v1");
     blocked.child.kill().unwrap(); // SIGKILL
     blocked.child.wait().unwrap();
-    blocked.kill_orphans(p.path());
+    blocked.release_gate(); // let an orphaned `cat` exit
 
     let running = &p.releases("prod")[0];
     assert_eq!(
@@ -660,12 +582,12 @@ fn a_killed_deploy_is_marked_interrupted_by_the_next_one() {
 #[test]
 fn sigint_marks_the_running_phase_failed_at_once() {
     let p = Project::new(&blocking_manifest(&["prod"]));
-    let mut blocked = BlockedDeploy::start(&p, "prod", "v1");
+    let mut blocked = BlockedDeploy::start(deploy_cmd(&p, "prod", "v1"), p.path(), "v1");
     let pid = rustix::process::Pid::from_raw(blocked.child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
     let code = blocked.child.wait().unwrap().code();
     let stderr = blocked.rest_of_stderr();
-    blocked.kill_orphans(p.path());
+    blocked.release_gate();
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("Interrupted by SIGINT: phase build of release"),
@@ -683,7 +605,7 @@ fn sigint_marks_the_running_phase_failed_at_once() {
 #[test]
 fn a_second_deploy_of_the_same_environment_waits_or_names_the_holder() {
     let p = Project::new(&blocking_manifest(&["prod", "staging"]));
-    let mut first = BlockedDeploy::start(&p, "prod", "v1");
+    let mut first = BlockedDeploy::start(deploy_cmd(&p, "prod", "v1"), p.path(), "v1");
 
     let busy = p.run(&["deploy", "--env", "prod", "--version", "v2"]);
     assert_eq!(busy.code, 3, "{busy:?}");

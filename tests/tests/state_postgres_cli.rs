@@ -1,13 +1,12 @@
 //! End-to-end on PostgreSQL through the built binary: backend selection, deploy, rollback and
 //! releases; a deploy killed or cut off from its server mid-phase; `state migrate` both ways.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::Value;
 use stagecraft_tests::pg::{PgServer, PASSWORD};
-use stagecraft_tests::{stagecraft, workspace_root, Run};
+use stagecraft_tests::{stagecraft, workspace_root, BlockedDeploy, Run};
 
 const URL_VAR: &str = "STAGECRAFT_DATABASE_URL";
 
@@ -81,71 +80,11 @@ fn status<'a>(release: &'a Value, phase: &str) -> &'a str {
         .unwrap()
 }
 
-/// A deploy blocked in its build phase on a FIFO. The test holds the FIFO open read-write (which
-/// never blocks), so `cat` opens it at once and reads until the test lets go.
-struct BlockedDeploy {
-    child: Child,
-    fifo: PathBuf,
-    writer: Option<std::fs::File>,
-    stderr: BufReader<ChildStderr>,
-}
-
-impl BlockedDeploy {
-    /// Start `deploy` and return once its build phase is running.
-    fn start(p: &Project, env: &str, version: &str) -> BlockedDeploy {
-        let fifo = p.path().join(format!("gate-{version}.fifo"));
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
-        let writer = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&fifo)
-            .unwrap();
-        let mut child = p
-            .cmd()
-            .args(["deploy", "--env", env, "--version", version])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = stderr.read_line(&mut line).unwrap();
-            assert!(n > 0, "deploy ended before its build phase started");
-            if line.contains("[build builtin:exec]") && line.contains("cat gate-") {
-                break;
-            }
-        }
-        BlockedDeploy {
-            child,
-            fifo,
-            writer: Some(writer),
-            stderr,
-        }
-    }
-
-    /// Let `cat` finish: a plain file replaces the FIFO (for a `cat` that has not opened it
-    /// yet), then closing the last writer gives EOF to one that has.
-    fn release_gate(&mut self) {
-        let plain = self.fifo.with_extension("plain");
-        std::fs::write(&plain, "").unwrap();
-        std::fs::rename(&plain, &self.fifo).unwrap();
-        drop(self.writer.take());
-    }
-
-    fn rest_of_stderr(&mut self) -> String {
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut self.stderr, &mut rest).unwrap();
-        rest
-    }
+/// `stagecraft deploy --env <env> --version <version>` in `p`, on its server.
+fn deploy_cmd(p: &Project, env: &str, version: &str) -> Command {
+    let mut cmd = p.cmd();
+    cmd.args(["deploy", "--env", env, "--version", version]);
+    cmd
 }
 
 #[test]
@@ -297,7 +236,7 @@ fn connection_failures_exit_3_naming_the_server_and_never_the_password() {
 #[test]
 fn a_killed_deploy_frees_the_lease_at_once_and_is_marked_interrupted() {
     let p = Project::new("killed");
-    let mut blocked = BlockedDeploy::start(&p, "prod", "v1");
+    let mut blocked = BlockedDeploy::start(deploy_cmd(&p, "prod", "v1"), p.path(), "v1");
     blocked.child.kill().unwrap(); // SIGKILL
     blocked.child.wait().unwrap();
     blocked.release_gate(); // let the orphaned `cat` exit
@@ -342,7 +281,7 @@ fn a_killed_deploy_frees_the_lease_at_once_and_is_marked_interrupted() {
 #[test]
 fn a_server_restart_mid_deploy_is_a_clear_state_error() {
     let mut p = Project::new("restart");
-    let mut blocked = BlockedDeploy::start(&p, "prod", "v1");
+    let mut blocked = BlockedDeploy::start(deploy_cmd(&p, "prod", "v1"), p.path(), "v1");
     p.server.stop();
     p.server.start_again();
     blocked.release_gate();
