@@ -235,28 +235,17 @@ impl<R: Runner> Pipeline<'_, R> {
     fn create_release(&self, req: &Request) -> anyhow::Result<Release> {
         let pipeline = self.manifest.pipeline.clone();
         self.store.transact(|state| {
-            let now = OffsetDateTime::now_utc();
-            let id = state.allocate_release_id(now);
-            let previous_id = state.current(&req.environment).map(|r| r.id.clone());
-            let release = Release {
-                id,
-                environment: req.environment.clone(),
-                version: req.version.clone(),
-                commit_sha: req.commit.clone(),
-                timestamp: Timestamp::from_datetime(now),
-                phases: pipeline
-                    .iter()
-                    .map(|p| (p.clone(), PhaseStatus::Pending))
-                    .collect(),
-                previous_id,
-                operation: Some(req.operation),
-                rollback_target: req.rollback_target.as_ref().map(|t| t.id.clone()),
-                pipeline: pipeline.clone(),
-                phase_details: BTreeMap::new(),
-                extra: Default::default(),
-            };
-            state.releases.push(release.clone());
-            Ok(release)
+            let release = state.push_release(
+                &req.environment,
+                &req.version,
+                &req.commit,
+                &pipeline,
+                OffsetDateTime::now_utc(),
+            );
+            release.operation = Some(req.operation);
+            release.rollback_target = req.rollback_target.as_ref().map(|t| t.id.clone());
+            release.pipeline = pipeline.clone();
+            Ok(release.clone())
         })
     }
 

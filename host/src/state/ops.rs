@@ -44,6 +44,40 @@ impl State {
         self.list_env(env).into_iter().next()
     }
 
+    /// Append a new release of `version` to `env`, created at `now`, with each of `phases`
+    /// pending: a fresh id (see [`State::allocate_release_id`]) and the environment's current
+    /// release as its previous one. The caller fills in what only it knows (operation, rollback
+    /// target, pipeline) through the returned reference.
+    pub fn push_release(
+        &mut self,
+        env: &str,
+        version: &str,
+        commit_sha: &str,
+        phases: &[String],
+        now: OffsetDateTime,
+    ) -> &mut Release {
+        let id = self.allocate_release_id(now);
+        let previous_id = self.current(env).map(|r| r.id.clone());
+        self.releases.push(Release {
+            id,
+            environment: env.to_string(),
+            version: version.to_string(),
+            commit_sha: commit_sha.to_string(),
+            timestamp: Timestamp::from_datetime(now),
+            phases: phases
+                .iter()
+                .map(|p| (p.clone(), PhaseStatus::Pending))
+                .collect(),
+            previous_id,
+            operation: None,
+            rollback_target: None,
+            pipeline: Vec::new(),
+            phase_details: Default::default(),
+            extra: Default::default(),
+        });
+        self.releases.last_mut().expect("just pushed")
+    }
+
     /// A new release id for a release created at `now`: the id of `now`, or, if that is not
     /// greater than every id ever issued, the next millisecond after the highest. Ids therefore
     /// stay unique and chronological even when many releases start in the same millisecond, and
@@ -155,6 +189,23 @@ mod tests {
             phase_details: BTreeMap::new(),
             extra: Default::default(),
         }
+    }
+
+    #[test]
+    fn push_release_links_the_previous_release_and_never_reuses_an_id() {
+        let mut state = State::default();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let phases = ["build".to_string(), "rollout".to_string()];
+        let first = state
+            .push_release("prod", "v1", "abc", &phases, now)
+            .id
+            .clone();
+        let second = state.push_release("prod", "v2", "", &phases, now).clone();
+        assert!(second.id > first, "same millisecond, still a new, later id");
+        assert_eq!(second.previous_id.as_ref(), Some(&first));
+        assert_eq!(second.phases.get("rollout"), Some(&PhaseStatus::Pending));
+        let other = state.push_release("staging", "v1", "", &phases, now);
+        assert_eq!(other.previous_id, None, "previous is per environment");
     }
 
     #[test]

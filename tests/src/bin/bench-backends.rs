@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use stagecraft::state::{
-    PhaseStatus, Release, State, StateStoreExt, StoreTarget, Timestamp, CANONICAL_PHASES,
+    PhaseStatus, State, StateStoreExt, StoreTarget, Timestamp, CANONICAL_PHASES,
 };
 use stagecraft_tests::pg::PgServer;
 
@@ -147,24 +147,12 @@ fn writer(spec: &str, n: usize) {
 }
 
 fn append(state: &mut State, env: &str) {
-    let now = Timestamp::now();
-    let id = state.allocate_release_id(now.datetime());
-    let previous_id = state.current(env).map(|r| r.id.clone());
-    state.releases.push(Release {
-        id,
-        environment: env.to_string(),
-        version: "v1.2.3".to_string(),
-        commit_sha: "3f2c1a9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a".to_string(),
-        timestamp: now,
-        phases: CANONICAL_PHASES
-            .iter()
-            .map(|p| (p.to_string(), PhaseStatus::Pending))
-            .collect(),
-        previous_id,
-        operation: None,
-        rollback_target: None,
-        pipeline: Vec::new(),
-        phase_details: Default::default(),
-        extra: Default::default(),
-    });
+    let phases: Vec<String> = CANONICAL_PHASES.iter().map(|p| p.to_string()).collect();
+    state.push_release(
+        env,
+        "v1.2.3",
+        "3f2c1a9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a",
+        &phases,
+        Timestamp::now().datetime(),
+    );
 }

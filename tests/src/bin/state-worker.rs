@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use serde_json::Value;
 use stagecraft::state::{
-    PhaseStatus, Release, State, StateStoreExt, StoreTarget, Timestamp, CANONICAL_PHASES,
+    PhaseStatus, State, StateStoreExt, StoreTarget, Timestamp, CANONICAL_PHASES,
 };
 
 fn main() {
@@ -131,27 +131,12 @@ fn run() -> anyhow::Result<()> {
 }
 
 fn add_release(state: &mut State, env: &str, version: &str) -> String {
-    let now = Timestamp::now();
-    let id = state.allocate_release_id(now.datetime());
-    let previous_id = state.current(env).map(|r| r.id.clone());
-    state.releases.push(Release {
-        id: id.clone(),
-        environment: env.to_string(),
-        version: version.to_string(),
-        commit_sha: String::new(),
-        timestamp: now,
-        phases: CANONICAL_PHASES
-            .iter()
-            .map(|p| (p.to_string(), PhaseStatus::Pending))
-            .collect(),
-        previous_id,
-        operation: None,
-        rollback_target: None,
-        pipeline: Vec::new(),
-        phase_details: Default::default(),
-        extra: Default::default(),
-    });
-    id.to_string()
+    let phases: Vec<String> = CANONICAL_PHASES.iter().map(|p| p.to_string()).collect();
+    let now = Timestamp::now().datetime();
+    state
+        .push_release(env, version, "", &phases, now)
+        .id
+        .to_string()
 }
 
 fn increment(state: &mut State, key: &str) -> anyhow::Result<()> {
