@@ -6,6 +6,7 @@ mod state_common;
 
 use std::io::Write;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use stagecraft::error::{exit_code_for, ExitCode};
@@ -182,12 +183,15 @@ fn reads_create_nothing_and_a_newer_schema_is_refused() {
     let store = fresh.open();
     store
         .transact(|s| {
-            s.releases.push(release(
-                "rel-20261125-060000000",
-                "prod",
-                "v1",
-                &all(PhaseStatus::Completed),
-            ));
+            s.releases.push(
+                release(
+                    "rel-20261125-060000000",
+                    "prod",
+                    "v1",
+                    &all(PhaseStatus::Completed),
+                )
+                .into(),
+            );
             Ok(())
         })
         .unwrap();
@@ -244,14 +248,14 @@ fn the_whole_model_round_trips() {
     store
         .transact(|s| {
             s.releases.swap(0, 1);
-            s.releases[0].version = "changed".into();
+            Arc::make_mut(&mut s.releases[0]).version = "changed".into();
             s.releases.pop();
             Ok(())
         })
         .unwrap();
     let mut want = read.clone();
     want.releases.swap(0, 1);
-    want.releases[0].version = "changed".into();
+    Arc::make_mut(&mut want.releases[0]).version = "changed".into();
     want.releases.pop();
     let again = fresh.open().read().unwrap();
     assert_eq!(again.releases, want.releases);
@@ -276,7 +280,7 @@ fn a_dropped_lease_connection_stops_every_later_commit() {
                 &all(PhaseStatus::Pending),
             );
             r.phases.insert("build".into(), PhaseStatus::Running);
-            s.releases.push(r);
+            s.releases.push(r.into());
             Ok(())
         })
         .unwrap();
@@ -298,7 +302,7 @@ fn a_dropped_lease_connection_stops_every_later_commit() {
         .expect("the lock died with the session");
     let err = store
         .transact(|s| {
-            s.releases[0]
+            Arc::make_mut(&mut s.releases[0])
                 .phases
                 .insert("build".into(), PhaseStatus::Completed);
             Ok(())
@@ -400,12 +404,15 @@ fn tls_follows_the_urls_sslmode() {
     // require (and the default, prefer): encrypted, the certificate is not checked.
     open("sslmode=require")
         .transact(|s| {
-            s.releases.push(release(
-                "rel-20261125-060000000",
-                "prod",
-                "v1",
-                &all(PhaseStatus::Completed),
-            ));
+            s.releases.push(
+                release(
+                    "rel-20261125-060000000",
+                    "prod",
+                    "v1",
+                    &all(PhaseStatus::Completed),
+                )
+                .into(),
+            );
             Ok(())
         })
         .unwrap();

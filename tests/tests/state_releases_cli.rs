@@ -71,7 +71,7 @@ fn seed(path: &Path) {
                 &[("build", Completed), ("push", Running)],
             );
             s1.phases.insert("migrate_pre".into(), Pending);
-            s.releases.extend([r2, s1, r3, r1]);
+            s.releases.extend([r2, s1, r3, r1].map(Into::into));
             s.last_release_id = Some(ReleaseId::parse("rel-20261122-120000000").unwrap());
             Ok(())
         })
@@ -360,12 +360,8 @@ fn the_state_file_flag_beats_the_environment_variable_which_beats_the_default() 
         let store = FileStore::open(root.join(rel)).unwrap();
         store
             .transact(|s| {
-                s.releases.push(release(
-                    "rel-20261125-060000000",
-                    env,
-                    "v1",
-                    &all(Completed),
-                ));
+                s.releases
+                    .push(release("rel-20261125-060000000", env, "v1", &all(Completed)).into());
                 Ok(())
             })
             .unwrap();

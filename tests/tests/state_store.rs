@@ -16,7 +16,7 @@ fn add(store: &FileStore, id: &str, env: &str) {
     store
         .transact(|s| {
             s.releases
-                .push(release(id, env, "v1", &all(PhaseStatus::Pending)));
+                .push(release(id, env, "v1", &all(PhaseStatus::Pending)).into());
             Ok(())
         })
         .unwrap();

@@ -110,9 +110,16 @@ mod tests {
     use super::*;
     use crate::state::{PhaseStatus, ReleaseId, Timestamp, CANONICAL_PHASES};
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
-    fn rel(id: &str, env: &str, version: &str, prev: Option<&str>, status: PhaseStatus) -> Release {
-        Release {
+    fn rel(
+        id: &str,
+        env: &str,
+        version: &str,
+        prev: Option<&str>,
+        status: PhaseStatus,
+    ) -> Arc<Release> {
+        Arc::new(Release {
             id: ReleaseId::parse(id).unwrap(),
             environment: env.into(),
             version: version.into(),
@@ -133,7 +140,7 @@ mod tests {
             pipeline: Vec::new(),
             phase_details: BTreeMap::new(),
             extra: Default::default(),
-        }
+        })
     }
 
     const A: &str = "rel-20261125-060001000";

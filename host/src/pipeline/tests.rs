@@ -160,7 +160,7 @@ fn a_clean_run_completes_every_configured_phase_and_skips_the_rest() {
     let stored = store.read().unwrap();
     assert_eq!(
         stored.releases,
-        vec![release.clone()],
+        vec![std::sync::Arc::new(release.clone())],
         "the returned record is the stored one"
     );
     assert_eq!(release.overall_status(), OverallStatus::Completed);

@@ -5,11 +5,10 @@
 //! a path swapped underneath us (a symlink planted in the project) cannot redirect a write. The
 //! protocol and its guarantees are specified in spec/state.md.
 
-use std::io::{self, Read, Write};
-use std::ops::Range;
+use std::io::{self, IoSlice, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -62,57 +61,49 @@ pub struct FileStore {
     last_commit: Mutex<Option<Snapshot>>,
 }
 
-/// The exact bytes this store last committed, what they parse to, and where each release's text
-/// sits in them.
+/// What this store last committed: the state, and the exact text of the file it wrote.
 ///
-/// A commit must read the file fresh under the lock, but when those bytes are exactly the ones we
-/// wrote, parsing them again would only rebuild `state`; and a release the transaction did not
-/// change serializes to the text it already has. Parsing and serializing dominate a commit of a
-/// large history (they grow with the file, while a transaction usually changes one release), so
-/// skipping them keeps a commit close to the cost of writing the file. Nothing here is trusted
-/// without that byte-for-byte comparison, so a file changed by anyone else is parsed as usual.
+/// A commit must read the file fresh under the lock, but when the file holds exactly the text we
+/// wrote, parsing it again would only rebuild `state`; and a release the transaction did not
+/// change (still the same `Arc`, see [`State::releases`]) serializes to the text it already has.
+/// Parsing, comparing and serializing grow with the history while a transaction usually changes
+/// one release, so skipping them keeps a commit close to the cost of writing the file. Nothing
+/// here is trusted without the byte-for-byte comparison with the file, so a file changed by
+/// anyone else is parsed as usual.
 struct Snapshot {
-    bytes: Vec<u8>,
     state: State,
-    /// `releases[i]`'s text in `bytes`, indented as it sits in the `releases` array.
-    release_text: Vec<Range<usize>>,
-    /// A second copy of `state`, equal to it, for the next transaction to change. Keeping one
-    /// ready (updated release by release, see [`Snapshot::into_spare`]) spares every commit a
-    /// clone and a drop of the whole history, which cost as much as the rest of it.
-    spare: Option<State>,
+    text: StateText,
 }
 
-impl Snapshot {
-    /// This snapshot's state, brought up to `now` (the state committed after it), as the spare
-    /// of the next snapshot. `reused[i]` says that `now.releases[i]` equals `releases[i]` here;
-    /// every other release is cloned from `now`.
-    fn into_spare(self, now: &State, reused: &[bool]) -> State {
-        let mut spare = self.state;
-        spare.format_version = now.format_version;
-        spare.lineage.clone_from(&now.lineage);
-        spare.serial = now.serial;
-        spare.last_release_id.clone_from(&now.last_release_id);
-        spare.extra.clone_from(&now.extra);
-        spare.releases.truncate(now.releases.len());
-        for (i, release) in now.releases.iter().enumerate() {
-            if reused.get(i).copied().unwrap_or(false) {
-                continue;
-            }
-            match spare.releases.get_mut(i) {
-                Some(slot) => *slot = release.clone(),
-                None => spare.releases.push(release.clone()),
-            }
-        }
-        spare
+/// A serialized state, kept in the pieces it is written from: `head`, each release's text in
+/// order, then `tail`. Concatenated, the pieces are byte for byte what
+/// `serde_json::to_vec_pretty(state)` writes, plus a newline.
+struct StateText {
+    /// Everything before the first release, up to and including the `[` of `"releases": [`.
+    head: Vec<u8>,
+    /// `releases[i]`'s text, indented as it sits in the array and preceded by its separator
+    /// `,\n    `. The first release is written without that comma (see [`StateText::pieces`]).
+    releases: Vec<Vec<u8>>,
+    /// Everything after the last release, from the `]` to the final newline.
+    tail: Vec<u8>,
+}
+
+impl StateText {
+    /// The file's bytes, in order.
+    fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        // The first release has no comma before it.
+        let first = self.releases.first().map(|text| &text[1..]);
+        let rest = self.releases.iter().skip(1).map(Vec::as_slice);
+        std::iter::once(&self.head[..])
+            .chain(first)
+            .chain(rest)
+            .chain(std::iter::once(&self.tail[..]))
     }
-}
 
-/// A serialized state: the file's bytes, where each release's text is, and which releases were
-/// reused unchanged from the previous snapshot.
-struct Serialized {
-    bytes: Vec<u8>,
-    release_text: Vec<Range<usize>>,
-    reused: Vec<bool>,
+    /// The file's length in bytes.
+    fn len(&self) -> usize {
+        self.pieces().map(<[u8]>::len).sum()
+    }
 }
 
 /// Whether a transaction's closure changed anything worth committing.
@@ -232,9 +223,9 @@ impl FileStore {
     }
 
     /// Whether the state file exists and holds exactly `expected`: read a chunk at a time and
-    /// compared as it is read, which costs less than reading a large file whole and comparing
-    /// it after (the chunk stays in the CPU cache).
-    fn file_holds(&self, dir: &Dir, expected: &[u8]) -> anyhow::Result<bool> {
+    /// compared with the pieces as it is read, which costs less than reading a large file whole
+    /// and comparing it after (the chunk stays in the CPU cache).
+    fn file_holds(&self, dir: &Dir, expected: &StateText) -> anyhow::Result<bool> {
         let read_error = |e: io::Error| {
             StateError::new(format!(
                 "cannot read state file {}: {e}",
@@ -249,8 +240,10 @@ impl FileStore {
         if file.metadata().map_err(read_error)?.len() != expected.len() as u64 {
             return Ok(false);
         }
+        let mut pieces = expected.pieces();
+        // What is left of the piece being compared.
+        let mut piece: &[u8] = &[];
         let mut chunk = vec![0u8; 1 << 20];
-        let mut at = 0;
         loop {
             let n = match file.read(&mut chunk) {
                 Ok(n) => n,
@@ -258,12 +251,24 @@ impl FileStore {
                 Err(e) => return Err(read_error(e).into()),
             };
             if n == 0 {
-                return Ok(at == expected.len());
+                return Ok(piece.is_empty() && pieces.all(<[u8]>::is_empty));
             }
-            if expected.get(at..at + n) != Some(&chunk[..n]) {
-                return Ok(false);
+            let mut read = &chunk[..n];
+            while !read.is_empty() {
+                if piece.is_empty() {
+                    match pieces.next() {
+                        Some(next) => piece = next,
+                        None => return Ok(false),
+                    }
+                    continue;
+                }
+                let k = read.len().min(piece.len());
+                if read[..k] != piece[..k] {
+                    return Ok(false);
+                }
+                read = &read[k..];
+                piece = &piece[k..];
             }
-            at += n;
         }
     }
 
@@ -308,32 +313,26 @@ impl FileStore {
         // The lock is released when `lock` is closed at the end of this function, whatever
         // path we leave by.
         // Taken, not borrowed: another thread of this process committing at the same time finds
-        // none and takes the ordinary path; every error below simply drops it.
+        // none and takes the ordinary path; an error below simply drops it.
         let snapshot = self.last_commit.lock().ok().and_then(|mut s| s.take());
-        let mut snapshot = match snapshot {
-            Some(snapshot) if self.file_holds(dir, &snapshot.bytes)? => Some(snapshot),
+        let snapshot = match snapshot {
+            Some(snapshot) if self.file_holds(dir, &snapshot.text)? => Some(snapshot),
             _ => None,
         };
-        let previous = match snapshot {
-            Some(_) => None,
-            None => self.read_bytes(dir)?,
-        };
-        let exists = snapshot.is_some() || previous.is_some();
-        let mut state = match (&previous, &mut snapshot) {
-            (_, Some(snapshot)) => match snapshot.spare.take() {
-                Some(spare) => spare,
-                None => snapshot.state.clone(),
+        let (mut state, exists) = match &snapshot {
+            // Copies pointers: the releases stay shared until the closure changes one.
+            Some(snapshot) => (snapshot.state.clone(), true),
+            None => match self.read_bytes(dir)? {
+                Some(bytes) => (self.parse(&bytes)?, true),
+                None => (State::default(), false),
             },
-            (Some(bytes), None) => self.parse(bytes)?,
-            (None, None) => State::default(),
         };
-        if !f(&mut state)? {
-            // Nothing changed, so `state` is still equal to the snapshot's: keep both.
-            if let (Some(mut snapshot), Ok(mut slot)) = (snapshot, self.last_commit.lock()) {
-                snapshot.spare = Some(state);
-                *slot = Some(snapshot);
-            }
-            return Ok(());
+        let changed = f(&mut state);
+        if !matches!(changed, Ok(true)) {
+            // Nothing is written, and the closure could not change the snapshot's releases
+            // (it changed copies), so the snapshot still describes the file.
+            self.remember(snapshot);
+            return changed.map(drop);
         }
         state.validate().map_err(|e| {
             StateError::new(format!(
@@ -346,25 +345,24 @@ impl FileStore {
             state.lineage = Some(uuid::Uuid::new_v4().to_string());
         }
         state.serial += 1;
-        let serialized = serialize_state(&mut state, snapshot.as_ref())?;
-        self.replace_file(dir, &serialized.bytes, exists)?;
-        let spare = snapshot.map(|s| s.into_spare(&state, &serialized.reused));
-        if let Ok(mut slot) = self.last_commit.lock() {
-            *slot = Some(Snapshot {
-                bytes: serialized.bytes,
-                state,
-                release_text: serialized.release_text,
-                spare,
-            });
-        }
+        let text = serialize_state(&mut state, snapshot)?;
+        self.replace_file(dir, &text, exists)?;
+        self.remember(Some(Snapshot { state, text }));
         drop(lock);
         Ok(())
     }
 
-    /// Write `bytes` to a temp file, fsync it, keep the current file as `.bak`, rename the temp
+    /// Keep `snapshot` (if any) as what the file holds, for the next commit.
+    fn remember(&self, snapshot: Option<Snapshot>) {
+        if let (Some(snapshot), Ok(mut slot)) = (snapshot, self.last_commit.lock()) {
+            *slot = Some(snapshot);
+        }
+    }
+
+    /// Write `text` to a temp file, fsync it, keep the current file as `.bak`, rename the temp
     /// file over the state file and fsync the directory. Until the rename the old file is
     /// untouched, so a failure (or a crash) anywhere leaves either the old or the new version.
-    fn replace_file(&self, dir: &Dir, bytes: &[u8], has_previous: bool) -> anyhow::Result<()> {
+    fn replace_file(&self, dir: &Dir, text: &StateText, has_previous: bool) -> anyhow::Result<()> {
         let tmp_name = format!("{}.tmp", self.name);
         // A temp file left by a crashed writer is garbage: we hold the lock, nobody else is
         // writing it. Removing it first also means create_new never follows a planted symlink.
@@ -375,7 +373,7 @@ impl FileStore {
                 &tmp_name,
                 OpenOptions::new().write(true).create_new(true).mode(0o600),
             )?;
-            tmp.write_all(bytes)?;
+            write_all_pieces(&mut tmp, text.pieces())?;
             tmp.sync_all()
         };
         if let Err(e) = write_tmp() {
@@ -579,11 +577,36 @@ fn remove_if_present(dir: &Dir, name: &str) -> io::Result<()> {
     }
 }
 
+/// Write every piece in order, handing many to each `writev` call, so a long history goes to
+/// the file straight from the pieces it is kept in instead of being copied into one buffer.
+fn write_all_pieces<'a>(
+    out: &mut impl Write,
+    pieces: impl Iterator<Item = &'a [u8]>,
+) -> io::Result<()> {
+    // Linux's IOV_MAX: more buffers than this in one call is an error.
+    const MAX_BUFFERS: usize = 1024;
+    let mut buffers: Vec<IoSlice<'_>> = pieces
+        .filter(|piece| !piece.is_empty())
+        .map(IoSlice::new)
+        .collect();
+    let mut rest = &mut buffers[..];
+    while !rest.is_empty() {
+        let batch = rest.len().min(MAX_BUFFERS);
+        match out.write_vectored(&rest[..batch]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The state as pretty-printed JSON plus a newline, byte for byte what
-/// `serde_json::to_vec_pretty(state)` writes, and where each release's text sits in it. A release
-/// equal to the same release in `previous` (same position, same id, same fields, timestamps
-/// written the same way) reuses its text from there instead of being serialized again.
-fn serialize_state(state: &mut State, previous: Option<&Snapshot>) -> anyhow::Result<Serialized> {
+/// `serde_json::to_vec_pretty(state)` writes, in pieces. A release that is still the very `Arc`
+/// at the same position in `previous` (the transaction did not change it, see
+/// [`State::releases`]) takes its text from there instead of being serialized again.
+fn serialize_state(state: &mut State, previous: Option<Snapshot>) -> anyhow::Result<StateText> {
     // Everything but the releases, with an empty array to fill in.
     let releases = std::mem::take(&mut state.releases);
     let frame = serde_json::to_vec_pretty(&*state);
@@ -595,82 +618,46 @@ fn serialize_state(state: &mut State, previous: Option<&Snapshot>) -> anyhow::Re
     let Some(at) = frame.windows(EMPTY.len()).position(|w| w == EMPTY) else {
         anyhow::bail!("serializing the state: no releases array in the document");
     };
-    let open = at + EMPTY.len() - 1; // the `]` of `[]`
-    let mut bytes = Vec::with_capacity(previous.map_or(frame.len(), |p| p.bytes.len() + 4096));
-    bytes.extend_from_slice(&frame[..open]);
-    let mut ranges = Vec::with_capacity(state.releases.len());
-    let reused = match previous {
-        Some(previous) => unchanged_releases(previous, &state.releases),
-        None => vec![false; state.releases.len()],
+    let close = at + EMPTY.len() - 1; // the `]` of `[]`
+    let (before, mut before_text) = match previous {
+        Some(previous) => (previous.state.releases, previous.text.releases),
+        None => (Vec::new(), Vec::new()),
     };
+    let mut texts = Vec::with_capacity(state.releases.len());
     for (i, release) in state.releases.iter().enumerate() {
-        bytes.extend_from_slice(if i == 0 { b"\n    " } else { b",\n    " });
-        let start = bytes.len();
-        let unchanged = previous
-            .filter(|_| reused[i])
-            .map(|p| &p.bytes[p.release_text[i].clone()]);
-        match unchanged {
-            Some(text) => bytes.extend_from_slice(text),
-            None => {
-                let text = serde_json::to_vec_pretty(release).context("serializing a release")?;
-                // One level deeper than a document of its own: two more indents per line.
-                for (n, line) in text.split(|b| *b == b'\n').enumerate() {
-                    if n > 0 {
-                        bytes.extend_from_slice(b"\n    ");
-                    }
-                    bytes.extend_from_slice(line);
-                }
-            }
+        let unchanged = before.get(i).is_some_and(|b| Arc::ptr_eq(b, release));
+        match before_text.get_mut(i).filter(|_| unchanged) {
+            Some(text) => texts.push(std::mem::take(text)),
+            None => texts.push(release_text(release)?),
         }
-        ranges.push(start..bytes.len());
     }
-    if !state.releases.is_empty() {
-        bytes.extend_from_slice(b"\n  ");
+    let mut tail = Vec::with_capacity(frame.len() - close + 4);
+    if !texts.is_empty() {
+        tail.extend_from_slice(b"\n  ");
     }
-    bytes.extend_from_slice(&frame[open..]);
-    bytes.push(b'\n');
-    Ok(Serialized {
-        bytes,
-        release_text: ranges,
-        reused,
+    tail.extend_from_slice(&frame[close..]);
+    tail.push(b'\n');
+    Ok(StateText {
+        head: frame[..close].to_vec(),
+        releases: texts,
+        tail,
     })
 }
 
-/// Which of `releases` are unchanged since `previous`, index by index: equal to the release at
-/// the same index there (timestamps compare as instants, so their text must match too).
-///
-/// This walks every field of two separately allocated copies of the history and is bound by
-/// memory latency, so a long history is compared on two threads: at 10,000 releases it was a
-/// third of a commit on one (docs/performance.md, "Release state").
-fn unchanged_releases(previous: &Snapshot, releases: &[Release]) -> Vec<bool> {
-    const SPLIT_FROM: usize = 256;
-    let unchanged = |i: usize, release: &Release| {
-        previous.release_text.get(i).is_some()
-            && previous.state.releases.get(i).is_some_and(|before| {
-                before.timestamp.as_str() == release.timestamp.as_str() && before == release
-            })
-    };
-    let compare = |first: usize, part: &[Release]| -> Vec<bool> {
-        part.iter()
-            .enumerate()
-            .map(|(i, release)| unchanged(first + i, release))
-            .collect()
-    };
-    if releases.len() < SPLIT_FROM {
-        return compare(0, releases);
-    }
-    let mid = releases.len() / 2;
-    let (front, back) = releases.split_at(mid);
-    std::thread::scope(|scope| {
-        let spawned = std::thread::Builder::new().spawn_scoped(scope, || compare(mid, back));
-        let mut flags = compare(0, front);
-        match spawned.map(|handle| handle.join()) {
-            Ok(Ok(back_flags)) => flags.extend(back_flags),
-            // No second thread (or it failed): compare the rest here.
-            _ => flags.extend(compare(mid, back)),
+/// One release's text as it sits in the `releases` array, preceded by its separator: one level
+/// deeper than a document of its own, so two more spaces of indent on every line.
+fn release_text(release: &Release) -> anyhow::Result<Vec<u8>> {
+    let own = serde_json::to_vec_pretty(release).context("serializing a release")?;
+    let lines = own.iter().filter(|b| **b == b'\n').count();
+    let mut text = Vec::with_capacity(own.len() + 6 + 4 * lines);
+    text.extend_from_slice(b",\n    ");
+    for (n, line) in own.split(|b| *b == b'\n').enumerate() {
+        if n > 0 {
+            text.extend_from_slice(b"\n    ");
         }
-        flags
-    })
+        text.extend_from_slice(line);
+    }
+    Ok(text)
 }
 
 /// Environment names become file names under `leases/`, so only the manifest's shape
@@ -893,14 +880,13 @@ mod tests {
         bytes
     }
 
+    fn concat(text: &StateText) -> Vec<u8> {
+        text.pieces().flatten().copied().collect()
+    }
+
     fn snapshot_of(mut state: State) -> Snapshot {
-        let serialized = serialize_state(&mut state, None).unwrap();
-        Snapshot {
-            bytes: serialized.bytes,
-            spare: Some(state.clone()),
-            state,
-            release_text: serialized.release_text,
-        }
+        let text = serialize_state(&mut state, None).unwrap();
+        Snapshot { state, text }
     }
 
     fn sample() -> State {
@@ -925,21 +911,17 @@ mod tests {
     fn serialized_state_is_exactly_serde_jsons_pretty_form() {
         for state in [State::default(), sample()] {
             let mut copy = state.clone();
-            let Serialized {
-                bytes,
-                release_text: ranges,
-                reused,
-            } = serialize_state(&mut copy, None).unwrap();
-            assert!(reused.iter().all(|r| !r));
+            let text = serialize_state(&mut copy, None).unwrap();
             assert_eq!(
-                String::from_utf8(bytes.clone()).unwrap(),
+                String::from_utf8(concat(&text)).unwrap(),
                 String::from_utf8(plain(&state)).unwrap()
             );
+            assert_eq!(text.len(), plain(&state).len());
             assert_eq!(copy, state);
-            assert_eq!(ranges.len(), state.releases.len());
-            for (range, release) in ranges.iter().zip(&state.releases) {
-                let text: Release = serde_json::from_slice(&bytes[range.clone()]).unwrap();
-                assert_eq!(&text, release);
+            assert_eq!(text.releases.len(), state.releases.len());
+            for (piece, release) in text.releases.iter().zip(&state.releases) {
+                let parsed: Release = serde_json::from_slice(&piece[1..]).unwrap();
+                assert_eq!(&parsed, &**release);
             }
         }
     }
@@ -947,24 +929,28 @@ mod tests {
     #[test]
     fn reused_release_text_matches_a_full_serialization_after_any_change() {
         type Change = fn(&mut State);
-        let changes: [(&str, Change); 7] = [
+        let changes: [(&str, Change); 8] = [
             ("nothing", |_| {}),
             ("one phase", |s| {
-                s.releases[1]
+                Arc::make_mut(&mut s.releases[1])
                     .phases
                     .insert("push".into(), PhaseStatus::Running);
             }),
             ("a release added", |s| {
-                let mut r = s.releases[2].clone();
+                let mut r = (*s.releases[2]).clone();
                 r.id = ReleaseId::parse("rel-20261125-060000003").unwrap();
-                s.releases.push(r);
+                s.releases.push(Arc::new(r));
             }),
             ("a release removed", |s| {
                 s.releases.remove(0);
             }),
             ("releases reordered", |s| s.releases.swap(0, 2)),
+            ("a release replaced by an equal copy", |s| {
+                s.releases[1] = Arc::new((*s.releases[1]).clone());
+            }),
             ("the same instant written another way", |s| {
-                s.releases[0].timestamp = Timestamp::parse("2026-11-25T06:00:00Z").unwrap();
+                Arc::make_mut(&mut s.releases[0]).timestamp =
+                    Timestamp::parse("2026-11-25T06:00:00Z").unwrap();
             }),
             ("top-level fields", |s| {
                 s.serial += 1;
@@ -973,19 +959,15 @@ mod tests {
             }),
         ];
         for (what, change) in changes {
-            let mut previous = snapshot_of(sample());
-            let mut state = previous.spare.take().unwrap();
+            let previous = snapshot_of(sample());
+            let mut state = previous.state.clone();
             change(&mut state);
-            let serialized = serialize_state(&mut state, Some(&previous)).unwrap();
+            let text = serialize_state(&mut state, Some(previous)).unwrap();
             assert_eq!(
-                String::from_utf8(serialized.bytes).unwrap(),
+                String::from_utf8(concat(&text)).unwrap(),
                 String::from_utf8(plain(&state)).unwrap(),
                 "after {what}"
             );
-            // The next spare is exactly the committed state, down to how timestamps are written.
-            let spare = previous.into_spare(&state, &serialized.reused);
-            assert_eq!(plain(&spare), plain(&state), "spare after {what}");
-            assert_eq!(spare, state, "spare after {what}");
         }
     }
 
@@ -993,47 +975,84 @@ mod tests {
     fn only_changed_releases_are_serialized_again() {
         let mut previous = snapshot_of(sample());
         // Mark every release's stored text, so reused text can be told from fresh text.
-        for range in previous.release_text.clone() {
-            let text = &mut previous.bytes[range];
+        for text in &mut previous.text.releases {
             let at = text.windows(9).position(|w| w == b"\"version\"").unwrap();
             text[at + 1] = b'V';
         }
         let mut state = previous.state.clone();
-        state.releases[1]
+        state
+            .get_mut("rel-20261125-060000001")
+            .unwrap()
             .phases
             .insert("push".into(), PhaseStatus::Running);
-        let serialized = serialize_state(&mut state, Some(&previous)).unwrap();
-        assert_eq!(serialized.reused, [true, false, true]);
-        let text = String::from_utf8(serialized.bytes).unwrap();
+        let text = String::from_utf8(concat(
+            &serialize_state(&mut state, Some(previous)).unwrap(),
+        ))
+        .unwrap();
         assert_eq!(text.matches("\"Version\"").count(), 2, "{text}");
         assert_eq!(text.matches("\"version\"").count(), 1, "{text}");
     }
 
     #[test]
-    fn a_long_history_is_compared_in_two_halves_with_the_same_result() {
-        // Past the split threshold, with changes on both sides of the middle.
-        let template = sample().releases[1].clone();
+    fn a_file_is_only_taken_for_the_last_commit_when_every_byte_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("releases.json");
+        let store = FileStore::open(path.clone()).unwrap();
+        let cap_dir = Dir::open_ambient_dir(dir.path(), ambient_authority()).unwrap();
+        let snapshot = snapshot_of(sample());
+        let exact = concat(&snapshot.text);
+        assert!(
+            !store.file_holds(&cap_dir, &snapshot.text).unwrap(),
+            "no file"
+        );
+        std::fs::write(&path, &exact).unwrap();
+        assert!(store.file_holds(&cap_dir, &snapshot.text).unwrap());
+        // One byte changed inside a release's text, in the head, and in the tail.
+        let inside = snapshot.text.head.len() + snapshot.text.releases[0].len() + 20;
+        for at in [inside, 3, exact.len() - 3] {
+            let mut changed = exact.clone();
+            changed[at] ^= 0x20;
+            std::fs::write(&path, &changed).unwrap();
+            assert!(
+                !store.file_holds(&cap_dir, &snapshot.text).unwrap(),
+                "byte {at}"
+            );
+        }
+        for wrong_length in [&exact[..exact.len() - 1], &[&exact[..], b" "].concat()[..]] {
+            std::fs::write(&path, wrong_length).unwrap();
+            assert!(!store.file_holds(&cap_dir, &snapshot.text).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_history_longer_than_one_read_chunk_is_compared_and_written_whole() {
+        // Over 1 MiB and over 1,024 pieces: several reads, and several writev calls.
+        let template = (*sample().releases[1]).clone();
         let mut state = sample();
         state.releases.clear();
-        for i in 0..4_001u32 {
+        for i in 0..3_000u32 {
             let mut r = template.clone();
             r.id =
                 ReleaseId::parse(&format!("rel-20261125-{:06}{:03}", i / 1000, i % 1000)).unwrap();
-            state.releases.push(r);
+            r.version = format!("v{i}-{}", "x".repeat(400));
+            state.releases.push(Arc::new(r));
         }
-        let mut previous = snapshot_of(state);
-        let mut state = previous.spare.take().unwrap();
-        for i in [0, 1_999, 2_000, 2_001, 4_000] {
-            state.releases[i]
-                .phases
-                .insert("push".into(), PhaseStatus::Failed);
-        }
-        let serialized = serialize_state(&mut state, Some(&previous)).unwrap();
-        let changed: Vec<usize> = (0..serialized.reused.len())
-            .filter(|i| !serialized.reused[*i])
-            .collect();
-        assert_eq!(changed, [0, 1_999, 2_000, 2_001, 4_000]);
-        assert_eq!(serialized.bytes, plain(&state));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("releases.json");
+        let cap_dir = Dir::open_ambient_dir(dir.path(), ambient_authority()).unwrap();
+        let store = FileStore::open(path.clone()).unwrap();
+        let snapshot = snapshot_of(state.clone());
+        assert!(snapshot.text.len() > 1 << 20);
+        let mut file = std::fs::File::create(&path).unwrap();
+        write_all_pieces(&mut file, snapshot.text.pieces()).unwrap();
+        drop(file);
+        assert_eq!(std::fs::read(&path).unwrap(), plain(&state));
+        assert!(store.file_holds(&cap_dir, &snapshot.text).unwrap());
+        let mut bytes = plain(&state);
+        let last = bytes.len() - 10;
+        bytes[last] = b'#';
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(!store.file_holds(&cap_dir, &snapshot.text).unwrap());
     }
 
     #[test]
@@ -1046,33 +1065,33 @@ mod tests {
         // Applied in turn to the store and to a model of what the file must hold.
         let steps: [fn(&mut State); 8] = [
             |s| {
-                s.releases[1]
+                Arc::make_mut(&mut s.releases[1])
                     .phases
                     .insert("push".into(), PhaseStatus::Running);
             },
             |s| {
-                s.releases[1]
+                Arc::make_mut(&mut s.releases[1])
                     .phases
                     .insert("push".into(), PhaseStatus::Completed);
             },
             |s| {
-                let mut r = s.releases[2].clone();
+                let mut r = (*s.releases[2]).clone();
                 r.id = ReleaseId::parse("rel-20261125-060000009").unwrap();
-                s.releases.push(r);
+                s.releases.push(Arc::new(r));
             },
             |s| {
                 s.releases.remove(0);
             },
             |s| s.releases.swap(0, 1),
             |s| {
-                s.releases[2].timestamp =
+                Arc::make_mut(&mut s.releases[2]).timestamp =
                     Timestamp::parse("2026-11-25T08:00:00.002+02:00").unwrap();
             },
             |s| {
                 s.extra.insert("note".into(), "kept".into());
             },
             |s| {
-                s.releases[0].version = "v9".into();
+                Arc::make_mut(&mut s.releases[0]).version = "v9".into();
             },
         ];
         let mut model = sample();
@@ -1096,8 +1115,21 @@ mod tests {
             );
             // A transaction that changes nothing through the lease's path keeps the snapshot.
             store.commit_with(&mut |_| Ok(false)).unwrap();
+            // So does one that changes every release and then fails: nothing of it may reach
+            // the file, now or through the next commit's reused text.
+            let failed = store.transact_dyn(&mut |s| {
+                for release in &mut s.releases {
+                    Arc::make_mut(release).version = "never committed".into();
+                }
+                anyhow::bail!("the closure failed")
+            });
+            assert_eq!(failed.unwrap_err().to_string(), "the closure failed");
+            assert!(store.last_commit.lock().unwrap().is_some(), "step {i}");
         }
         assert_eq!(store.read().unwrap(), model);
+        assert!(!String::from_utf8(std::fs::read(&path).unwrap())
+            .unwrap()
+            .contains("never committed"));
     }
 
     #[test]

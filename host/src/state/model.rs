@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -41,8 +42,12 @@ pub struct State {
     /// The highest release id ever issued, so ids are never reused even if releases are removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_release_id: Option<ReleaseId>,
+    /// The history, each release shared copy-on-write: cloning a `State` copies pointers, and a
+    /// release is only copied when it is changed (`Arc::make_mut`, as [`State::get_mut`] does).
+    /// So after a transaction, a release that still points where it did before is unchanged,
+    /// which a backend learns without comparing it field by field.
     #[serde(default)]
-    pub releases: Vec<Release>,
+    pub releases: Vec<Arc<Release>>,
     /// Fields we do not know, kept verbatim.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

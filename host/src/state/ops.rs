@@ -2,6 +2,7 @@
 //! uses these, so the rules live in one place and are unit-tested without I/O.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use time::OffsetDateTime;
 
@@ -10,11 +11,19 @@ use super::model::*;
 impl State {
     /// The release with `id`, in any environment.
     pub fn get(&self, id: &str) -> Option<&Release> {
-        self.releases.iter().find(|r| r.id.as_str() == id)
+        self.releases
+            .iter()
+            .map(|r| &**r)
+            .find(|r| r.id.as_str() == id)
     }
 
+    /// The release with `id`, to change: copied first if anything else shares it (see
+    /// [`State::releases`]).
     pub fn get_mut(&mut self, id: &str) -> Option<&mut Release> {
-        self.releases.iter_mut().find(|r| r.id.as_str() == id)
+        self.releases
+            .iter_mut()
+            .find(|r| r.id.as_str() == id)
+            .map(Arc::make_mut)
     }
 
     /// `env`'s releases, newest first: timestamp descending, then id descending.
@@ -22,6 +31,7 @@ impl State {
         let mut out: Vec<&Release> = self
             .releases
             .iter()
+            .map(|r| &**r)
             .filter(|r| r.environment == env)
             .collect();
         out.sort_by(|a, b| newest_first(a, b));
@@ -30,7 +40,7 @@ impl State {
 
     /// Every release, grouped by environment (ascending), newest first within each.
     pub fn list_all(&self) -> Vec<&Release> {
-        let mut out: Vec<&Release> = self.releases.iter().collect();
+        let mut out: Vec<&Release> = self.releases.iter().map(|r| &**r).collect();
         out.sort_by(|a, b| {
             a.environment
                 .cmp(&b.environment)
@@ -58,7 +68,7 @@ impl State {
     ) -> &mut Release {
         let id = self.allocate_release_id(now);
         let previous_id = self.current(env).map(|r| r.id.clone());
-        self.releases.push(Release {
+        self.releases.push(Arc::new(Release {
             id,
             environment: env.to_string(),
             version: version.to_string(),
@@ -74,8 +84,8 @@ impl State {
             pipeline: Vec::new(),
             phase_details: Default::default(),
             extra: Default::default(),
-        });
-        self.releases.last_mut().expect("just pushed")
+        }));
+        Arc::make_mut(self.releases.last_mut().expect("just pushed"))
     }
 
     /// A new release id for a release created at `now`: the id of `now`, or, if that is not
@@ -106,14 +116,16 @@ impl State {
     pub fn recover_interrupted(&mut self, env: &str) -> Vec<ReleaseId> {
         let now = Timestamp::now();
         let mut changed = Vec::new();
-        for release in self.releases.iter_mut().filter(|r| r.environment == env) {
-            let order = release.phase_order();
+        for shared in self.releases.iter_mut().filter(|r| r.environment == env) {
+            let order = shared.phase_order();
             let Some(first_running) = order
                 .iter()
-                .position(|p| release.status_of(p) == PhaseStatus::Running)
+                .position(|p| shared.status_of(p) == PhaseStatus::Running)
             else {
                 continue;
             };
+            // Copied only now that it changes, so untouched releases stay shared.
+            let release = Arc::make_mut(shared);
             for (i, phase) in order.iter().enumerate() {
                 let status = release.status_of(phase);
                 if i == first_running {
@@ -171,8 +183,8 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn release(id: &str, env: &str, ts: &str, phases: &[(&str, PhaseStatus)]) -> Release {
-        Release {
+    fn release(id: &str, env: &str, ts: &str, phases: &[(&str, PhaseStatus)]) -> Arc<Release> {
+        Arc::new(Release {
             id: ReleaseId::parse(id).unwrap(),
             environment: env.into(),
             version: "v1".into(),
@@ -188,7 +200,7 @@ mod tests {
             pipeline: Vec::new(),
             phase_details: BTreeMap::new(),
             extra: Default::default(),
-        }
+        })
     }
 
     #[test]

@@ -553,7 +553,7 @@ impl PgStore {
             let record: Value = row.get(1);
             let release: Release = serde_json::from_value(record)
                 .map_err(|e| corrupt(format!("release {id}: {e}")))?;
-            releases.push(release);
+            releases.push(Arc::new(release));
         }
         Ok(State {
             format_version,
@@ -805,7 +805,7 @@ fn write_changes(
     before: &State,
     after: &State,
 ) -> Result<(), postgres::Error> {
-    let old: HashMap<&str, (usize, &Release)> = before
+    let old: HashMap<&str, (usize, &Arc<Release>)> = before
         .releases
         .iter()
         .enumerate()
@@ -818,7 +818,8 @@ fn write_changes(
     }
     for (i, release) in after.releases.iter().enumerate() {
         if let Some((j, previous)) = old.get(release.id.as_str()) {
-            if *j == i && *previous == release {
+            // Still the same shared release (see `State::releases`), or equal to it.
+            if *j == i && (Arc::ptr_eq(previous, release) || *previous == release) {
                 continue;
             }
         }

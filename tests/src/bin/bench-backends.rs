@@ -8,6 +8,7 @@
 
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Instant;
 
 use stagecraft::state::{
@@ -72,7 +73,7 @@ fn preload(spec: &str, n: usize) {
         .transact(|state| {
             for i in 0..n {
                 append(state, if i % 2 == 0 { "prod" } else { "staging" });
-                let last = state.releases.last_mut().unwrap();
+                let last = Arc::make_mut(state.releases.last_mut().unwrap());
                 for status in last.phases.values_mut() {
                     *status = PhaseStatus::Completed;
                 }

@@ -128,7 +128,7 @@ fn seed(state: &mut State, count: usize) {
                 },
             );
         }
-        state.releases.push(release);
+        state.releases.push(release.into());
     }
 }
 

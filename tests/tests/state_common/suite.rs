@@ -91,7 +91,7 @@ fn add(store: &dyn StateStore, id: &str, env: &str) {
     store
         .transact(|s| {
             s.releases
-                .push(release(id, env, "v1", &all(PhaseStatus::Pending)));
+                .push(release(id, env, "v1", &all(PhaseStatus::Pending)).into());
             Ok(())
         })
         .unwrap();
@@ -382,7 +382,7 @@ pub fn a_sigkilled_holder_frees_the_lease_and_is_recovered(backend: &dyn Backend
                 &all(PhaseStatus::Pending),
             );
             r.phases.insert("build".into(), PhaseStatus::Running);
-            s.releases.push(r);
+            s.releases.push(r.into());
             Ok(())
         })
         .unwrap();
