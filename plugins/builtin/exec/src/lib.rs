@@ -34,7 +34,7 @@ impl Phase for Exec {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let shown = words.join(" ");
         log::info(&format!("running {shown}"));
-        let out = exec(program, &args).map_err(|reason| Error::new(reason))?;
+        let out = exec(program, &args).map_err(Error::new)?;
         for line in out.stdout.lines() {
             log::info(line);
         }
