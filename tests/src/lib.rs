@@ -1,6 +1,7 @@
 //! Shared harness for the end-to-end tests: locate the built `stagecraft` binary, make temporary
 //! projects, run commands and capture their output.
 
+pub mod bench;
 pub mod pg;
 
 use std::path::{Path, PathBuf};
@@ -8,16 +9,17 @@ use std::process::{Command, Output};
 
 /// The `stagecraft` binary built by this same `cargo test` run (target/<profile>/stagecraft).
 ///
-/// `cargo test` builds it because the `stagecraft` package has integration tests; the check
-/// below catches a stale binary left by a partial build (it must be at least as new as this
-/// test executable's copy of the library).
+/// `cargo test` builds it because the `stagecraft` package has integration tests; a benchmark
+/// binary needs `cargo build -p stagecraft` first, which the message below says.
 pub fn stagecraft_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test>-<hash>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
+    // Tests run as target/<profile>/deps/<test>-<hash>, benchmarks as target/<profile>/<bench>.
+    let dir = exe.parent().expect("the executable's directory");
+    let profile_dir = if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>")
+    } else {
+        dir
+    };
     let bin = profile_dir.join(format!("stagecraft{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.exists(),

@@ -7,7 +7,10 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use stagecraft_tests::bench::{fsync_floor, median, ms, time};
+use stagecraft_tests::stagecraft_bin;
 
 const ROUNDS: usize = 40;
 const PHASES: [&str; 6] = [
@@ -72,9 +75,9 @@ fn main() {
         }));
     }
 
-    let deploy_ms = median(&mut deploys);
-    let floor_ms = median(&mut floors);
-    let spawn_ms = median(&mut spawns);
+    let deploy_ms = ms(median(&mut deploys));
+    let floor_ms = ms(median(&mut floors));
+    let spawn_ms = ms(median(&mut spawns));
     let process_ms = process_start(&bin);
     println!("Six-phase builtin:noop deploy, median of {ROUNDS} runs (state file {size} bytes at the end)\n");
     println!("| what | median | ratio to the deploy |");
@@ -97,21 +100,6 @@ fn main() {
     let _ = std::io::stdout().flush();
 }
 
-fn time(f: impl FnOnce()) -> Duration {
-    let t = Instant::now();
-    f();
-    t.elapsed()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(v: &mut [Duration]) -> f64 {
-    v.sort();
-    ms(v[v.len() / 2])
-}
-
 fn process_start(bin: &Path) -> f64 {
     let mut v: Vec<Duration> = (0..ROUNDS)
         .map(|_| {
@@ -125,26 +113,5 @@ fn process_start(bin: &Path) -> f64 {
             })
         })
         .collect();
-    median(&mut v)
-}
-
-/// What one durable commit of `payload` costs at minimum on this disk.
-fn fsync_floor(dir: &Path, payload: &[u8]) {
-    let tmp = dir.join("floor.tmp");
-    let mut f = std::fs::File::create(&tmp).unwrap();
-    f.write_all(payload).unwrap();
-    f.sync_all().unwrap();
-    std::fs::rename(&tmp, dir.join("floor.json")).unwrap();
-    std::fs::File::open(dir).unwrap().sync_all().unwrap();
-}
-
-fn stagecraft_bin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().join("stagecraft");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p stagecraft` first",
-        bin.display()
-    );
-    bin
+    ms(median(&mut v))
 }

@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use stagecraft::plugin::{
     Grants, Limits, NullSink, Operation, Outcome, PhaseContext, PluginHost, PluginSource,
     ReleaseInfo, Sandbox,
 };
+use stagecraft_tests::bench::{median, ms, timed};
 
 const COLD: usize = 10;
 const WARM: usize = 200;
@@ -91,11 +91,11 @@ fn main() {
         spawns.push(took);
     }
 
-    let cold = median(&mut cold);
-    let warm = median(&mut warm);
-    let run = median(&mut runs);
-    let thread = median(&mut threads);
-    let spawn = median(&mut spawns);
+    let cold = ms(median(&mut cold));
+    let warm = ms(median(&mut warm));
+    let run = ms(median(&mut runs));
+    let thread = ms(median(&mut threads));
+    let spawn = ms(median(&mut spawns));
     println!(
         "Built-in `noop` ({} KiB component), medians in one run\n",
         size / 1024
@@ -163,17 +163,6 @@ fn noop_wasm() -> PathBuf {
         path.display()
     );
     path
-}
-
-fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
-    let t = Instant::now();
-    let out = f();
-    (t.elapsed(), out)
-}
-
-fn median(v: &mut [Duration]) -> f64 {
-    v.sort();
-    v[v.len() / 2].as_secs_f64() * 1000.0
 }
 
 fn show(ms: f64) -> String {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use stagecraft::plugin::*;
+use stagecraft_tests::bench::median;
 use stagecraft_tests::{polyglot_plugin, wasm_plugins_dir};
 
 const WARM_LOADS: usize = 20;
@@ -260,11 +261,6 @@ fn deploy_twice(s: &Subject) -> (Duration, Duration) {
     let first = deploy("v1");
     let second = deploy("v2");
     (first, second)
-}
-
-fn median(samples: &mut [Duration]) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
 }
 
 fn ms(d: Duration) -> String {

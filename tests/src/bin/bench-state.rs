@@ -6,7 +6,7 @@
 //! Run: `cargo build -p stagecraft && cargo run -p stagecraft-tests --bin bench-state`
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,8 @@ use stagecraft::state::{
     FileStore, PhaseDetail, PhaseStatus, Release, State, StateStore, StateStoreExt,
     CANONICAL_PHASES,
 };
+use stagecraft_tests::bench::{fsync_floor, median, ms, time};
+use stagecraft_tests::stagecraft_bin;
 
 /// (releases in the file, commits measured, `releases list --json` runs measured)
 const SIZES: [(usize, usize, usize); 3] = [(10, 200, 40), (1_000, 100, 20), (10_000, 30, 10)];
@@ -67,17 +69,16 @@ fn main() {
             "every commit landed"
         );
 
-        let mut list_times: Vec<Duration> = (0..lists)
-            .map(|_| list_json(&bin, &path, count))
-            .collect();
+        let mut list_times: Vec<Duration> =
+            (0..lists).map(|_| list_json(&bin, &path, count)).collect();
 
-        let commit_ms = median(&mut commit_times);
-        let floor_ms = median(&mut floor_times);
+        let commit_ms = ms(median(&mut commit_times));
+        let floor_ms = ms(median(&mut floor_times));
         println!(
             "| {count} | {} | {commit_ms:.2} ms | {floor_ms:.2} ms | {:.2}x | {:.2} ms |",
             human_size(size),
             commit_ms / floor_ms,
-            median(&mut list_times)
+            ms(median(&mut list_times))
         );
         let _ = std::io::stdout().flush();
     }
@@ -150,42 +151,10 @@ fn list_json(bin: &Path, state_file: &Path, expected: usize) -> Duration {
     took
 }
 
-/// What one durable whole-file commit of `payload` costs at minimum on this disk.
-fn fsync_floor(dir: &Path, payload: &[u8]) {
-    let tmp = dir.join("floor.tmp");
-    let mut f = std::fs::File::create(&tmp).unwrap();
-    f.write_all(payload).unwrap();
-    f.sync_all().unwrap();
-    std::fs::rename(&tmp, dir.join("floor.json")).unwrap();
-    std::fs::File::open(dir).unwrap().sync_all().unwrap();
-}
-
-fn time(f: impl FnOnce()) -> Duration {
-    let t = Instant::now();
-    f();
-    t.elapsed()
-}
-
-fn median(v: &mut [Duration]) -> f64 {
-    v.sort();
-    v[v.len() / 2].as_secs_f64() * 1000.0
-}
-
 fn human_size(bytes: u64) -> String {
     if bytes >= 1 << 20 {
         format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
     } else {
         format!("{:.0} KiB", (bytes as f64 / 1024.0).max(1.0))
     }
-}
-
-fn stagecraft_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().join("stagecraft");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p stagecraft` first",
-        bin.display()
-    );
-    bin
 }
