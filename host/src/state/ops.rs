@@ -380,6 +380,40 @@ mod tests {
     }
 
     #[test]
+    fn changes_copy_only_the_releases_they_touch_and_never_the_state_they_came_from() {
+        use PhaseStatus::*;
+        let mut before = State::default();
+        for (id, env, status) in [
+            ("rel-20261125-060000001", "prod", Running),
+            ("rel-20261125-060000002", "prod", Completed),
+            ("rel-20261125-060000003", "staging", Running),
+        ] {
+            before.releases.push(release(
+                id,
+                env,
+                "2026-11-25T06:00:00Z",
+                &[("build", status)],
+            ));
+        }
+        let mut after = before.clone();
+        after.recover_interrupted("prod");
+        after.get_mut("rel-20261125-060000003").unwrap().version = "v2".into();
+        let shared: Vec<bool> = before
+            .releases
+            .iter()
+            .zip(&after.releases)
+            .map(|(b, a)| Arc::ptr_eq(b, a))
+            .collect();
+        // The recovered release and the renamed one were copied; the untouched one is shared.
+        assert_eq!(shared, [false, true, false]);
+        // The state they were copied from is as it was.
+        assert_eq!(before.releases[0].status_of("build"), Running);
+        assert_eq!(before.releases[2].version, "v1");
+        assert_eq!(after.releases[0].status_of("build"), Failed);
+        assert_eq!(after.releases[2].version, "v2");
+    }
+
+    #[test]
     fn overall_status_follows_the_v1_rules() {
         use PhaseStatus::*;
         let all = |s| CANONICAL_PHASES.iter().map(|p| (*p, s)).collect::<Vec<_>>();
