@@ -58,7 +58,8 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
         release::print_plan(&target, &version, &commit, None, args.flags.json);
         return Ok(ExitCode::Ok);
     }
-    release::run_release(global, &target, &args.flags, |_| {
+    let store = release::open_store(global, &target.manifest)?;
+    release::run_release(global, &target, &args.flags, store.as_ref(), |_| {
         Ok(Request {
             environment: target.environment.clone(),
             version: version.clone(),

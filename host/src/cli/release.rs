@@ -149,22 +149,23 @@ fn protected_paths(state_file: &Path) -> Vec<std::path::PathBuf> {
     vec![state_file.to_path_buf(), sibling(".lock"), sibling(".bak")]
 }
 
-/// Load every plugin, take the lease, let `build_request` resolve what to release from fresh
-/// state under the lease, run the pipeline, print the result.
+/// Load every plugin, take the lease on `store`, let `build_request` resolve what to release
+/// from fresh state under the lease, run the pipeline, print the result. The caller opens the
+/// store (see [`open_store`]), so checks it made before share it and what it last read.
 pub fn run_release(
     global: &GlobalArgs,
     target: &Target,
     flags: &RunFlags,
+    store: &dyn StateStore,
     build_request: impl FnOnce(&dyn StateStore) -> anyhow::Result<Request>,
 ) -> anyhow::Result<ExitCode> {
     let wait = lock_wait(flags)?;
-    let store = open_store(global, &target.manifest)?;
     let events = ConsoleEvents::new(global.verbose, flags.json);
     let host = PluginHost::new(None)?;
     let loaded = pipeline::load_plugins(&target.manifest, &host, &events)?;
 
     let _lease = store.lease(&target.environment, wait)?;
-    let request = build_request(store.as_ref())?;
+    let request = build_request(store)?;
     // Exported for programs that plugins exec (see LEASE_VAR). Set before any plugin runs and
     // only read by child processes.
     std::env::set_var(
@@ -174,7 +175,7 @@ pub fn run_release(
 
     let pipeline = Pipeline {
         manifest: &target.manifest,
-        store: store.as_ref(),
+        store,
         runner: &host,
         events: &events,
     };

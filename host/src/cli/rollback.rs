@@ -57,11 +57,9 @@ pub fn run(global: &GlobalArgs, args: RollbackArgs) -> anyhow::Result<ExitCode> 
     }
     // Validate before loading plugins, so a bad target fails fast; then again under the lease,
     // because another process may have released in between.
-    {
-        let store = release::open_store(global, &target.manifest)?;
-        resolve_target(&store.read()?, &target.environment, &selector)?;
-    }
-    release::run_release(global, &target, &args.flags, |store| {
+    let store = release::open_store(global, &target.manifest)?;
+    resolve_target(&store.read()?, &target.environment, &selector)?;
+    release::run_release(global, &target, &args.flags, store.as_ref(), |store| {
         let state = store.read()?;
         let to = resolve_target(&state, &target.environment, &selector)?.clone();
         Ok(Request {

@@ -61,23 +61,29 @@ pub struct FileStore {
     last_commit: Mutex<Option<Snapshot>>,
 }
 
-/// What this store last committed: the state, and the exact text of the file it wrote.
+/// The state file as this store last saw it: what it parsed to, and its exact bytes. Made by
+/// this store's own commits and by its parses of the file (in a read, or a transaction that
+/// wrote nothing).
 ///
-/// A commit must read the file fresh under the lock, but when the file holds exactly the text we
-/// wrote, parsing it again would only rebuild `state`; and a release the transaction did not
-/// change (still the same `Arc`, see [`State::releases`]) serializes to the text it already has.
-/// Parsing, comparing and serializing grow with the history while a transaction usually changes
-/// one release, so skipping them keeps a commit close to the cost of writing the file. Nothing
-/// here is trusted without the byte-for-byte comparison with the file, so a file changed by
-/// anyone else is parsed as usual.
+/// A read or a commit must read the file fresh, but when the file still holds exactly these
+/// bytes, parsing it again would only rebuild `state`; and after our own commit, a release the
+/// next transaction does not change (still the same `Arc`, see [`State::releases`]) serializes
+/// to the text it already has. Parsing, comparing and serializing grow with the history while a
+/// transaction usually changes one release, so skipping them keeps a commit close to the cost of
+/// writing the file. Nothing here is trusted without the byte-for-byte comparison with the file,
+/// so a file changed by anyone else is parsed as usual.
 struct Snapshot {
     state: State,
     text: StateText,
 }
 
-/// A serialized state, kept in the pieces it is written from: `head`, each release's text in
-/// order, then `tail`. Concatenated, the pieces are byte for byte what
-/// `serde_json::to_vec_pretty(state)` writes, plus a newline.
+/// The bytes of a state file, kept in pieces: `head`, each release's text in order, then
+/// `tail`.
+///
+/// Serialized by this store ([`serialize_state`]), the pieces are byte for byte what
+/// `serde_json::to_vec_pretty(state)` writes plus a newline, and `releases[i]` is the text of
+/// `state.releases[i]`, ready to be reused. Read from a file ([`StateText::read`]), the whole file
+/// is `head` and there is no release text to reuse.
 struct StateText {
     /// Everything before the first release, up to and including the `[` of `"releases": [`.
     head: Vec<u8>,
@@ -89,6 +95,15 @@ struct StateText {
 }
 
 impl StateText {
+    /// A file's bytes as read, with no release text to reuse.
+    fn read(bytes: Vec<u8>) -> Self {
+        StateText {
+            head: bytes,
+            releases: Vec::new(),
+            tail: Vec::new(),
+        }
+    }
+
     /// The file's bytes, in order.
     fn pieces(&self) -> impl Iterator<Item = &[u8]> {
         // The first release has no comma before it.
@@ -312,21 +327,18 @@ impl FileStore {
         })?;
         // The lock is released when `lock` is closed at the end of this function, whatever
         // path we leave by.
-        // Taken, not borrowed: another thread of this process committing at the same time finds
-        // none and takes the ordinary path; an error below simply drops it.
-        let snapshot = self.last_commit.lock().ok().and_then(|mut s| s.take());
+        // An error below simply drops the snapshot: the next read or commit parses the file.
+        let snapshot = self.current_snapshot(dir)?;
         let snapshot = match snapshot {
-            Some(snapshot) if self.file_holds(dir, &snapshot.text)? => Some(snapshot),
-            _ => None,
+            Some(snapshot) => Some(snapshot),
+            None => self.read_snapshot(dir)?,
         };
-        let (mut state, exists) = match &snapshot {
-            // Copies pointers: the releases stay shared until the closure changes one.
-            Some(snapshot) => (snapshot.state.clone(), true),
-            None => match self.read_bytes(dir)? {
-                Some(bytes) => (self.parse(&bytes)?, true),
-                None => (State::default(), false),
-            },
-        };
+        let exists = snapshot.is_some();
+        // Copies pointers: the releases stay shared until the closure changes one.
+        let mut state = snapshot
+            .as_ref()
+            .map(|s| s.state.clone())
+            .unwrap_or_default();
         let changed = f(&mut state);
         if !matches!(changed, Ok(true)) {
             // Nothing is written, and the closure could not change the snapshot's releases
@@ -352,7 +364,27 @@ impl FileStore {
         Ok(())
     }
 
-    /// Keep `snapshot` (if any) as what the file holds, for the next commit.
+    /// The file read and parsed afresh, or `None` if it does not exist.
+    fn read_snapshot(&self, dir: &Dir) -> anyhow::Result<Option<Snapshot>> {
+        let Some(bytes) = self.read_bytes(dir)? else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot {
+            state: self.parse(&bytes)?,
+            text: StateText::read(bytes),
+        }))
+    }
+
+    /// This store's last snapshot if the file still holds exactly its bytes. Taken, not
+    /// borrowed: another thread of this process finds none meanwhile and reads the file itself.
+    fn current_snapshot(&self, dir: &Dir) -> anyhow::Result<Option<Snapshot>> {
+        match self.last_commit.lock().ok().and_then(|mut s| s.take()) {
+            Some(snapshot) if self.file_holds(dir, &snapshot.text)? => Ok(Some(snapshot)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Keep `snapshot` (if any) as what the file holds, for the next read or commit.
     fn remember(&self, snapshot: Option<Snapshot>) {
         if let (Some(snapshot), Ok(mut slot)) = (snapshot, self.last_commit.lock()) {
             *slot = Some(snapshot);
@@ -423,10 +455,18 @@ impl StateStore for FileStore {
         let Some(dir) = self.existing_dir()? else {
             return Ok(State::default());
         };
-        match self.read_bytes(dir)? {
-            Some(bytes) => self.parse(&bytes),
-            None => Ok(State::default()),
-        }
+        // Without the lock: a commit never changes the file in place, so the file opened here
+        // is whole and stays as it is while it is compared or read.
+        let snapshot = match self.current_snapshot(dir)? {
+            Some(snapshot) => Some(snapshot),
+            None => self.read_snapshot(dir)?,
+        };
+        let state = snapshot
+            .as_ref()
+            .map(|s| s.state.clone())
+            .unwrap_or_default();
+        self.remember(snapshot);
+        Ok(state)
     }
 
     fn transact_dyn(
@@ -1130,6 +1170,53 @@ mod tests {
         assert!(!String::from_utf8(std::fs::read(&path).unwrap())
             .unwrap()
             .contains("never committed"));
+    }
+
+    #[test]
+    fn a_parsed_file_is_reused_until_it_changes_and_its_own_text_never_is() {
+        use crate::state::StateStoreExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("releases.json");
+        // Valid, but not how we write it: compact, on one line.
+        let compact = serde_json::to_vec(&sample()).unwrap();
+        std::fs::write(&path, &compact).unwrap();
+        let store = FileStore::open(path.clone()).unwrap();
+
+        // A read keeps what it parsed, and so does a transaction that writes nothing.
+        assert_eq!(store.read().unwrap(), sample());
+        assert!(store.last_commit.lock().unwrap().is_some());
+        store.commit_with(&mut |_| Ok(false)).unwrap();
+        assert!(store.last_commit.lock().unwrap().is_some());
+        assert_eq!(std::fs::read(&path).unwrap(), compact, "nothing written");
+
+        // Edited behind the store's back, to the same length: both a read and a commit see it.
+        let edited = String::from_utf8(compact)
+            .unwrap()
+            .replace("\"v2\"", "\"v7\"");
+        std::fs::write(&path, &edited).unwrap();
+        let read = store.read().unwrap();
+        assert_eq!(read.releases[1].version, "v7");
+        std::fs::write(&path, edited.replace("\"v7\"", "\"v8\"")).unwrap();
+        store
+            .transact(|s| {
+                Arc::make_mut(&mut s.releases[0]).version = "v0".into();
+                Ok(())
+            })
+            .unwrap();
+        // Written as a fresh serialization would be: every release in our own form, the edit
+        // kept, none of the compact text carried over.
+        let mut model = sample();
+        Arc::make_mut(&mut model.releases[0]).version = "v0".into();
+        Arc::make_mut(&mut model.releases[1]).version = "v8".into();
+        let on_disk = std::fs::read(&path).unwrap();
+        let parsed = parse_state(&on_disk, &path, &path, false).unwrap();
+        model.format_version = Some(FORMAT_VERSION);
+        model.serial += 1;
+        model.lineage.clone_from(&parsed.lineage);
+        assert_eq!(
+            String::from_utf8(on_disk).unwrap(),
+            String::from_utf8(plain(&model)).unwrap()
+        );
     }
 
     #[test]

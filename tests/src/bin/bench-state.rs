@@ -1,7 +1,9 @@
 //! Benchmark: the file backend's commit latency and `stagecraft releases list --json` at 10,
 //! 1,000 and 10,000 releases, each commit beside its floor: writing, fsyncing and renaming a file
 //! of the same size and fsyncing the directory, which any durable whole-file commit must pay.
-//! Prints a Markdown table for docs/performance.md ("Release state (file backend)").
+//! Then `stagecraft deploy` and `rollback` through the binary on the same histories, beside the
+//! floor of a deploy's commits. Prints two Markdown tables for docs/performance.md ("Release
+//! state (file backend)").
 //!
 //! Run: `cargo build -p stagecraft && cargo run -p stagecraft-tests --bin bench-state`
 
@@ -17,17 +19,19 @@ use stagecraft::state::{
 use stagecraft_tests::bench::{fsync_floor, median, ms, time};
 use stagecraft_tests::stagecraft_bin;
 
-/// (releases in the file, commits measured, `releases list --json` runs measured)
-const SIZES: [(usize, usize, usize); 3] = [(10, 200, 40), (1_000, 100, 20), (10_000, 30, 10)];
+/// (releases in the file, commits measured, `releases list --json` runs measured, deploys and
+/// rollbacks measured)
+const SIZES: [(usize, usize, usize, usize); 3] =
+    [(10, 200, 40, 20), (1_000, 100, 20, 10), (10_000, 30, 10, 5)];
+
+/// The commits one deploy of six phases makes: create, then running and finished per phase.
+const DEPLOY_COMMITS: usize = 13;
 
 fn main() {
     let bin = stagecraft_bin();
-    println!(
-        "| releases | file size | commit (median) | floor: write + fsync + rename + dir fsync | \
-         commit / floor | `releases list --json` (median) |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- |");
-    for (count, commits, lists) in SIZES {
+    let mut state_rows = Vec::new();
+    let mut release_rows = Vec::new();
+    for (count, commits, lists, releases) in SIZES {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("releases.json");
         let store = FileStore::open(path.clone()).unwrap();
@@ -74,18 +78,107 @@ fn main() {
 
         let commit_ms = ms(median(&mut commit_times));
         let floor_ms = ms(median(&mut floor_times));
-        println!(
+        state_rows.push(format!(
             "| {count} | {} | {commit_ms:.2} ms | {floor_ms:.2} ms | {:.2}x | {:.2} ms |",
             human_size(size),
             commit_ms / floor_ms,
             ms(median(&mut list_times))
-        );
-        let _ = std::io::stdout().flush();
+        ));
+        release_rows.push(releases_on(&bin, &path, floor_dir.path(), count, releases));
+        eprintln!("bench-state: {count} releases measured");
     }
     println!(
-        "\nMedians of 200/100/30 commits and 40/20/10 `releases list --json` runs; each commit \
-         is one `StateStore::transact` on the seeded file."
+        "| releases | file size | commit (median) | floor: write + fsync + rename + dir fsync | \
+         commit / floor | `releases list --json` (median) |"
     );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("{}", state_rows.join("\n"));
+    println!(
+        "\nMedians of 200/100/30 commits and 40/20/10 `releases list --json` runs; each commit \
+         is one `StateStore::transact` on the seeded file.\n"
+    );
+    println!(
+        "| releases | `stagecraft deploy` (median) | `stagecraft rollback` (median) | \
+         floor of its {DEPLOY_COMMITS} commits | deploy / floor |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    println!("{}", release_rows.join("\n"));
+    println!(
+        "\nMedians of 20/10/5 deploys and as many `rollback --to-previous` runs of six \
+         builtin:noop phases through the binary on the same files, warm compiled-component cache."
+    );
+    let _ = std::io::stdout().flush();
+}
+
+/// `stagecraft deploy` and `stagecraft rollback --to-previous` of six `builtin:noop` phases on
+/// the seeded history at `state_file`, `runs` of each, beside the floor of the commits a deploy
+/// makes: one table row.
+fn releases_on(
+    bin: &Path,
+    state_file: &Path,
+    floor_dir: &Path,
+    count: usize,
+    runs: usize,
+) -> String {
+    let project = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut manifest = String::from("[environments.prod]\n");
+    for phase in CANONICAL_PHASES {
+        manifest.push_str(&format!("[phases.{phase}]\nplugin = \"builtin:noop\"\n"));
+    }
+    std::fs::write(project.path().join("stagecraft.toml"), manifest).unwrap();
+    let run = |args: &[&str]| -> Duration {
+        let started = Instant::now();
+        let out = Command::new(bin)
+            .args(args)
+            .arg("--state-file")
+            .arg(state_file)
+            .current_dir(project.path())
+            .env_remove("STAGECRAFT_STATE_FILE")
+            .env("STAGECRAFT_CACHE_DIR", cache.path())
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        assert!(
+            out.status.success(),
+            "stagecraft {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        took
+    };
+    // Fills the compiled-component cache.
+    run(&["deploy", "--env", "prod", "--version", "warm-up"]);
+    let mut deploys: Vec<Duration> = (0..runs)
+        .map(|i| {
+            run(&[
+                "deploy",
+                "--env",
+                "prod",
+                "--version",
+                &format!("bench-{i}"),
+            ])
+        })
+        .collect();
+    let mut rollbacks: Vec<Duration> = (0..runs)
+        .map(|_| run(&["rollback", "--env", "prod", "--to-previous"]))
+        .collect();
+    let payload = vec![b'x'; std::fs::metadata(state_file).unwrap().len() as usize];
+    let mut floors: Vec<Duration> = (0..runs)
+        .map(|_| {
+            time(|| {
+                for _ in 0..DEPLOY_COMMITS {
+                    fsync_floor(floor_dir, &payload);
+                }
+            })
+        })
+        .collect();
+    let deploy_ms = ms(median(&mut deploys));
+    let floor_ms = ms(median(&mut floors));
+    format!(
+        "| {count} | {deploy_ms:.1} ms | {:.1} ms | {floor_ms:.1} ms | {:.2}x |",
+        ms(median(&mut rollbacks)),
+        deploy_ms / floor_ms
+    )
 }
 
 /// `count` finished releases spread over three environments, shaped like real deploys: six
