@@ -57,8 +57,8 @@ pub struct FileStore {
     name: String,
     /// The directory handle, opened once: when it first exists (a read) or is created (a write).
     dir: OnceLock<Dir>,
-    /// What this store last committed. See [`Snapshot`].
-    last_commit: Mutex<Option<Snapshot>>,
+    /// The state file as this store last wrote or parsed it. See [`Snapshot`].
+    last_seen: Mutex<Option<Snapshot>>,
 }
 
 /// The state file as this store last saw it: what it parsed to, and its exact bytes. Made by
@@ -147,7 +147,7 @@ impl FileStore {
             dir_path,
             name,
             dir: OnceLock::new(),
-            last_commit: Mutex::new(None),
+            last_seen: Mutex::new(None),
         })
     }
 
@@ -328,11 +328,7 @@ impl FileStore {
         // The lock is released when `lock` is closed at the end of this function, whatever
         // path we leave by.
         // An error below simply drops the snapshot: the next read or commit parses the file.
-        let snapshot = self.current_snapshot(dir)?;
-        let snapshot = match snapshot {
-            Some(snapshot) => Some(snapshot),
-            None => self.read_snapshot(dir)?,
-        };
+        let snapshot = self.fresh_snapshot(dir)?;
         let exists = snapshot.is_some();
         // Copies pointers: the releases stay shared until the closure changes one.
         let mut state = snapshot
@@ -364,6 +360,15 @@ impl FileStore {
         Ok(())
     }
 
+    /// What the file holds now, or `None` if it does not exist: the last snapshot if the file
+    /// still holds exactly its bytes, else the file read and parsed.
+    fn fresh_snapshot(&self, dir: &Dir) -> anyhow::Result<Option<Snapshot>> {
+        match self.last_snapshot(dir)? {
+            Some(snapshot) => Ok(Some(snapshot)),
+            None => self.read_snapshot(dir),
+        }
+    }
+
     /// The file read and parsed afresh, or `None` if it does not exist.
     fn read_snapshot(&self, dir: &Dir) -> anyhow::Result<Option<Snapshot>> {
         let Some(bytes) = self.read_bytes(dir)? else {
@@ -377,8 +382,8 @@ impl FileStore {
 
     /// This store's last snapshot if the file still holds exactly its bytes. Taken, not
     /// borrowed: another thread of this process finds none meanwhile and reads the file itself.
-    fn current_snapshot(&self, dir: &Dir) -> anyhow::Result<Option<Snapshot>> {
-        match self.last_commit.lock().ok().and_then(|mut s| s.take()) {
+    fn last_snapshot(&self, dir: &Dir) -> anyhow::Result<Option<Snapshot>> {
+        match self.last_seen.lock().ok().and_then(|mut s| s.take()) {
             Some(snapshot) if self.file_holds(dir, &snapshot.text)? => Ok(Some(snapshot)),
             _ => Ok(None),
         }
@@ -386,7 +391,7 @@ impl FileStore {
 
     /// Keep `snapshot` (if any) as what the file holds, for the next read or commit.
     fn remember(&self, snapshot: Option<Snapshot>) {
-        if let (Some(snapshot), Ok(mut slot)) = (snapshot, self.last_commit.lock()) {
+        if let (Some(snapshot), Ok(mut slot)) = (snapshot, self.last_seen.lock()) {
             *slot = Some(snapshot);
         }
     }
@@ -457,10 +462,7 @@ impl StateStore for FileStore {
         };
         // Without the lock: a commit never changes the file in place, so the file opened here
         // is whole and stays as it is while it is compared or read.
-        let snapshot = match self.current_snapshot(dir)? {
-            Some(snapshot) => Some(snapshot),
-            None => self.read_snapshot(dir)?,
-        };
+        let snapshot = self.fresh_snapshot(dir)?;
         let state = snapshot
             .as_ref()
             .map(|s| s.state.clone())
@@ -1164,7 +1166,7 @@ mod tests {
                 anyhow::bail!("the closure failed")
             });
             assert_eq!(failed.unwrap_err().to_string(), "the closure failed");
-            assert!(store.last_commit.lock().unwrap().is_some(), "step {i}");
+            assert!(store.last_seen.lock().unwrap().is_some(), "step {i}");
         }
         assert_eq!(store.read().unwrap(), model);
         assert!(!String::from_utf8(std::fs::read(&path).unwrap())
@@ -1184,9 +1186,9 @@ mod tests {
 
         // A read keeps what it parsed, and so does a transaction that writes nothing.
         assert_eq!(store.read().unwrap(), sample());
-        assert!(store.last_commit.lock().unwrap().is_some());
+        assert!(store.last_seen.lock().unwrap().is_some());
         store.commit_with(&mut |_| Ok(false)).unwrap();
-        assert!(store.last_commit.lock().unwrap().is_some());
+        assert!(store.last_seen.lock().unwrap().is_some());
         assert_eq!(std::fs::read(&path).unwrap(), compact, "nothing written");
 
         // Edited behind the store's back, to the same length: both a read and a commit see it.
