@@ -30,6 +30,16 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// A project in `dir` whose `prod` environment runs `builtin:noop` in each of the canonical
+/// phases: a deploy with the least plugin work, so what is measured is the host.
+pub fn noop_project(dir: &Path) {
+    let mut manifest = String::from("[environments.prod]\n");
+    for phase in stagecraft::state::CANONICAL_PHASES {
+        manifest.push_str(&format!("[phases.{phase}]\nplugin = \"builtin:noop\"\n"));
+    }
+    std::fs::write(dir.join("stagecraft.toml"), manifest).unwrap();
+}
+
 /// The least one durable whole-file commit of `payload` can cost on this disk: write a temp
 /// file in `dir`, fsync it, rename it over the previous one, fsync the directory.
 pub fn fsync_floor(dir: &Path, payload: &[u8]) {

@@ -9,28 +9,17 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use stagecraft_tests::bench::{fsync_floor, median, ms, time};
+use stagecraft::state::CANONICAL_PHASES as PHASES;
+use stagecraft_tests::bench::{fsync_floor, median, ms, noop_project, time};
 use stagecraft_tests::stagecraft_bin;
 
 const ROUNDS: usize = 40;
-const PHASES: [&str; 6] = [
-    "build",
-    "push",
-    "migrate_pre",
-    "rollout",
-    "migrate_post",
-    "finalize",
-];
 
 fn main() {
     let bin = stagecraft_bin();
     let project = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let mut manifest = String::from("[environments.prod]\n");
-    for p in PHASES {
-        manifest.push_str(&format!("[phases.{p}]\nplugin = \"builtin:noop\"\n"));
-    }
-    std::fs::write(project.path().join("stagecraft.toml"), manifest).unwrap();
+    noop_project(project.path());
 
     let deploy = |version: &str| {
         let status = Command::new(&bin)

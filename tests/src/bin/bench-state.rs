@@ -16,7 +16,7 @@ use stagecraft::state::{
     FileStore, PhaseDetail, PhaseStatus, Release, State, StateStore, StateStoreExt,
     CANONICAL_PHASES,
 };
-use stagecraft_tests::bench::{fsync_floor, median, ms, time};
+use stagecraft_tests::bench::{fsync_floor, median, ms, noop_project, time};
 use stagecraft_tests::stagecraft_bin;
 
 /// (releases in the file, commits measured, `releases list --json` runs measured, deploys and
@@ -122,11 +122,7 @@ fn releases_on(
 ) -> String {
     let project = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let mut manifest = String::from("[environments.prod]\n");
-    for phase in CANONICAL_PHASES {
-        manifest.push_str(&format!("[phases.{phase}]\nplugin = \"builtin:noop\"\n"));
-    }
-    std::fs::write(project.path().join("stagecraft.toml"), manifest).unwrap();
+    noop_project(project.path());
     let run = |args: &[&str]| -> Duration {
         let started = Instant::now();
         let out = Command::new(bin)
