@@ -12,15 +12,7 @@ use std::process::{Command, Output};
 /// `cargo test` builds it because the `stagecraft` package has integration tests; a benchmark
 /// binary needs `cargo build -p stagecraft` first, which the message below says.
 pub fn stagecraft_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // Tests run as target/<profile>/deps/<test>-<hash>, benchmarks as target/<profile>/<bench>.
-    let dir = exe.parent().expect("the executable's directory");
-    let profile_dir = if dir.ends_with("deps") {
-        dir.parent().expect("target/<profile>")
-    } else {
-        dir
-    };
-    let bin = profile_dir.join(format!("stagecraft{}", std::env::consts::EXE_SUFFIX));
+    let bin = profile_dir().join(format!("stagecraft{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build -p stagecraft` (or the README's test command)",
@@ -43,11 +35,30 @@ pub fn stagecraft(cwd: &Path) -> Command {
     cmd
 }
 
-/// The compiled-component cache shared by all tests: target/test-cache.
+/// The compiled-component cache shared by all tests and benchmarks: target/test-cache.
 pub fn shared_cache_dir() -> PathBuf {
+    target_dir().join("test-cache")
+}
+
+/// target/, above the profile directories.
+fn target_dir() -> PathBuf {
+    profile_dir()
+        .parent()
+        .expect("target/<profile> has a parent")
+        .to_path_buf()
+}
+
+/// target/<profile>, where cargo puts the `stagecraft` binary. Tests run as
+/// target/<profile>/deps/<test>-<hash>, benchmarks as target/<profile>/<bench>.
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let target = exe.ancestors().nth(3).expect("target dir");
-    target.join("test-cache")
+    let dir = exe.parent().expect("the executable's directory");
+    let profile_dir = if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>")
+    } else {
+        dir
+    };
+    profile_dir.to_path_buf()
 }
 
 /// Output of a finished command, with helpers for assertions.
@@ -99,17 +110,7 @@ pub fn workspace_root() -> PathBuf {
 /// Works from a test (`target/<profile>/deps/<test>`) and from a bench binary
 /// (`target/<profile>/<bin>`).
 pub fn wasm_plugins_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe.parent().expect("exe directory");
-    let profile_dir = if profile_dir.ends_with("deps") {
-        profile_dir.parent().expect("target/<profile>")
-    } else {
-        profile_dir
-    };
-    profile_dir
-        .parent()
-        .expect("target dir")
-        .join("wasm-plugins")
+    target_dir().join("wasm-plugins")
 }
 
 /// A Python or JavaScript plugin of `plugins/<kind>/<name>` (kind `examples` or `fixtures`),

@@ -327,7 +327,8 @@ impl FileStore {
         })?;
         // The lock is released when `lock` is closed at the end of this function, whatever
         // path we leave by.
-        // An error below simply drops the snapshot: the next read or commit parses the file.
+        // A failed validation or write below drops the snapshot (the next read or commit
+        // parses the file); a failed closure keeps it, as the file is unchanged.
         let snapshot = self.fresh_snapshot(dir)?;
         let exists = snapshot.is_some();
         // Copies pointers: the releases stay shared until the closure changes one.

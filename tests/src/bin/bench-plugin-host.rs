@@ -150,13 +150,7 @@ fn context() -> PhaseContext {
 
 /// `<target>/wasm-plugins/builtin/noop.wasm`, where host/build.rs puts the built-in.
 fn noop_wasm() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // <target>/<profile>/bench-plugin-host
-    let path = exe
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .join("wasm-plugins/builtin/noop.wasm");
+    let path = stagecraft_tests::wasm_plugins_dir().join("builtin/noop.wasm");
     assert!(
         path.exists(),
         "{} is missing: run `cargo build -p stagecraft` first",

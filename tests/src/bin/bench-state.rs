@@ -9,15 +9,15 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 use stagecraft::state::{
     FileStore, PhaseDetail, PhaseStatus, Release, State, StateStore, StateStoreExt,
     CANONICAL_PHASES,
 };
-use stagecraft_tests::bench::{fsync_floor, median, ms, noop_project, time};
-use stagecraft_tests::stagecraft_bin;
+use stagecraft_tests::bench::{fsync_floor, median, ms, noop_project, time, timed};
+use stagecraft_tests::{stagecraft, stagecraft_bin};
 
 /// (releases in the file, commits measured, `releases list --json` runs measured, deploys and
 /// rollbacks measured)
@@ -28,7 +28,8 @@ const SIZES: [(usize, usize, usize, usize); 3] =
 const DEPLOY_COMMITS: usize = 13;
 
 fn main() {
-    let bin = stagecraft_bin();
+    // Fail now, not after seeding, if the binary has not been built.
+    stagecraft_bin();
     let mut state_rows = Vec::new();
     let mut release_rows = Vec::new();
     for (count, commits, lists, releases) in SIZES {
@@ -73,8 +74,7 @@ fn main() {
             "every commit landed"
         );
 
-        let mut list_times: Vec<Duration> =
-            (0..lists).map(|_| list_json(&bin, &path, count)).collect();
+        let mut list_times: Vec<Duration> = (0..lists).map(|_| list_json(&path, count)).collect();
 
         let commit_ms = ms(median(&mut commit_times));
         let floor_ms = ms(median(&mut floor_times));
@@ -84,7 +84,7 @@ fn main() {
             commit_ms / floor_ms,
             ms(median(&mut list_times))
         ));
-        release_rows.push(releases_on(&bin, &path, floor_dir.path(), count, releases));
+        release_rows.push(releases_on(&path, floor_dir.path(), count, releases));
         eprintln!("bench-state: {count} releases measured");
     }
     println!(
@@ -113,35 +113,10 @@ fn main() {
 /// `stagecraft deploy` and `stagecraft rollback --to-previous` of six `builtin:noop` phases on
 /// the seeded history at `state_file`, `runs` of each, beside the floor of the commits a deploy
 /// makes: one table row.
-fn releases_on(
-    bin: &Path,
-    state_file: &Path,
-    floor_dir: &Path,
-    count: usize,
-    runs: usize,
-) -> String {
+fn releases_on(state_file: &Path, floor_dir: &Path, count: usize, runs: usize) -> String {
     let project = tempfile::tempdir().unwrap();
-    let cache = tempfile::tempdir().unwrap();
     noop_project(project.path());
-    let run = |args: &[&str]| -> Duration {
-        let started = Instant::now();
-        let out = Command::new(bin)
-            .args(args)
-            .arg("--state-file")
-            .arg(state_file)
-            .current_dir(project.path())
-            .env_remove("STAGECRAFT_STATE_FILE")
-            .env("STAGECRAFT_CACHE_DIR", cache.path())
-            .output()
-            .unwrap();
-        let took = started.elapsed();
-        assert!(
-            out.status.success(),
-            "stagecraft {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        took
-    };
+    let run = |args: &[&str]| run_timed(project.path(), state_file, args).0;
     // Fills the compiled-component cache.
     run(&["deploy", "--env", "prod", "--version", "warm-up"]);
     let mut deploys: Vec<Duration> = (0..runs)
@@ -224,20 +199,32 @@ fn seed(state: &mut State, count: usize) {
 
 /// How long `stagecraft releases list --json` takes, from spawning it to having all of its
 /// output. Checking the output (parsing 30 MiB in this unoptimized crate) happens after, untimed.
-fn list_json(bin: &Path, state_file: &Path, expected: usize) -> Duration {
-    let started = Instant::now();
-    let out = Command::new(bin)
-        .args(["releases", "list", "--json", "--state-file"])
-        .arg(state_file)
-        .env_remove("STAGECRAFT_STATE_FILE")
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    let took = started.elapsed();
-    assert!(out.status.success(), "releases list --json failed");
+fn list_json(state_file: &Path, expected: usize) -> Duration {
+    let cwd = state_file.parent().expect("the state file's directory");
+    let (took, out) = run_timed(cwd, state_file, &["releases", "list", "--json"]);
     let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed.len(), expected);
     took
+}
+
+/// `stagecraft <args> --state-file <state_file>` in `cwd`, with the test harness's clean
+/// environment: how long it took, from spawning it to having all of its output, and the output.
+/// A failure stops the benchmark with the command's stderr.
+fn run_timed(cwd: &Path, state_file: &Path, args: &[&str]) -> (Duration, Output) {
+    let (took, out) = timed(|| {
+        stagecraft(cwd)
+            .args(args)
+            .arg("--state-file")
+            .arg(state_file)
+            .output()
+            .unwrap()
+    });
+    assert!(
+        out.status.success(),
+        "stagecraft {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (took, out)
 }
 
 fn human_size(bytes: u64) -> String {
