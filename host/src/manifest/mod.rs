@@ -50,6 +50,8 @@ pub struct PhaseSpec {
     pub limits: Limits,
     /// Where each grant path was written, to point at it if a later check refuses it.
     pub grant_locations: Vec<(PathBuf, String)>,
+    /// Where each `env` grant was written (variable name, `file:line:col`), likewise.
+    pub env_locations: Vec<(String, String)>,
 }
 
 /// Where release history lives.
@@ -336,6 +338,7 @@ fn build_phase(at: &Locator, root: &Path, spec: raw::RawPhase) -> anyhow::Result
             out.push(resolved);
         }
     }
+    let mut env_locations = Vec::new();
     for name in &spec.grants.env {
         let ok = !name.get_ref().is_empty()
             && name
@@ -348,6 +351,7 @@ fn build_phase(at: &Locator, root: &Path, spec: raw::RawPhase) -> anyhow::Result
                 &format!("env grant {:?} is not a variable name", name.get_ref()),
             )));
         }
+        env_locations.push((name.get_ref().clone(), at.position(name.span())));
         grants.env.push(name.get_ref().clone());
     }
     for prog in &spec.grants.exec {
@@ -368,6 +372,7 @@ fn build_phase(at: &Locator, root: &Path, spec: raw::RawPhase) -> anyhow::Result
         grants,
         limits,
         grant_locations,
+        env_locations,
     })
 }
 
