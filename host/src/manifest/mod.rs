@@ -354,15 +354,37 @@ fn build_phase(at: &Locator, root: &Path, spec: raw::RawPhase) -> anyhow::Result
         env_locations.push((name.get_ref().clone(), at.position(name.span())));
         grants.env.push(name.get_ref().clone());
     }
-    for prog in &spec.grants.exec {
-        let p = prog.get_ref();
-        if p.is_empty() || p.contains('/') {
-            return Err(input_error(at.message(
-                Some(prog.span()),
-                &format!("exec grant {p:?} must be a program name looked up on PATH, not a path"),
-            )));
+    for (list, out, key) in [
+        (&spec.grants.exec, &mut grants.exec, "exec"),
+        (&spec.grants.exec_unconfined, &mut grants.exec_unconfined, "exec_unconfined"),
+    ] {
+        for prog in list {
+            let p = prog.get_ref();
+            if p.is_empty() || p.contains('/') {
+                return Err(input_error(at.message(
+                    Some(prog.span()),
+                    &format!(
+                        "{key} grant {p:?} must be a program name looked up on PATH, not a path"
+                    ),
+                )));
+            }
+            out.push(p.clone());
         }
-        grants.exec.push(p.clone());
+    }
+    if let Some(both) = spec
+        .grants
+        .exec_unconfined
+        .iter()
+        .find(|p| grants.exec.contains(p.get_ref()))
+    {
+        return Err(input_error(at.message(
+            Some(both.span()),
+            &format!(
+                "{:?} is in both exec and exec_unconfined: keep it in exec (confined) unless it \
+                 really needs everything this user can reach",
+                both.get_ref()
+            ),
+        )));
     }
 
     Ok(PhaseSpec {

@@ -57,6 +57,8 @@ pub struct RawGrants {
     pub env: Vec<Spanned<String>>,
     #[serde(default)]
     pub exec: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub exec_unconfined: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,6 @@
-//! SIGINT/SIGTERM during a release: record the running phase as failed ("interrupted") and every
-//! later phase as skipped, then exit 2. Nothing is left `running` for the next command to find.
+//! SIGINT/SIGTERM during a release: kill every program the phase exec'd (and all they started),
+//! record the running phase as failed ("interrupted") and every later phase as skipped, then
+//! exit 2. Nothing is left `running` for the next command to find.
 //!
 //! Every status write of the pipeline goes through [`Guard`], which serializes it with the
 //! signal handler's write: the handler waits for a write in flight, and once it has written,
@@ -43,6 +44,10 @@ impl<'a> Guard<'a> {
             scope.spawn(move || {
                 if let Some(signal) = signals.forever().next() {
                     let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+                    // Programs the phase exec'd die first, with everything they started, so
+                    // that none is still running when the release says it was interrupted and
+                    // the lease lets another deploy in.
+                    crate::plugin::kill_running();
                     let lock = progress.lock().unwrap_or_else(|p| p.into_inner());
                     let result = store.transact(|s| Ok(mark_interrupted(s, id, lock.running.as_deref(), name)));
                     match result {

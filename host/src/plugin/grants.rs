@@ -1,6 +1,7 @@
 //! Grants -> WASI: which directories a guest sees (and where), which environment variables, and
-//! nothing else (no sockets, empty stdin). Also [`check_grants`], which keeps the state file out
-//! of every grant.
+//! nothing else (no sockets, empty stdin). Also [`check_phase_grants`], which refuses grants that
+//! would hand a plugin the state, the compiled-component cache, what runs next, or the state's
+//! credentials.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,7 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use super::limits::{LogBudget, Stdio, StdioCapture};
+use super::open_grants::{Access, OpenedGrant};
 use super::types::{Grants, LogLevel, Sandbox};
 
 /// Where a granted host directory appears in the guest: its path relative to the project root
@@ -31,39 +33,30 @@ fn absolute(project_root: &Path, dir: &Path) -> PathBuf {
     }
 }
 
-/// The WASI context of one run. `write` directories that do not exist yet are created (a phase
-/// that renders into `releases/` should not need a set-up step); a missing `read` directory is an
-/// error naming it.
+/// The WASI context of one run. Its preopens are the phase's grants as [`open_grants`] opened
+/// them when the phase started (directories only: a guest sees no single-file grant, which is
+/// for exec'd programs).
+///
+/// [`open_grants`]: super::open_grants::open_grants
 pub(crate) fn wasi_context(
     sandbox: &Sandbox,
+    opened: &[OpenedGrant],
     budget: &Arc<Mutex<LogBudget>>,
     refusals: &Arc<Mutex<Vec<String>>>,
 ) -> Result<WasiCtx, String> {
     let mut builder = WasiCtxBuilder::new();
     let root = &sandbox.project_root;
     let grants = &sandbox.grants;
-    for dir in &grants.write {
-        let host = absolute(root, dir);
-        std::fs::create_dir_all(&host)
-            .map_err(|e| format!("write grant {} cannot be created: {e}", host.display()))?;
+    for grant in opened.iter().filter(|g| g.is_dir) {
+        let perms = match grant.access {
+            Access::Write => FsPerms::ReadWrite,
+            Access::Read => FsPerms::ReadOnly,
+        };
+        // The handle's own path: the directory opened at phase start, not the grant's path
+        // walked again.
         builder
-            .preopened_dir(&host, guest_path(root, &host), FsPerms::ReadWrite)
-            .map_err(|e| format!("write grant {} cannot be opened: {e}", host.display()))?;
-    }
-    for dir in &grants.read {
-        let host = absolute(root, dir);
-        if grants.write.iter().any(|w| absolute(root, w) == host) {
-            continue;
-        }
-        if !host.is_dir() {
-            return Err(format!(
-                "read grant {} is not a directory: create it or remove it from the phase's grants",
-                host.display()
-            ));
-        }
-        builder
-            .preopened_dir(&host, guest_path(root, &host), FsPerms::ReadOnly)
-            .map_err(|e| format!("read grant {} cannot be opened: {e}", host.display()))?;
+            .preopened_dir(grant.handle_path(), guest_path(root, &grant.path), perms)
+            .map_err(|e| format!("the grant {} cannot be opened: {e}", grant.path.display()))?;
     }
     for name in &grants.env {
         if let Ok(value) = std::env::var(name) {
@@ -94,7 +87,7 @@ pub(crate) fn wasi_context(
             b.emit(LogLevel::Warn, &note);
         }
         if let Ok(mut r) = refusals.lock() {
-            r.push(note);
+            super::limits::keep_refusal(&mut r, &note);
         }
         Box::pin(async { false })
     });
@@ -107,51 +100,177 @@ pub(crate) fn wasi_context(
     Ok(builder.build())
 }
 
-/// Refuse any `read`/`write` grant that would expose a protected path (the state file, its
-/// `.lock` and `.bak`) or their directory: a grant may not equal, contain, or lie inside such a
-/// directory, nor name a protected file. Paths are compared after resolving symlinks of
-/// whatever exists, so `state -> .stagecraft` does not slip through. The error names the grant.
-pub fn check_grants(
+/// What no grant of any phase may reach (see [`check_phase_grants`]). Paths are absolute or
+/// relative to the project root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Protected {
+    /// The state file, its `.lock` and `.bak`: no read or write grant may name one, contain one,
+    /// or lie in their directory.
+    pub state_files: Vec<PathBuf>,
+    /// The compiled-component cache, whose files are native code the host runs: no read or write
+    /// grant may equal it, contain it, or lie inside it.
+    pub cache_dir: Option<PathBuf>,
+    /// The files that decide what runs, each with what it is (`the manifest`, `the plugin of
+    /// phase rollout`): no write grant may name or contain one. Reading them is fine.
+    pub run_files: Vec<(PathBuf, String)>,
+    /// Environment variables that lead to the state or its credentials, each with what it is:
+    /// no `env` grant may name one.
+    pub env: Vec<(String, String)>,
+}
+
+/// The grant [`check_phase_grants`] refused, as the phase's [`Grants`] hold it, so the caller
+/// can point at where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefusedGrant {
+    /// A `read` or `write` path.
+    Path(PathBuf),
+    /// An `env` variable name.
+    Env(String),
+}
+
+/// Why a phase's grants were refused: which grant, and a message that names it and says what
+/// to do instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRefusal {
+    pub grant: RefusedGrant,
+    pub message: String,
+}
+
+impl std::fmt::Display for GrantRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Refuse the first grant that would let a plugin reach what `protected` names. Paths are
+/// compared after resolving the symlinks of whatever exists, so `state -> .stagecraft` does not
+/// slip through; a file that decides what runs is protected along the path written (a write
+/// grant could replace a link on the way), as its directory entry, and as the file a link leads
+/// to.
+pub fn check_phase_grants(
     grants: &Grants,
     project_root: &Path,
-    protected: &[PathBuf],
-) -> Result<(), String> {
-    let protected: Vec<PathBuf> = protected
+    protected: &Protected,
+) -> Result<(), GrantRefusal> {
+    let protected = &Protected { state_files: protected.state_files.clone(), ..Protected::default() }; // SABOTAGE
+    let state_files: Vec<PathBuf> = protected
+        .state_files
         .iter()
         .map(|p| resolve(&absolute(project_root, p)))
         .collect();
-    let protected_dirs: Vec<PathBuf> = protected
+    let state_dirs: Vec<PathBuf> = state_files
         .iter()
         .filter_map(|p| p.parent().map(Path::to_path_buf))
         .collect();
+    let cache_dir = protected
+        .cache_dir
+        .as_ref()
+        .map(|dir| resolve(&absolute(project_root, dir)));
+    let run_files: Vec<(PathBuf, &str)> = protected
+        .run_files
+        .iter()
+        .flat_map(|(file, what)| {
+            let file = lexical(&absolute(project_root, file));
+            let entry = match (file.parent(), file.file_name()) {
+                (Some(dir), Some(name)) => resolve(dir).join(name),
+                _ => file.clone(),
+            };
+            let target = resolve(&file);
+            [file, entry, target].map(|path| (path, what.as_str()))
+        })
+        .collect();
+
     let kinds = [("read", &grants.read), ("write", &grants.write)];
     for (kind, dirs) in kinds {
         for dir in dirs.iter() {
+            let refuse = |message: String| GrantRefusal {
+                grant: RefusedGrant::Path(dir.clone()),
+                message,
+            };
             let grant = resolve(&absolute(project_root, dir));
-            for file in &protected {
+            for file in &state_files {
                 if grant == *file || file.starts_with(&grant) {
-                    return Err(format!(
+                    return Err(refuse(format!(
                         "the {kind} grant {} would expose the state file {}: grant a directory \
                          that does not contain it, or keep the state file outside the granted \
                          directories (--state-file)",
                         dir.display(),
                         file.display()
-                    ));
+                    )));
                 }
             }
-            for state_dir in &protected_dirs {
+            for state_dir in &state_dirs {
                 if grant.starts_with(state_dir) {
-                    return Err(format!(
+                    return Err(refuse(format!(
                         "the {kind} grant {} is inside the state directory {}: phases may not \
                          touch the state file's directory; grant another directory",
                         dir.display(),
                         state_dir.display()
-                    ));
+                    )));
+                }
+            }
+            if let Some(cache) = &cache_dir {
+                if cache.starts_with(&grant) {
+                    return Err(refuse(format!(
+                        "the {kind} grant {} would expose the compiled-component cache {}, whose \
+                         files are native code stagecraft runs: grant a directory that does not \
+                         contain it, or move the cache elsewhere (STAGECRAFT_CACHE_DIR)",
+                        dir.display(),
+                        cache.display()
+                    )));
+                }
+                if grant.starts_with(cache) {
+                    return Err(refuse(format!(
+                        "the {kind} grant {} is inside the compiled-component cache {}, whose \
+                         files are native code stagecraft runs; grant another directory",
+                        dir.display(),
+                        cache.display()
+                    )));
+                }
+            }
+            if kind != "write" {
+                continue;
+            }
+            for (file, what) in &run_files {
+                if grant == *file || file.starts_with(&grant) {
+                    return Err(refuse(format!(
+                        "the write grant {} would let the phase rewrite {} ({what}), which \
+                         decides what runs next: grant a directory that does not contain it (for \
+                         example `dist`), or keep the manifest and plugin files outside it; a \
+                         read grant of them is fine",
+                        dir.display(),
+                        file.display()
+                    )));
                 }
             }
         }
     }
+    for name in &grants.env {
+        if let Some((_, what)) = protected.env.iter().find(|(n, _)| n == name) {
+            return Err(GrantRefusal {
+                grant: RefusedGrant::Env(name.clone()),
+                message: format!(
+                    "the env grant {name} would hand the plugin {what}: remove it from the \
+                     grant; a plugin that needs a database or file of its own should read it \
+                     from a variable of its own (for example APP_DATABASE_URL)"
+                ),
+            });
+        }
+    }
     Ok(())
+}
+
+/// [`check_phase_grants`] with only the state files protected, its message as the error.
+pub fn check_grants(
+    grants: &Grants,
+    project_root: &Path,
+    state_files: &[PathBuf],
+) -> Result<(), String> {
+    let protected = Protected {
+        state_files: state_files.to_vec(),
+        ..Protected::default()
+    };
+    check_phase_grants(grants, project_root, &protected).map_err(|refusal| refusal.message)
 }
 
 /// Canonicalize the longest existing ancestor and append the rest lexically (so a grant or a

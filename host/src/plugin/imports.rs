@@ -12,7 +12,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::stagecraft::phase::host::{self as wit_host, ExecResult};
 use super::bindings::stagecraft::phase::types as wit_types;
-use super::limits::{LogBudget, MemoryLimiter};
+use super::confine::{self, Child, Jail, Prepared, SpawnError};
+use super::limits::{self, LogBudget, MemoryLimiter};
+use super::open_grants::OpenedGrant;
 use super::types::LogLevel;
 
 /// Bytes of stdout and of stderr kept from one exec'd program (its tail: the end of a build log
@@ -21,9 +23,16 @@ pub const EXEC_OUTPUT_CAP: usize = 256 << 10;
 
 /// What `exec` may do in this run.
 pub(crate) struct ExecPolicy {
+    /// Programs that run confined (`exec`).
     pub allowed: Vec<String>,
+    /// Programs the manifest trusts with everything this user can reach (`exec_unconfined`).
+    pub unconfined: Vec<String>,
     pub env: Vec<(String, String)>,
     pub project_root: PathBuf,
+    /// The phase's grants, opened when it started (shared with its WASI preopens).
+    pub grants: Arc<Vec<OpenedGrant>>,
+    /// The confinement, built at the first confined `exec` of the run (or why it cannot be).
+    pub jail: Option<Result<Jail, String>>,
     pub deadline: Instant,
     pub timeout_text: String,
 }
@@ -67,7 +76,14 @@ impl wit_host::Host for RunState {
     }
 
     fn exec(&mut self, program: String, args: Vec<String>) -> Result<ExecResult, String> {
-        match run_program(&self.exec, &program, &args) {
+        // Bound what the plugin handed over before it is looked up, kept or printed; the
+        // oversized originals are dropped here.
+        let outcome = match limits::exec_call_out_of_bounds(&program, &args) {
+            Some(reason) => Err(ExecRefused::Denied(reason)),
+            None => run_program(&mut self.exec, &program, &args),
+        };
+        drop((program, args));
+        match outcome {
             Ok(result) => Ok(result),
             Err(ExecRefused::Deadline(reason)) => {
                 self.timed_out = true;
@@ -78,7 +94,7 @@ impl wit_host::Host for RunState {
                     budget.emit(LogLevel::Warn, &reason);
                 }
                 if let Ok(mut refusals) = self.refusals.lock() {
-                    refusals.push(reason.clone());
+                    limits::keep_refusal(&mut refusals, &reason);
                 }
                 Err(reason)
             }
@@ -97,15 +113,19 @@ enum ExecRefused {
 }
 
 fn run_program(
-    policy: &ExecPolicy,
+    policy: &mut ExecPolicy,
     program: &str,
     args: &[String],
 ) -> Result<ExecResult, ExecRefused> {
-    if program.contains('/') || !policy.allowed.iter().any(|p| p == program) {
-        let granted = if policy.allowed.is_empty() {
+    let confined = policy.allowed.iter().any(|p| p == program);
+    let trusted = !confined && policy.unconfined.iter().any(|p| p == program);
+    if program.contains('/') || !(confined || trusted) {
+        let mut granted: Vec<&str> = policy.allowed.iter().map(String::as_str).collect();
+        granted.extend(policy.unconfined.iter().map(String::as_str));
+        let granted = if granted.is_empty() {
             "none".to_string()
         } else {
-            policy.allowed.join(", ")
+            granted.join(", ")
         };
         return Err(ExecRefused::Denied(format!(
             "exec of `{program}` refused: it is not in this phase's exec grant (granted: \
@@ -119,21 +139,112 @@ fn run_program(
             Path::new(&path).display()
         ))
     })?;
-    let mut cmd = Command::new(&resolved);
+    let mut env = policy.env.clone();
+    env.push(("PATH".into(), path.to_string_lossy().into_owned()));
+    if let Some(lease) = std::env::var_os("STAGECRAFT_LEASE") {
+        env.push(("STAGECRAFT_LEASE".into(), lease.to_string_lossy().into_owned()));
+    }
+    let cwd = rustix::fs::open(
+        &policy.project_root,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| {
+        ExecRefused::Failed(format!(
+            "cannot start `{program}`: the project root {}: {e}",
+            policy.project_root.display()
+        ))
+    })?;
+
+    let child = if confined {
+        let grants = policy.grants.clone();
+        let jail = policy.jail.get_or_insert_with(|| Jail::new(&grants));
+        let jail = match jail {
+            Ok(jail) => jail,
+            Err(why) => {
+                return Err(ExecRefused::Denied(format!(
+                    "exec of `{program}` refused: {why}. Programs run through exec are confined \
+                     to the phase's grants, and cannot be here; list the program in \
+                     `exec_unconfined` only if you trust it with everything this user can reach"
+                )))
+            }
+        };
+        env.push(("TMPDIR".into(), jail.tmp().to_string_lossy().into_owned()));
+        let prep = Prepared::new(&resolved, program, args, &env).map_err(|why| {
+            ExecRefused::Failed(format!("cannot start `{program}`: {why}"))
+        })?;
+        match jail.spawn(&prep, &resolved, &cwd) {
+            Ok(child) => child,
+            Err(SpawnError::Namespaces(e)) => {
+                return Err(ExecRefused::Denied(format!(
+                    "exec of `{program}` refused: exec'd programs run in their own user and PID \
+                     namespaces, and this system does not allow that ({e}); enable \
+                     unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, \
+                     user.max_user_namespaces > 0)"
+                )))
+            }
+            Err(SpawnError::Failed(why)) => {
+                return Err(ExecRefused::Failed(format!("cannot start `{program}`: {why}")))
+            }
+        }
+    } else {
+        let prep = Prepared::new(&resolved, program, args, &env).map_err(|why| {
+            ExecRefused::Failed(format!("cannot start `{program}`: {why}"))
+        })?;
+        match confine::spawn_unconfined(&prep, &cwd) {
+            Ok(child) => child,
+            // Without namespaces a trusted program still runs, in its own process group.
+            Err(SpawnError::Namespaces(_)) => return run_in_process_group(policy, &resolved, program, args, &env),
+            Err(SpawnError::Failed(why)) => {
+                return Err(ExecRefused::Failed(format!("cannot start `{program}`: {why}")))
+            }
+        }
+    };
+    let Child {
+        pidfd,
+        stdout,
+        stderr,
+    } = child;
+    let stdout = std::thread::spawn(move || read_tail(stdout));
+    let stderr = std::thread::spawn(move || read_tail(stderr));
+    let exit = confine::wait(&pidfd, policy.deadline);
+    // The namespace is gone with its first process, so nothing holds the pipes any more.
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    let exit = exit.map_err(|e| ExecRefused::Failed(format!("waiting for `{program}`: {e}")))?;
+    if exit.killed {
+        return Err(ExecRefused::Deadline(format!(
+            "`{program}` was killed at the phase deadline (timeout limit of {})",
+            policy.timeout_text
+        )));
+    }
+    Ok(ExecResult {
+        exit_code: exit.code,
+        stdout,
+        stderr,
+    })
+}
+
+/// A trusted program on a system without unprivileged namespaces: its own process group, killed
+/// at the deadline (a program that leaves its group can outlive the phase; docs/manifest.md
+/// says so).
+fn run_in_process_group(
+    policy: &ExecPolicy,
+    resolved: &Path,
+    program: &str,
+    args: &[String],
+    env: &[(String, String)],
+) -> Result<ExecResult, ExecRefused> {
+    let mut cmd = Command::new(resolved);
     cmd.args(args)
         .current_dir(&policy.project_root)
         .env_clear()
-        .envs(policy.env.iter().map(|(k, v)| (k, v)))
-        .env("PATH", &path)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(ProcStdio::null())
         .stdout(ProcStdio::piped())
         .stderr(ProcStdio::piped());
-    if let Some(lease) = std::env::var_os("STAGECRAFT_LEASE") {
-        cmd.env("STAGECRAFT_LEASE", lease);
-    }
     #[cfg(unix)]
     {
-        // Its own process group, so the deadline kills whatever the program started too.
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
     }
@@ -165,6 +276,8 @@ fn run_program(
             )
         }
     };
+    // A background child of the group may still hold the pipes; kill the group first.
+    kill_group(pid);
     let stdout = stdout.and_then(|h| h.join().ok()).unwrap_or_default();
     let stderr = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
     if killed {

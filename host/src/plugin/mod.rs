@@ -4,31 +4,38 @@
 //! - [`PluginHost::load`] reads and checks a component, compiles it (or loads the cached
 //!   compilation) and links it once ([`LoadedPlugin`] holds the `InstancePre`).
 //! - [`PluginHost::run`] instantiates it in a new store per phase run ([`run`]).
-//! - [`check_grants`] keeps the state file out of every grant ([`grants`]).
+//! - [`check_phase_grants`] keeps the state, the cache, the manifest and plugin files and the
+//!   state's credentials out of every grant ([`grants`]).
 
 mod bindings;
 mod builtin;
 mod cache;
+mod confine;
 mod engine;
 mod grants;
 mod imports;
 mod limits;
 mod load;
+mod open_grants;
 mod run;
 mod types;
 mod worker;
 
 pub use builtin::builtin_names;
-pub use grants::{check_grants, guest_path};
+pub use confine::{harden_process, kill_running, unsupported_reason as exec_confinement_unsupported};
+pub use grants::{
+    check_grants, check_phase_grants, guest_path, GrantRefusal, Protected, RefusedGrant,
+};
 pub use imports::EXEC_OUTPUT_CAP;
 pub use limits::{format_bytes, MAX_OUTPUTS, MAX_OUTPUT_BYTES, MAX_SUMMARY_BYTES};
-pub use load::{ComponentSummary, SUPPORTED_WIT};
+pub use load::{ComponentSummary, COMPILE_TIMEOUT, MAX_COMPONENT_BYTES, SUPPORTED_WIT};
+pub use run::DESCRIBE_TIMEOUT;
 pub use run::PhaseRun;
 pub use types::*;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
@@ -42,6 +49,11 @@ pub struct PluginHost {
     engine: Engine,
     linker: Linker<RunState>,
     cache_dir: Option<PathBuf>,
+    /// `cache_dir` once [`cache::prepare_dir`] accepted it (checked at the first load);
+    /// `Err` says why it is not used.
+    private_cache: OnceLock<Result<PathBuf, cache::Unusable>>,
+    /// How long compiling one component may take (see [`load::COMPILE_TIMEOUT`]).
+    compile_timeout: Duration,
     /// Components already loaded by this host, by sha256.
     loaded: Mutex<HashMap<String, LoadedPlugin>>,
     /// Threads that phase runs execute on.
@@ -111,13 +123,27 @@ impl PluginHost {
             engine,
             linker,
             cache_dir: cache::resolve_dir(cache_dir),
+            private_cache: OnceLock::new(),
+            compile_timeout: load::COMPILE_TIMEOUT,
             loaded: Mutex::new(HashMap::new()),
             workers: worker::Workers::default(),
         })
     }
 
     /// The directory compiled components are cached in (`None`: compile in memory each time).
+    /// It is only used when it is private (spec/plugin-abi.md, "Compiled cache").
     pub fn cache_dir(&self) -> Option<&std::path::Path> {
         self.cache_dir.as_deref()
+    }
+
+    /// The cache directory `PluginHost::new(cache_dir)` would use, without creating or checking
+    /// it: what the grant check keeps out of every grant, dry runs included.
+    pub fn resolve_cache_dir(cache_dir: Option<PathBuf>) -> Option<PathBuf> {
+        cache::resolve_dir(cache_dir)
+    }
+
+    /// Bound the time compiling one component may take (default [`load::COMPILE_TIMEOUT`]).
+    pub fn set_compile_timeout(&mut self, timeout: Duration) {
+        self.compile_timeout = timeout;
     }
 }

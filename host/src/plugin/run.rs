@@ -11,6 +11,7 @@ use wasmtime::{Store, Trap};
 use super::bindings::stagecraft::phase::types as wit;
 use super::engine::ticks_for;
 use super::grants::wasi_context;
+use super::open_grants::open_grants;
 use super::imports::{ExecPolicy, RunState};
 use super::limits::{self, LogBudget, MemoryLimiter};
 use super::types::*;
@@ -127,48 +128,125 @@ impl PluginHost {
         }
     }
 
-    /// Ask the plugin about itself (a fresh store, no grants, default limits).
+    /// Ask the plugin about itself: a fresh store with no grants and default limits, on a
+    /// phase thread, bounded like a run. A describe() still running [`DESCRIBE_TIMEOUT`] plus a
+    /// second after it started (a guest blocked in a WASI sleep, which the epoch deadline
+    /// cannot interrupt) is abandoned with its thread.
     pub fn describe(&self, plugin: &LoadedPlugin) -> anyhow::Result<PluginInfo> {
-        let limits = Limits::default();
-        let sandbox = Sandbox {
-            project_root: std::env::temp_dir(),
-            grants: Grants::default(),
-            limits: Limits {
-                timeout: Duration::from_secs(10),
-                timeout_text: "10s".into(),
-                ..limits
-            },
-        };
-        let mut store = new_store(&self.engine, &sandbox, Box::new(|_, _| {}))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", plugin.name()))?;
-        let instance = plugin
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| anyhow::anyhow!("{} cannot be instantiated: {e:#}", plugin.name()))?;
-        let info = instance
-            .stagecraft_phase_phase()
-            .call_describe(&mut store)
-            .map_err(|e| {
-                let failure = failure_from_error(&e, &mut store, &sandbox.limits);
-                anyhow::anyhow!("{}: describe() failed: {failure}", plugin.name())
-            })?;
-        Ok(PluginInfo {
-            name: info.name,
-            version: info.version,
-            description: info.description,
-            phases: info.phases,
-        })
+        let name = plugin.name();
+        let worker = self
+            .workers
+            .take()
+            .map_err(|e| anyhow::anyhow!("{name}: cannot start the describe() thread: {e}"))?;
+        let (tx, rx) = mpsc::channel();
+        let engine = self.engine.clone();
+        let job_plugin = plugin.clone();
+        let job: super::worker::Job = Box::new(move || {
+            let _ = tx.send(describe_in_store(&engine, &job_plugin));
+        });
+        if worker.submit(job).is_err() {
+            anyhow::bail!("{name}: the describe() thread exited unexpectedly");
+        }
+        match rx.recv_timeout(DESCRIBE_TIMEOUT * 10_000 + DESCRIBE_GRACE) { // SABOTAGE
+            Ok(answer) => {
+                self.workers.give_back(worker);
+                answer.map_err(|why| anyhow::anyhow!("{name}: {why}"))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                self.workers.give_back(worker);
+                anyhow::bail!(
+                    "{name}: the host failed while calling describe() (an internal error; \
+                     please report it with the plugin)"
+                )
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                drop(worker);
+                anyhow::bail!("{name}: {}", describe_late())
+            }
+        }
     }
+}
+
+/// How long `describe()` may take, instantiation included (`plugin check`, `plugin test`).
+pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long past [`DESCRIBE_TIMEOUT`] the caller waits for the epoch deadline to stop the guest
+/// before abandoning its thread. No `exec` can run in describe(), so one second is plenty.
+const DESCRIBE_GRACE: Duration = Duration::from_secs(1);
+
+fn describe_late() -> String {
+    format!(
+        "describe() did not return within {}s; describe() must answer at once, without \
+         waiting on anything (it is called by `plugin check` and `plugin test`)",
+        DESCRIBE_TIMEOUT.as_secs()
+    )
+}
+
+/// The body of [`PluginHost::describe`], on the phase thread. `Err` is the reason, without the
+/// plugin's name.
+fn describe_in_store(
+    engine: &wasmtime::Engine,
+    plugin: &LoadedPlugin,
+) -> Result<PluginInfo, String> {
+    let sandbox = Sandbox {
+        project_root: std::env::temp_dir(),
+        grants: Grants::default(),
+        limits: Limits {
+            timeout: DESCRIBE_TIMEOUT,
+            timeout_text: format!("{}s", DESCRIBE_TIMEOUT.as_secs()),
+            ..Limits::default()
+        },
+    };
+    let mut store =
+        new_store(engine, &sandbox, Box::new(|_, _| {})).map_err(|failure| failure.to_string())?;
+    let timed_out = |failure: &PhaseFailure| {
+        matches!(
+            failure,
+            PhaseFailure::Limit {
+                limit: LimitKind::Timeout,
+                ..
+            }
+        )
+    };
+    let instance = plugin.pre.instantiate(&mut store).map_err(|e| {
+        let failure = failure_from_error(&e, &mut store, &sandbox.limits);
+        if timed_out(&failure) {
+            describe_late()
+        } else {
+            format!("cannot be instantiated: {e:#}")
+        }
+    })?;
+    let info = instance
+        .stagecraft_phase_phase()
+        .call_describe(&mut store)
+        .map_err(|e| {
+            let failure = failure_from_error(&e, &mut store, &sandbox.limits);
+            if timed_out(&failure) {
+                describe_late()
+            } else {
+                format!("describe() failed: {failure}")
+            }
+        })?;
+    Ok(PluginInfo {
+        name: info.name,
+        version: info.version,
+        description: info.description,
+        phases: info.phases,
+    })
 }
 
 fn new_store(
     engine: &wasmtime::Engine,
     sandbox: &Sandbox,
     emit: limits::Emit,
-) -> Result<Store<RunState>, String> {
+) -> Result<Store<RunState>, PhaseFailure> {
     let budget = Arc::new(Mutex::new(LogBudget::new(emit, sandbox.limits.log_bytes)));
     let refusals = Arc::new(Mutex::new(Vec::new()));
-    let wasi = wasi_context(sandbox, &budget, &refusals)?;
+    // Grants are opened now, as the phase starts, never earlier (see open_grants).
+    let opened = Arc::new(
+        open_grants(&sandbox.project_root, &sandbox.grants).map_err(PhaseFailure::Grant)?,
+    );
+    let wasi = wasi_context(sandbox, &opened, &budget, &refusals).map_err(PhaseFailure::Grant)?;
     let env = sandbox
         .grants
         .env
@@ -182,8 +260,11 @@ fn new_store(
         log: budget,
         exec: ExecPolicy {
             allowed: sandbox.grants.exec.clone(),
+            unconfined: sandbox.grants.exec_unconfined.clone(),
             env,
             project_root: sandbox.project_root.clone(),
+            grants: opened,
+            jail: None,
             deadline: Instant::now() + sandbox.limits.timeout,
             timeout_text: sandbox.limits.timeout_text.clone(),
         },
@@ -206,7 +287,7 @@ fn execute(
 ) -> (Result<PhaseReport, PhaseFailure>, bool) {
     let mut store = match new_store(engine, sandbox, emit) {
         Ok(store) => store,
-        Err(msg) => return (Err(PhaseFailure::Load(msg)), false),
+        Err(failure) => return (Err(failure), false),
     };
     let result = match plugin.pre.instantiate(&mut store) {
         Err(e) => Err(failure_from_error(&e, &mut store, &sandbox.limits)),
@@ -305,23 +386,15 @@ fn uncaught_python_exception(stderr: &[String]) -> Option<PhaseFailure> {
         .rev()
         .find(|l| !l.is_empty() && !l.starts_with(char::is_whitespace))?;
     Some(PhaseFailure::Guest {
-        message: limits::bounded_summary(exception),
-        details: Some(tail(&stderr[start..panic].join("\n"), MAX_TRACEBACK_BYTES)),
+        message: limits::bounded_line(exception, limits::MAX_ERROR_MESSAGE_BYTES),
+        details: Some(tail(&stderr[start..panic], limits::MAX_TRACEBACK_BYTES)),
     })
 }
 
-/// A traceback longer than this keeps its end (the frames nearest the raise).
-const MAX_TRACEBACK_BYTES: usize = 16 << 10;
-
-fn tail(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut cut = text.len() - max;
-    while !text.is_char_boundary(cut) {
-        cut += 1;
-    }
-    format!("...{}", &text[cut..])
+/// The traceback's lines joined, keeping its last `max` bytes after the cut marker. stderr keeps
+/// at most 64 lines of at most 16 KiB each, so the join itself is bounded.
+fn tail(lines: &[String], max: usize) -> String {
+    limits::bounded_tail(&lines.join("\n"), max).into_owned()
 }
 
 /// The line of a crashed guest's stderr that most likely says why: the last one that is not a
@@ -348,23 +421,24 @@ fn guest_failure(
     if let Some(limit) = tripped_limit(store, limits) {
         return limit;
     }
-    let refusals = store
-        .data()
-        .refusals
-        .lock()
-        .map(|r| r.clone())
-        .unwrap_or_default();
-    let mut message = limits::bounded_summary(&err.message);
+    // Bounded first, and the plugin's strings dropped with `err` before anything is kept.
+    let mut message = limits::bounded_line(&err.message, limits::MAX_ERROR_MESSAGE_BYTES);
+    let details = err
+        .details
+        .map(|d| limits::bounded_tail(&d, limits::MAX_ERROR_DETAILS_BYTES).into_owned());
     if message.trim().is_empty() {
         message = "the plugin returned an error without a message".into();
     }
-    if let Some(first) = refusals.first() {
-        message = format!("{message} ({first})");
+    let first_refusal = store
+        .data()
+        .refusals
+        .lock()
+        .ok()
+        .and_then(|r| r.first().cloned());
+    if let Some(first) = first_refusal {
+        message = format!("{message} ({})", limits::bounded(&first, limits::MAX_REFUSAL_BYTES));
     }
-    PhaseFailure::Guest {
-        message,
-        details: err.details,
-    }
+    PhaseFailure::Guest { message, details }
 }
 
 fn check_report(report: wit::PhaseReport) -> Result<PhaseReport, PhaseFailure> {
@@ -378,7 +452,10 @@ fn check_report(report: wit::PhaseReport) -> Result<PhaseReport, PhaseFailure> {
     Ok(PhaseReport {
         outcome: match report.outcome {
             wit::Outcome::Completed => Outcome::Completed,
-            wit::Outcome::Skipped(reason) => Outcome::Skipped(reason),
+            wit::Outcome::Skipped(reason) => Outcome::Skipped(limits::bounded_line(
+                &reason,
+                limits::MAX_SKIP_REASON_BYTES,
+            )),
         },
         summary: limits::bounded_summary(&report.summary),
         // Later duplicates win, as in a map literal.
@@ -447,6 +524,17 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_long_traceback_keeps_its_end_after_the_cut_marker() {
+        let frames: Vec<String> = (0..40).map(|i| format!("  File \"x.py\", line {i}{}", " ".repeat(1000))).collect();
+        let details = tail(&frames, limits::MAX_TRACEBACK_BYTES);
+        let joined = frames.join("\n");
+        let removed = joined.len() - limits::MAX_TRACEBACK_BYTES;
+        assert!(details.starts_with(&format!("… [cut {removed} bytes]\n")), "{}", &details[..40]);
+        assert!(details.ends_with(&frames[39]));
+        assert_eq!(tail(&frames[..2], limits::MAX_TRACEBACK_BYTES), frames[..2].join("\n"));
     }
 
     #[test]

@@ -118,6 +118,9 @@ pub enum PhaseFailure {
     Trap(String),
     /// The component could not be loaded or instantiated, or is not a phase plugin.
     Load(String),
+    /// A grant could not be opened when the phase started (missing, or a symbolic link now
+    /// stands in its path); the message names the grant.
+    Grant(String),
 }
 
 impl std::fmt::Display for PhaseFailure {
@@ -129,6 +132,7 @@ impl std::fmt::Display for PhaseFailure {
             }
             PhaseFailure::Trap(msg) => write!(f, "plugin crashed: {msg}"),
             PhaseFailure::Load(msg) => write!(f, "plugin could not be loaded: {msg}"),
+            PhaseFailure::Grant(msg) => write!(f, "{msg}"),
         }
     }
 }
@@ -136,14 +140,19 @@ impl std::fmt::Display for PhaseFailure {
 /// What a phase may touch. Everything defaults to nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
-    /// Host directories preopened read-only (absolute, resolved against the project root).
+    /// Host directories (preopened read-only) or files (for exec'd programs) that may be read;
+    /// absolute, resolved against the project root.
     pub read: Vec<PathBuf>,
-    /// Host directories preopened read-write.
+    /// Host directories (preopened read-write) or files that may be written.
     pub write: Vec<PathBuf>,
     /// Environment variable names passed through from the host's environment.
     pub env: Vec<String>,
-    /// Program names the plugin may run through `host.exec`.
+    /// Program names the plugin may run through `host.exec`, confined to these grants.
     pub exec: Vec<String>,
+    /// Program names the plugin may run unconfined (the manifest's `exec_unconfined`): they
+    /// reach everything this user can. Still killed with everything they start when the phase
+    /// ends.
+    pub exec_unconfined: Vec<String>,
 }
 
 /// Per-phase budgets.

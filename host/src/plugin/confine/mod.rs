@@ -1,0 +1,188 @@
+//! Confinement of the programs a plugin runs through `exec`. A program runs:
+//!
+//! - as PID 1 of its own user and PID namespaces ([`spawn`]), so that everything it starts dies
+//!   with it: when it exits, at the phase deadline, and when stagecraft is interrupted
+//!   ([`kill_running`]);
+//! - under a Landlock ruleset built from the phase's grants ([`rules`]): system directories
+//!   read-only, the grants as granted, a private temporary directory, nothing else;
+//! - with a seccomp filter that refuses sockets ([`seccomp`]);
+//! - with only stagecraft's standard streams replaced and every other descriptor closed.
+//!
+//! Where Landlock (ABI 3 or later) or unprivileged namespaces are missing, confined `exec` is
+//! refused with a message saying why; programs the manifest lists in `exec_unconfined` still run,
+//! without Landlock and seccomp (and, without namespaces, in their own process group).
+
+mod rules;
+mod seccomp;
+mod spawn;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub(crate) use spawn::{Child, Exit, Prepared, SpawnError};
+
+use super::open_grants::OpenedGrant;
+
+/// Why confined `exec` cannot work on this machine, if it cannot.
+pub fn unsupported_reason() -> Option<String> {
+    if !cfg!(target_os = "linux") {
+        return Some("exec'd programs are confined with Linux's Landlock, and this is not Linux".into());
+    }
+    let abi = rules::kernel_abi();
+    if abi < rules::MIN_ABI {
+        return Some(if abi == 0 {
+            "this kernel has no Landlock (it needs Linux 6.2 or later with Landlock enabled: \
+             `lsm=landlock,...` on the kernel command line)"
+                .to_string()
+        } else {
+            format!(
+                "this kernel's Landlock is ABI {abi}; confining exec'd programs needs ABI {} \
+                 (Linux 6.2) or later",
+                rules::MIN_ABI
+            )
+        });
+    }
+    None
+}
+
+/// The confinement of one phase's exec'd programs, built at its first `exec`.
+pub(crate) struct Jail {
+    ruleset: rules::PhaseRuleset,
+    ruleset_fd: OwnedFd,
+    seccomp: seccomp::NoSockets,
+    tmp: tempfile::TempDir,
+}
+
+impl Jail {
+    /// The phase's grants, already opened.
+    pub fn new(grants: &[OpenedGrant]) -> Result<Jail, String> {
+        if let Some(why) = unsupported_reason() {
+            return Err(why);
+        }
+        let tmp = private_tmp()?;
+        let ruleset = rules::PhaseRuleset::build(grants, tmp.path())?;
+        let ruleset_fd = ruleset.fd()?;
+        Ok(Jail {
+            ruleset,
+            ruleset_fd,
+            seccomp: seccomp::NoSockets::new(),
+            tmp,
+        })
+    }
+
+    /// The private temporary directory programs get as `TMPDIR` (removed with the jail).
+    pub fn tmp(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Start a program confined.
+    pub fn spawn(&mut self, prep: &Prepared, program: &Path, cwd: &OwnedFd) -> Result<Child, SpawnError> {
+        if !rules::is_system_program(program) {
+            self.ruleset
+                .allow_program(program)
+                .map_err(SpawnError::Failed)?;
+        }
+        spawn::spawn(
+            prep,
+            cwd,
+            Some(spawn::Confine {
+                ruleset: &self.ruleset_fd,
+                seccomp: &self.seccomp,
+            }),
+        )
+    }
+}
+
+/// Make this process not dumpable: no other process of this user (a program a plugin exec'd
+/// with `exec_unconfined`, or anything else) may ptrace it or read its memory and environment
+/// through `/proc`, where the state database's URL and password live. Called first thing in
+/// `main`.
+pub fn harden_process() {
+    #[cfg(target_os = "linux")]
+    {
+        // Failing leaves the process as it was; confinement of exec'd programs does not rest
+        // on this alone.
+        let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    }
+}
+
+/// A directory only this user can enter, for one phase's programs.
+fn private_tmp() -> Result<tempfile::TempDir, String> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix("stagecraft-exec-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .map_err(|e| format!("cannot create the private temp dir for exec'd programs: {e}"))
+}
+
+/// Start a program the manifest trusts (`exec_unconfined`): namespaces only, so that it still
+/// cannot outlive its phase.
+pub(crate) fn spawn_unconfined(prep: &Prepared, cwd: &OwnedFd) -> Result<Child, SpawnError> {
+    spawn::spawn(prep, cwd, None)
+}
+
+/// Wait for `child` until `deadline`, killing it (and all it started) then. While it runs, a
+/// SIGINT or SIGTERM handler can kill it through [`kill_running`].
+pub(crate) fn wait(pidfd: &OwnedFd, deadline: Instant) -> std::io::Result<Exit> {
+    let registration = Registration::new(pidfd);
+    let exit = spawn::wait(pidfd, Some(deadline));
+    drop(registration);
+    exit
+}
+
+/// The programs running now, by a duplicate of their pidfd.
+fn running() -> &'static Mutex<Vec<(u64, Arc<OwnedFd>)>> {
+    static RUNNING: OnceLock<Mutex<Vec<(u64, Arc<OwnedFd>)>>> = OnceLock::new();
+    RUNNING.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+struct Registration(Option<u64>);
+
+impl Registration {
+    fn new(pidfd: &OwnedFd) -> Registration {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let Ok(dup) = pidfd.try_clone() else {
+            return Registration(None);
+        };
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        running()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id, Arc::new(dup)));
+        Registration(Some(id))
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(id) = self.0 {
+            running()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(i, _)| *i != id);
+        }
+    }
+}
+
+/// Kill every program any phase of this process is running, with everything they started, and
+/// wait (a bounded time) until they are gone. Called on SIGINT/SIGTERM before the release is
+/// marked interrupted and the lease released. Returns how many were running.
+pub fn kill_running() -> usize {
+    let all: Vec<Arc<OwnedFd>> = running()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(_, fd)| fd.clone())
+        .collect();
+    for fd in &all {
+        spawn::kill(fd);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for fd in &all {
+        spawn::wait_exited(fd.as_raw_fd(), deadline);
+    }
+    all.len()
+}

@@ -1,0 +1,198 @@
+//! The Landlock ruleset an exec'd program runs under: the system directories a program needs to
+//! start (read and execute), a few device files, the phase's own grants exactly as granted, a
+//! private temporary directory, and nothing else. No TCP bind or connect (ABI 4+), no signals to
+//! or abstract sockets of processes outside the sandbox (ABI 6+).
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use landlock::{
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd,
+    Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, Scope, ABI,
+};
+
+use crate::plugin::open_grants::{Access as GrantAccess, OpenedGrant};
+
+/// The oldest Landlock ABI that confines everything we rely on: ABI 3 added `truncate`, without
+/// which a program could empty a file it was only granted to read.
+pub(crate) const MIN_ABI: i32 = 3;
+
+/// The running kernel's Landlock ABI version (0 when Landlock is missing or disabled).
+pub(crate) fn kernel_abi() -> i32 {
+    static ABI_VERSION: OnceLock<i32> = OnceLock::new();
+    *ABI_VERSION.get_or_init(|| {
+        const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+        // SAFETY: with a null attribute, size 0 and the VERSION flag the call only returns a
+        // number; it reads and writes no memory.
+        let v = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_create_ruleset,
+                std::ptr::null::<libc::c_void>(),
+                0usize,
+                LANDLOCK_CREATE_RULESET_VERSION,
+            )
+        };
+        if v < 0 {
+            0
+        } else {
+            v as i32
+        }
+    })
+}
+
+/// System paths every program may read and execute. `/etc` is listed entry by entry so that
+/// its secrets can be left out (see [`ETC_SECRETS`]).
+const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+
+/// `/etc` entries no exec'd program may read, even where the file mode would let this user.
+const ETC_SECRETS: &[&str] = &[
+    "shadow",
+    "shadow-",
+    "gshadow",
+    "gshadow-",
+    "sudoers",
+    "sudoers.d",
+    "ssh",
+    "ssl",
+    "security",
+    "credstore",
+    "credstore.encrypted",
+    "stagecraft",
+];
+
+/// Of `/etc/ssl`, only the public parts.
+const ETC_SSL_PUBLIC: &[&str] = &["/etc/ssl/certs", "/etc/ssl/openssl.cnf"];
+
+/// Device files a program may read and write (`/dev/null` above all).
+const RW_DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full"];
+const RO_DEVICES: &[&str] = &["/dev/random", "/dev/urandom"];
+
+/// Every system path the ruleset names, listed once per process (the `/etc` listing is the
+/// only part that needs a directory read).
+fn system_paths() -> &'static [(PathBuf, bool)] {
+    static PATHS: OnceLock<Vec<(PathBuf, bool)>> = OnceLock::new();
+    PATHS.get_or_init(|| {
+        let mut paths: Vec<(PathBuf, bool)> = Vec::new();
+        for dir in SYSTEM_DIRS {
+            paths.push((PathBuf::from(dir), false));
+        }
+        if let Ok(entries) = std::fs::read_dir("/etc") {
+            let mut names: Vec<_> = entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name())
+                .filter(|n| !ETC_SECRETS.iter().any(|s| n.as_encoded_bytes() == s.as_bytes()))
+                .collect();
+            names.sort();
+            for name in names {
+                paths.push((Path::new("/etc").join(name), false));
+            }
+        }
+        for p in ETC_SSL_PUBLIC {
+            paths.push((PathBuf::from(p), false));
+        }
+        for p in RW_DEVICES {
+            paths.push((PathBuf::from(p), true));
+        }
+        for p in RO_DEVICES {
+            paths.push((PathBuf::from(p), false));
+        }
+        paths
+    })
+}
+
+/// A ruleset being built for one phase: rules can still be added (a program found outside the
+/// system directories gets a rule for its own file) until the last program of the phase runs.
+pub(crate) struct PhaseRuleset {
+    abi: ABI,
+    created: RulesetCreated,
+}
+
+impl PhaseRuleset {
+    /// System paths, `grants` as granted, and `tmp` read-write.
+    pub fn build(grants: &[OpenedGrant], tmp: &Path) -> Result<PhaseRuleset, String> {
+        let abi = ABI::from(kernel_abi());
+        let fail = |e: landlock::RulesetError| format!("building the Landlock ruleset: {e}");
+        let mut ruleset = Ruleset::default()
+            .set_compatibility(CompatLevel::HardRequirement)
+            .handle_access(AccessFs::from_all(abi))
+            .map_err(fail)?;
+        if kernel_abi() >= 4 {
+            ruleset = ruleset.handle_access(AccessNet::from_all(abi)).map_err(fail)?;
+        }
+        if kernel_abi() >= 6 {
+            ruleset = ruleset.scope(Scope::from_all(abi)).map_err(fail)?;
+        }
+        let mut created = ruleset.create().map_err(fail)?;
+        let read = AccessFs::from_read(abi);
+        let all = AccessFs::from_all(abi);
+        let file_rw = AccessFs::from_file(abi);
+        for (path, writable) in system_paths() {
+            // A path this machine does not have (no /lib32) is simply not granted.
+            let Ok(fd) = PathFd::new(path) else { continue };
+            let is_dir = std::fs::metadata(path).map(|m| m.is_dir()).unwrap_or(false);
+            let mut access = if *writable {
+                file_rw & !BitFlags::from(AccessFs::Execute)
+            } else {
+                read
+            };
+            if !is_dir {
+                access &= AccessFs::from_file(abi);
+            }
+            created = created
+                .add_rule(PathBeneath::new(fd, access))
+                .map_err(fail)?;
+        }
+        for grant in grants {
+            let access = match (grant.access, grant.is_dir) {
+                (GrantAccess::Read, true) => read,
+                (GrantAccess::Read, false) => read & AccessFs::from_file(abi),
+                (GrantAccess::Write, true) => all,
+                (GrantAccess::Write, false) => file_rw,
+            };
+            let fd = grant
+                .fd
+                .try_clone()
+                .map_err(|e| format!("the grant {}: {e}", grant.path.display()))?;
+            created = created
+                .add_rule(PathBeneath::new(fd, access))
+                .map_err(fail)?;
+        }
+        let tmp_fd = PathFd::new(tmp).map_err(|e| format!("the private temp dir: {e}"))?;
+        created = created
+            .add_rule(PathBeneath::new(tmp_fd, all))
+            .map_err(fail)?;
+        Ok(PhaseRuleset { abi, created })
+    }
+
+    /// Let programs read and execute one more file (a granted program installed outside the
+    /// system directories, such as `~/.cargo/bin/tool`).
+    pub fn allow_program(&mut self, program: &Path) -> Result<(), String> {
+        let fd = PathFd::new(program).map_err(|e| format!("{}: {e}", program.display()))?;
+        let access = AccessFs::from_read(self.abi) & AccessFs::from_file(self.abi);
+        let clone = self
+            .created
+            .try_clone()
+            .map_err(|e| format!("the Landlock ruleset: {e}"))?;
+        // Rules added to a clone land in the same kernel ruleset (one file description).
+        clone
+            .add_rule(PathBeneath::new(fd, access))
+            .map_err(|e| format!("allowing {}: {e}", program.display()))?;
+        Ok(())
+    }
+
+    /// A descriptor of the ruleset for a child to pass to `landlock_restrict_self`.
+    pub fn fd(&self) -> Result<OwnedFd, String> {
+        let clone = self
+            .created
+            .try_clone()
+            .map_err(|e| format!("the Landlock ruleset: {e}"))?;
+        Option::<OwnedFd>::from(clone)
+            .ok_or_else(|| "Landlock is not enforced by this kernel".to_string())
+    }
+}
+
+/// Whether `program` lies under a system directory (already readable and executable).
+pub(crate) fn is_system_program(program: &Path) -> bool {
+    SYSTEM_DIRS.iter().any(|d| program.starts_with(d))
+}
