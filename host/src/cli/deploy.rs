@@ -3,6 +3,7 @@
 use crate::cli::release::{self, RunFlags};
 use crate::cli::GlobalArgs;
 use crate::error::{input_error, ExitCode};
+use crate::output::terminal::{contains_controls, escape_controls};
 use crate::pipeline::Request;
 use crate::state::Operation;
 
@@ -32,6 +33,11 @@ pub struct DeployArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
+    for (flag, value) in [("--version", &args.version), ("--commit", &args.commit)] {
+        if let Some(value) = value {
+            refuse_controls(flag, value.trim())?;
+        }
+    }
     let target = release::load_target(
         global,
         args.env.as_deref(),
@@ -68,4 +74,18 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
             rollback_target: None,
         })
     })
+}
+
+/// A version or commit is recorded for good and printed on terminals (and passed to every
+/// plugin): one with control characters is refused rather than stored (after trimming, as
+/// below, so a trailing newline read from a file is harmless).
+fn refuse_controls(flag: &str, value: &str) -> anyhow::Result<()> {
+    if contains_controls(value) {
+        return Err(input_error(format!(
+            "{flag} \"{}\" contains a control character (shown escaped); pass it without \
+             control characters, such as a tag or a commit SHA",
+            escape_controls(value)
+        )));
+    }
+    Ok(())
 }

@@ -81,7 +81,17 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(code) => code as i32,
         Err(err) => {
-            eprintln!("Error: {err:#}");
+            // An error may quote plugin text or a value read from state: shown escaped. A phase
+            // failure is one line, like the phase's own; other errors keep their line breaks (a
+            // manifest error quotes the offending lines).
+            use crate::output::terminal::{escape_controls, escape_controls_by_line};
+            let message = format!("{err:#}");
+            let shown = if err.chain().any(|c| c.is::<crate::error::PhaseFailed>()) {
+                escape_controls(&message)
+            } else {
+                escape_controls_by_line(&message)
+            };
+            eprintln!("Error: {shown}");
             exit_code_for(&err) as i32
         }
     }

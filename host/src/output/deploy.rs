@@ -2,12 +2,16 @@
 //!
 //! stdout carries the deterministic part: one line per phase as it finishes (durations only
 //! with `--verbose`), or, with `--json`, only the final release record. stderr carries plugin logs
-//! tagged with phase and plugin, and a live progress line when it is a terminal.
+//! tagged with phase and plugin, and a live progress line when it is a terminal. Every piece of
+//! plugin text, and every value that came from the user or from state, is printed through
+//! [`escape_controls`], so a phase is always exactly one line and no plugin writes escape
+//! sequences to the terminal.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::terminal::escape_controls;
 use crate::pipeline::Events;
 use crate::plugin::{LogLevel, LogSink};
 use crate::state::{PhaseDetail, PhaseStatus, Release};
@@ -42,13 +46,16 @@ impl ConsoleEvents {
     }
 }
 
-/// One phase's line: name, status, and what happened.
+/// One phase's line: name, status, and what happened (escaped: always one line).
 pub fn phase_line(phase: &str, status: PhaseStatus, detail: &PhaseDetail, verbose: bool) -> String {
-    let what = detail
-        .error
-        .as_deref()
-        .or(detail.summary.as_deref())
-        .unwrap_or("");
+    let what = escape_controls(
+        detail
+            .error
+            .as_deref()
+            .or(detail.summary.as_deref())
+            .unwrap_or(""),
+    );
+    let phase = escape_controls(phase);
     let mut line = format!("  {phase:<PHASE_WIDTH$} {:<10}{what}", status.as_str());
     if verbose {
         if let Some(ms) = detail.duration_ms {
@@ -90,8 +97,8 @@ impl Events for ConsoleEvents {
             std::io::stdout(),
             "Release {}: {what} {} to {}",
             release.id,
-            release.version,
-            release.environment
+            escape_controls(&release.version),
+            escape_controls(&release.environment)
         );
     }
 
@@ -135,8 +142,16 @@ impl LogSink for ConsoleSink<'_> {
         let _g = self.events.lock.lock();
         let mut err = std::io::stderr().lock();
         self.events.clear_progress(&mut err);
+        // One terminal line per line of the message, each tagged, so a forged line is still
+        // visibly part of the log; anything else a terminal would act on is shown escaped.
         for line in message.lines() {
-            let _ = writeln!(err, "{} {}: {line}", self.tag, level.as_str());
+            let _ = writeln!(
+                err,
+                "{} {}: {}",
+                self.tag,
+                level.as_str(),
+                escape_controls(line)
+            );
         }
     }
 }
@@ -167,6 +182,19 @@ mod tests {
         assert_eq!(
             phase_line("push", PhaseStatus::Failed, &failed, false),
             "  push          failed    boom"
+        );
+    }
+
+    #[test]
+    fn a_phase_line_is_one_line_whatever_the_plugin_said() {
+        let detail = PhaseDetail {
+            summary: Some("\x1b[2Jdone\r  rollout       completed\n\u{202e}x".into()),
+            ..PhaseDetail::default()
+        };
+        let line = phase_line("build", PhaseStatus::Completed, &detail, false);
+        assert_eq!(
+            line,
+            "  build         completed \\x1b[2Jdone\\r  rollout       completed\\n\\u{202e}x"
         );
     }
 }

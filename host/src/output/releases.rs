@@ -1,9 +1,13 @@
 //! How `releases list` and `releases show` print: an aligned table and a detail view for people,
-//! and a stable snake_case JSON shape for machines (spec/state.md, "releases output").
+//! and a stable snake_case JSON shape for machines (spec/state.md, "releases output"). State may
+//! hold anything a plugin or another tool wrote, so every value a person sees is escaped
+//! ([`escape_controls`]); JSON is escaped by serde_json.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+
+use super::terminal::escape_controls;
 
 use crate::state::{OverallStatus, PhaseStatus, Release};
 
@@ -21,9 +25,9 @@ pub fn list_table(releases: &[&Release], with_environment: bool) -> String {
     for r in releases {
         let mut row = vec![r.id.to_string()];
         if with_environment {
-            row.push(r.environment.clone());
+            row.push(escape_controls(&r.environment).into_owned());
         }
-        row.push(r.version.clone());
+        row.push(escape_controls(&r.version).into_owned());
         row.push(r.timestamp.display_utc());
         row.push(r.overall_status().as_str().to_string());
         rows.push(row);
@@ -59,13 +63,13 @@ pub fn show_text(r: &Release) -> String {
         if s.trim().is_empty() {
             "N/A".to_string()
         } else {
-            s.to_string()
+            escape_controls(s).into_owned()
         }
     };
     let mut fields: Vec<(&str, String)> = vec![
         ("Release ID", r.id.to_string()),
-        ("Environment", r.environment.clone()),
-        ("Version", r.version.clone()),
+        ("Environment", escape_controls(&r.environment).into_owned()),
+        ("Version", escape_controls(&r.version).into_owned()),
         ("Commit SHA", or_na(&r.commit_sha)),
         ("Timestamp", format!("{} UTC", r.timestamp.display_utc())),
         (
@@ -87,14 +91,21 @@ pub fn show_text(r: &Release) -> String {
     }
     out.push_str("\nPhases:\n");
     let phases = r.phase_statuses();
-    let name_width = phases.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
+    let name_width = phases
+        .iter()
+        .map(|(p, _)| escape_controls(p).chars().count())
+        .max()
+        .unwrap_or(0);
     for (phase, status) in &phases {
-        out.push_str(&format!("  {phase:<name_width$}  {status}\n"));
+        let shown = escape_controls(phase);
+        out.push_str(&format!("  {shown:<name_width$}  {status}\n"));
         if let Some(detail) = r.phase_details.get(phase) {
             if let Some(summary) = &detail.summary {
+                let summary = escape_controls(summary);
                 out.push_str(&format!("  {:name_width$}    summary: {summary}\n", ""));
             }
             if let Some(error) = &detail.error {
+                let error = escape_controls(error);
                 out.push_str(&format!("  {:name_width$}    error: {error}\n", ""));
             }
         }
