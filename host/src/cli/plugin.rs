@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 
 use super::GlobalArgs;
 use crate::error::{input_error, ExitCode};
+use crate::output::terminal::escape_controls;
 use crate::plugin::*;
 
 #[derive(Debug, Args)]
@@ -152,15 +153,16 @@ fn check(global: &GlobalArgs, args: CheckArgs) -> anyhow::Result<ExitCode> {
     );
     println!("sha256       {}", plugin.digest());
     println!("size         {:.1} KiB", summary.size as f64 / 1024.0);
-    println!("name         {}", info.name);
-    println!("version      {}", info.version);
-    println!("description  {}", info.description);
+    // What describe() returned is plugin text: shown escaped, like every plugin string.
+    println!("name         {}", escape_controls(&info.name));
+    println!("version      {}", escape_controls(&info.version));
+    println!("description  {}", escape_controls(&info.description));
     println!(
         "phases       {}",
         if info.phases.is_empty() {
             "any".to_string()
         } else {
-            info.phases.join(", ")
+            escape_controls(&info.phases.join(", ")).into_owned()
         }
     );
     println!("imports");
@@ -546,7 +548,7 @@ fn test(global: &GlobalArgs, args: TestArgs) -> anyhow::Result<ExitCode> {
                 "{:width$}  {:6}  {}",
                 v.scenario,
                 if v.pass { "pass" } else { "FAIL" },
-                v.detail
+                escape_controls(&v.detail)
             );
         }
         println!("{} passed, {failed} failed", verdicts.len() - failed);

@@ -8,6 +8,7 @@ use crate::cli::GlobalArgs;
 use crate::error::{input_error, ExitCode, PhaseFailed};
 use crate::manifest::{self, Manifest};
 use crate::output::deploy::ConsoleEvents;
+use crate::output::terminal::escape_controls;
 use crate::pipeline::{self, Pipeline, Request};
 use crate::plugin::PluginHost;
 use crate::state::{Operation, Release, StateStore};
@@ -210,14 +211,12 @@ fn print_result(release: &Release, json: bool) {
     let _ = match release.operation() {
         Operation::Deploy => writeln!(
             out,
-            "Deployed {} to {} (release {}).",
-            release.version, release.environment, release.id
+            "Deployed {version} to {environment} (release {}).",
+            release.id
         ),
         Operation::Rollback => writeln!(
             out,
-            "Rolled back {} to {} (release {}, redeploying {}).",
-            release.environment,
-            release.version,
+            "Rolled back {environment} to {version} (release {}, redeploying {}).",
             release.id,
             release
                 .rollback_target
@@ -254,6 +253,8 @@ pub fn print_plan(
             "version": version,
             "commit_sha": commit,
             "rollback_target": rollback_target.map(|t| t.id.as_str()),
+    let version = escape_controls(&release.version);
+    let environment = escape_controls(&release.environment);
             "phases": phases.iter().map(|(p, plugin)| serde_json::json!({
                 "phase": p,
                 "plugin": plugin,
@@ -263,14 +264,18 @@ pub fn print_plan(
         return;
     }
     println!("Dry run: nothing is written and no plugin runs.");
-    println!("Environment:     {}", target.environment);
-    println!("Version:         {version}");
+    println!("Environment:     {}", escape_controls(&target.environment));
+    println!("Version:         {}", escape_controls(version));
     println!(
         "Commit SHA:      {}",
-        if commit.is_empty() { "N/A" } else { commit }
+        if commit.is_empty() {
+            "N/A".into()
+        } else {
+            escape_controls(commit)
+        }
     );
     if let Some(t) = rollback_target {
-        println!("Rollback target: {} ({})", t.id, t.version);
+        println!("Rollback target: {} ({})", t.id, escape_controls(&t.version));
     }
     println!("Phases:");
     for (phase, plugin) in phases {
