@@ -14,7 +14,7 @@ use std::process::Command;
 
 /// (directory name under plugins/builtin, crate name). The directory name is the `builtin:` name.
 const BUILTINS: &[&str] = &["noop", "exec", "render", "switch"];
-const FIXTURES: &[&str] = &["hostile"];
+const FIXTURES: &[&str] = &["hostile", "slow-describe"];
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 fn main() {
@@ -129,7 +129,11 @@ fn main() {
     table.push_str("];\n");
     fs::write(out_dir.join("builtins.rs"), table).expect("write builtins.rs");
     for name in FIXTURES {
-        let file = built.join(format!("stagecraft_fixture_{name}.wasm"));
+        // Cargo names a library artifact after its crate, with `-` turned into `_`.
+        let file = built.join(format!(
+            "stagecraft_fixture_{}.wasm",
+            name.replace('-', "_")
+        ));
         copy(
             &file,
             &wasm_dir.join("fixtures").join(format!("{name}.wasm")),

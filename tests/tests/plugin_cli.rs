@@ -249,3 +249,61 @@ fn test_rejects_unusable_input_with_exit_1() {
         assert!(out.stderr.starts_with("Error: "), "{out:?}");
     }
 }
+
+#[test]
+fn check_and_test_give_up_on_a_describe_that_never_returns() {
+    // The fixture's describe() sleeps for an hour inside a WASI call, where the epoch deadline
+    // cannot interrupt it; only the host's own deadline brings the command back.
+    let dir = tempfile::tempdir().unwrap();
+    let slow = fixture("slow-describe").display().to_string();
+    let late = format!("{slow}: describe() did not return within 10s");
+
+    let out = run(dir.path(), &["plugin", "check", &slow]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains(&late), "{out:?}");
+
+    let out = run(dir.path(), &["plugin", "test", &slow]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let describe = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("describe"))
+        .unwrap_or_else(|| panic!("no describe row: {out:?}"));
+    assert!(describe.contains("FAIL"), "{describe}");
+    assert!(describe.contains(&late), "{describe}");
+}
+
+#[test]
+fn check_refuses_a_fifo_and_an_oversized_file_without_reading_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // A FIFO nobody writes to: opening it for reading would wait forever.
+    let fifo = dir.path().join("pipe.wasm");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let out = run(dir.path(), &["plugin", "check", "pipe.wasm"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("pipe.wasm is not a regular file"),
+        "{out:?}"
+    );
+
+    // A component header followed by a hole one byte past the limit (sparse: no disk used).
+    let huge = dir.path().join("huge.wasm");
+    let file = std::fs::File::create(&huge).unwrap();
+    std::io::Write::write_all(&mut &file, &[0, b'a', b's', b'm', 0x0d, 0, 1, 0]).unwrap();
+    file.set_len(stagecraft::plugin::MAX_COMPONENT_BYTES + 1)
+        .unwrap();
+    let out = run(dir.path(), &["plugin", "check", "huge.wasm"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("huge.wasm is larger than 128MiB (the largest component stagecraft loads)"),
+        "{out:?}"
+    );
+}

@@ -333,3 +333,25 @@ fn a_rewritten_plugin_file_is_never_served_from_its_old_cache_record() {
     assert!(again.was_cached());
     assert_eq!(again.digest(), swapped.digest());
 }
+
+#[test]
+fn a_compilation_past_its_deadline_fails_the_load_naming_the_plugin() {
+    // Compiling takes milliseconds at least, so a deadline of one nanosecond always passes
+    // first: the load must give up rather than wait for the compiler.
+    let (mut hurried, _cache) = host();
+    hurried.set_compile_timeout(std::time::Duration::from_nanos(1));
+    let err = hurried.load(&hostile()).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "{}: compiling did not finish within 1ns",
+            fixture("hostile").display()
+        )),
+        "{err}"
+    );
+    // A component already compiled (here: taken from the cache) is not held to it.
+    let (warm, cache) = host();
+    warm.load(&hostile()).unwrap();
+    let mut hurried = PluginHost::new(Some(cache.path().to_path_buf())).unwrap();
+    hurried.set_compile_timeout(std::time::Duration::from_nanos(1));
+    assert!(hurried.load(&hostile()).unwrap().was_cached());
+}

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use crate::cli::GlobalArgs;
 use crate::error::{input_error, ExitCode, PhaseFailed};
-use crate::manifest::{self, Manifest};
+use crate::manifest::{self, Manifest, StateBackend};
 use crate::output::deploy::ConsoleEvents;
 use crate::output::terminal::escape_controls;
 use crate::pipeline::{self, Pipeline, Request};
-use crate::plugin::PluginHost;
+use crate::plugin::{PluginHost, PluginSource, Protected, RefusedGrant};
 use crate::state::{Operation, Release, StateStore};
 
 /// The variable a running release exports to the programs its plugins exec, naming the
@@ -110,44 +110,92 @@ pub fn open_store(global: &GlobalArgs, manifest: &Manifest) -> anyhow::Result<Bo
     super::state::open_for(global, &manifest.state, &manifest.project_root)
 }
 
-/// Refuse any read/write grant that would let a plugin reach the state file, its lock or backup.
-/// (A PostgreSQL store has no file on this machine to protect.)
+/// Refuse any grant that would hand a plugin the keys (docs/manifest.md, "Grants stagecraft
+/// refuses"): a read or write grant reaching the state file, its lock or backup, or the
+/// compiled-component cache; a write grant over the manifest or a plugin file of the pipeline;
+/// an `env` grant naming a variable that leads to the state or its credentials. The error
+/// points at the grant in the manifest.
 pub fn check_grants(global: &GlobalArgs, manifest: &Manifest) -> anyhow::Result<()> {
-    let uses_file = global.state_url.is_none()
-        && (global.state_file.is_some() || manifest.state == crate::manifest::StateBackend::File);
-    let protected = if uses_file {
-        protected_paths(&crate::state::resolve_state_path(
-            global.state_file.as_deref(),
-            &manifest.project_root,
-        ))
-    } else {
-        Vec::new()
-    };
+    let protected = protected_paths(global, manifest);
     for (phase, spec) in &manifest.phases {
-        if let Err(why) =
-            crate::plugin::check_grants(&spec.grants, &manifest.project_root, &protected)
+        if let Err(refusal) =
+            crate::plugin::check_phase_grants(&spec.grants, &manifest.project_root, &protected)
         {
-            let at = spec
-                .grant_locations
-                .iter()
-                .find(|(p, _)| why.contains(&p.display().to_string()))
-                .map(|(_, at)| format!("{at}: "))
-                .unwrap_or_else(|| format!("{}: ", manifest.path.display()));
-            return Err(input_error(format!("{at}phase {phase}: {why}")));
+            let written = match &refusal.grant {
+                RefusedGrant::Path(path) => spec
+                    .grant_locations
+                    .iter()
+                    .find(|(grant, _)| grant == path)
+                    .map(|(_, at)| at),
+                RefusedGrant::Env(name) => spec
+                    .env_locations
+                    .iter()
+                    .find(|(grant, _)| grant == name)
+                    .map(|(_, at)| at),
+            };
+            let at = match written {
+                Some(at) => format!("{at}: "),
+                None => format!("{}: ", manifest.path.display()),
+            };
+            return Err(input_error(format!("{at}phase {phase}: {refusal}")));
         }
     }
     Ok(())
 }
 
-/// The files no grant may reach: the state file, its lock and its backup (their directory is
-/// protected with them by `check_grants`).
-fn protected_paths(state_file: &Path) -> Vec<std::path::PathBuf> {
-    let name = state_file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let sibling = |suffix: &str| state_file.with_file_name(format!("{name}{suffix}"));
-    vec![state_file.to_path_buf(), sibling(".lock"), sibling(".bak")]
+/// What no grant may reach in this project: the state file, its lock and its backup (a
+/// PostgreSQL store has no file on this machine; their directory is protected with them), the
+/// compiled-component cache, the manifest and every plugin file, and the variables that lead to
+/// the state or its credentials (whatever the backend: a plugin has no business with them).
+fn protected_paths(global: &GlobalArgs, manifest: &Manifest) -> Protected {
+    let uses_file = global.state_url.is_none()
+        && (global.state_file.is_some() || manifest.state == StateBackend::File);
+    let state_files = if uses_file {
+        let state_file =
+            crate::state::resolve_state_path(global.state_file.as_deref(), &manifest.project_root);
+        let name = state_file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let sibling = |suffix: &str| state_file.with_file_name(format!("{name}{suffix}"));
+        vec![state_file.clone(), sibling(".lock"), sibling(".bak")]
+    } else {
+        Vec::new()
+    };
+    // The manifest's path is as given on the command line, relative to the working directory.
+    let manifest_file =
+        std::path::absolute(&manifest.path).unwrap_or_else(|_| manifest.path.clone());
+    let mut run_files = vec![(manifest_file, "the manifest".to_string())];
+    for (phase, spec) in &manifest.phases {
+        if let PluginSource::File(file) = &spec.source {
+            run_files.push((file.clone(), format!("the plugin of phase {phase}")));
+        }
+    }
+    let mut env = vec![
+        (
+            crate::state::DATABASE_URL_ENV.to_string(),
+            "the state database's URL".to_string(),
+        ),
+        (
+            crate::state::STATE_FILE_ENV.to_string(),
+            "the state file's location".to_string(),
+        ),
+    ];
+    if let StateBackend::Postgres { url_env } = &manifest.state {
+        env.push((url_env.clone(), "the state database's URL".to_string()));
+    }
+    for name in ["PGPASSWORD", "PGPASSFILE", "PGSERVICEFILE"] {
+        env.push((
+            name.to_string(),
+            format!("the PostgreSQL credentials stagecraft's state connection may use ({name})"),
+        ));
+    }
+    Protected {
+        state_files,
+        cache_dir: PluginHost::resolve_cache_dir(None),
+        run_files,
+        env,
+    }
 }
 
 /// Load every plugin, take the lease on `store`, let `build_request` resolve what to release
@@ -208,6 +256,8 @@ fn print_result(release: &Release, json: bool) {
     if status != crate::state::OverallStatus::Completed {
         return; // The error line on stderr says what failed.
     }
+    let version = escape_controls(&release.version);
+    let environment = escape_controls(&release.environment);
     let _ = match release.operation() {
         Operation::Deploy => writeln!(
             out,
@@ -253,8 +303,6 @@ pub fn print_plan(
             "version": version,
             "commit_sha": commit,
             "rollback_target": rollback_target.map(|t| t.id.as_str()),
-    let version = escape_controls(&release.version);
-    let environment = escape_controls(&release.environment);
             "phases": phases.iter().map(|(p, plugin)| serde_json::json!({
                 "phase": p,
                 "plugin": plugin,

@@ -7,9 +7,16 @@
 //! produced by whoever wrote the file, so an entry is only used when our header and digest match
 //! and wasmtime recognises the payload as a precompiled component; anything else is ignored and
 //! rebuilt. [`KnownSource`] lets a warm load skip re-hashing files that were not written since.
+//!
+//! A digest only proves that whoever wrote an entry also wrote its digest, so the cache is only
+//! as trustworthy as the people who can write it: the directory must be ours and private
+//! ([`prepare_dir`] creates it `0700` and refuses one owned by another user or writable by
+//! group or others), and a file in it that is not ours, or is writable by others, is ignored.
 
+use std::fs::{File, Metadata};
 use std::hash::{Hash, Hasher};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +47,113 @@ pub(crate) fn resolve_dir(explicit: Option<PathBuf>) -> Option<PathBuf> {
         .or_else(|| from_env("STAGECRAFT_CACHE_DIR"))
         .or_else(|| from_env("XDG_CACHE_HOME").map(|d| d.join("stagecraft")))
         .or_else(|| from_env("HOME").map(|d| d.join(".cache").join("stagecraft")))
+}
+
+/// Why a cache directory is not used: components are then compiled in memory on every load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Unusable {
+    /// Someone else could plant native code in it. The message says how to fix it; the host
+    /// says so once on stderr.
+    Unsafe(String),
+    /// It cannot be created or read (read-only file system, not a directory): only slower.
+    Unavailable(String),
+}
+
+/// Make `dir` ready to hold compiled components: create it (and missing parents) `0700`, or
+/// check that the existing one is a directory owned by the effective user and not writable by
+/// group or others.
+pub(crate) fn prepare_dir(dir: &Path) -> Result<(), Unusable> {
+    let created = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir);
+    let meta = match (created, std::fs::metadata(dir)) {
+        (_, Ok(meta)) => meta,
+        (Err(e), _) | (Ok(()), Err(e)) => {
+            return Err(Unusable::Unavailable(format!(
+                "cannot create the cache directory {}: {e}",
+                dir.display()
+            )))
+        }
+    };
+    if !meta.is_dir() {
+        return Err(Unusable::Unavailable(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(Unusable::Unsafe(format!(
+            "the compiled-component cache {dir} belongs to another user (uid {owner}), who could \
+             plant native code in it; components are compiled in memory instead. Use a directory \
+             of your own (set STAGECRAFT_CACHE_DIR), or take this one over: `chown {me} {dir} && \
+             chmod 700 {dir}`",
+            dir = dir.display(),
+            owner = meta.uid(),
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(Unusable::Unsafe(format!(
+            "the compiled-component cache {dir} is writable by {who} (mode {mode:04o}), who could \
+             plant native code in it; components are compiled in memory instead. Make it \
+             private: `chmod 700 {dir}`",
+            dir = dir.display(),
+            who = if meta.mode() & 0o002 != 0 {
+                "anyone"
+            } else {
+                "its group"
+            },
+            mode = meta.mode() & 0o7777,
+        )));
+    }
+    Ok(())
+}
+
+/// A file of the cache may be trusted only when we wrote it: a regular file owned by the
+/// effective user that nobody else can write.
+fn check_ours(path: &Path, meta: &Metadata) -> Result<(), String> {
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(format!(
+            "{} belongs to another user (uid {})",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by others (mode {:04o})",
+            path.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Read a file of the cache, checked with [`check_ours`] on the open file (so the file checked
+/// is the file read).
+fn read_ours(path: &Path) -> Result<Vec<u8>, Miss> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Miss::Missing),
+        Err(e) => {
+            return Err(Miss::Rejected(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| Miss::Rejected(format!("cannot read {}: {e}", path.display())))?;
+    check_ours(path, &meta).map_err(Miss::Rejected)?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Miss::Rejected(format!("cannot read {}: {e}", path.display())))?;
+    Ok(bytes)
 }
 
 /// Lowercase hex sha256.
@@ -81,16 +195,8 @@ pub(crate) enum Miss {
 
 /// Load a verified entry, or say why not.
 pub(crate) fn lookup(engine: &Engine, path: &Path) -> Result<Component, Miss> {
-    let read = |path: &Path| match std::fs::read(path) {
-        Ok(bytes) => Ok(bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Miss::Missing),
-        Err(e) => Err(Miss::Rejected(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
-    };
-    let payload = read(path)?;
-    let header = match read(&digest_path(path)) {
+    let payload = read_ours(path)?;
+    let header = match read_ours(&digest_path(path)) {
         Err(Miss::Missing) => {
             return Err(Miss::Rejected(format!(
                 "{} has no {} beside it (not written by stagecraft)",
@@ -119,8 +225,9 @@ pub(crate) fn lookup(engine: &Engine, path: &Path) -> Result<Component, Miss> {
         )));
     }
     // SAFETY: the payload is byte-for-byte what `store` wrote from `Component::serialize` (our
-    // header and sha256 match), and wasmtime itself checks that it was compiled by a compatible
-    // engine; the file name is keyed by that engine's compatibility hash as well.
+    // header and sha256 match, and both files are ours, in a directory only we can write), and
+    // wasmtime itself checks that it was compiled by a compatible engine; the file name is keyed
+    // by that engine's compatibility hash as well.
     unsafe { Component::deserialize(engine, &payload) }
         .map_err(|e| Miss::Rejected(format!("{} was rejected by wasmtime: {e}", path.display())))
 }
@@ -178,7 +285,7 @@ impl KnownSource {
     /// The record for `source`, when the file still has the recorded stamp.
     pub(crate) fn lookup(dir: &Path, source: &Path) -> Option<KnownSource> {
         let stamp = FileStamp::of(source)?;
-        let text = std::fs::read(known_path(dir, source)?).ok()?;
+        let text = read_ours(&known_path(dir, source)?).ok()?;
         let known: KnownSource = serde_json::from_slice(&text).ok()?;
         (known.source == stamp && known.digest.len() == 64).then_some(known)
     }
@@ -195,13 +302,14 @@ impl KnownSource {
             entry,
         };
         let Some(parent) = path.parent() else { return };
-        if std::fs::create_dir_all(parent).is_err() {
+        let created = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent);
+        if created.is_err() {
             return;
         }
-        if let (Ok(mut tmp), Ok(json)) = (
-            tempfile::NamedTempFile::new_in(parent),
-            serde_json::to_vec(&record),
-        ) {
+        if let (Ok(mut tmp), Ok(json)) = (private_temp_file(parent), serde_json::to_vec(&record)) {
             if tmp.write_all(&json).is_ok() {
                 let _ = tmp.persist(&path);
             }
@@ -219,27 +327,35 @@ pub(crate) fn lookup_verified(
     if FileStamp::of(path).as_ref() != Some(stamp) {
         return None;
     }
+    check_ours(path, &std::fs::metadata(path).ok()?).ok()?;
     if Engine::detect_precompiled_file(path).ok()? != Some(Precompiled::Component) {
         return None;
     }
     // SAFETY: this file's digest was checked against our header (or it was written by `store`)
     // when its stamp was recorded, and it has not been written since (entries are replaced by
-    // rename, never rewritten in place, so the mapping stays valid); wasmtime checks engine
-    // compatibility itself.
+    // rename, never rewritten in place, so the mapping stays valid); it is ours and nobody else
+    // can write it or its directory; wasmtime checks engine compatibility itself.
     unsafe { Component::deserialize_file(engine, path) }.ok()
 }
 
-/// Write an entry atomically (temporary files in the same directory, then rename), so a reader
-/// never sees half an entry and concurrent writers of the same entry both succeed. The digest
-/// goes last: an entry without one is never used.
+/// A temporary file in `dir` that only we can read or write (`0600`), to be renamed into place.
+fn private_temp_file(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+}
+
+/// Write an entry atomically (temporary `0600` files in the same directory, then rename), so a
+/// reader never sees half an entry and concurrent writers of the same entry both succeed. The
+/// digest goes last: an entry without one is never used. The directory is the one
+/// [`prepare_dir`] accepted.
 pub(crate) fn store(path: &Path, component: &Component) -> Result<(), String> {
     let payload = component
         .serialize()
         .map_err(|e| format!("cannot serialize the compiled component: {e}"))?;
     let dir = path.parent().ok_or("cache path has no directory")?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let write = |target: &Path, parts: &[&[u8]]| -> Result<(), String> {
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        let mut tmp = private_temp_file(dir)
             .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
         for part in parts {
             tmp.write_all(part)
@@ -266,6 +382,71 @@ mod tests {
             resolve_dir(Some(PathBuf::from("/x"))),
             Some(PathBuf::from("/x"))
         );
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_new_cache_directory_is_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("home/.cache/stagecraft");
+        assert_eq!(prepare_dir(&dir), Ok(()));
+        assert_eq!(mode(&dir), 0o700);
+        // An existing private directory is used as it is.
+        assert_eq!(prepare_dir(&dir), Ok(()));
+    }
+
+    #[test]
+    fn a_cache_directory_others_can_write_is_refused_with_the_fix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        std::fs::create_dir(&dir).unwrap();
+        for (bits, who) in [(0o777, "anyone"), (0o770, "its group"), (0o1777, "anyone")] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(bits)).unwrap();
+            match prepare_dir(&dir) {
+                Err(Unusable::Unsafe(why)) => {
+                    assert!(why.contains(&format!("writable by {who}")), "{why}");
+                    assert!(
+                        why.contains(&format!("chmod 700 {}", dir.display())),
+                        "{why}"
+                    );
+                }
+                other => panic!("mode {bits:o}: {other:?}"),
+            }
+        }
+        // Readable by others is not a way in.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(prepare_dir(&dir), Ok(()));
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(prepare_dir(&file), Err(Unusable::Unavailable(_))));
+    }
+
+    #[test]
+    fn a_cache_file_others_can_write_is_never_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("entry.cwasm");
+        std::fs::write(&file, b"planted").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        match read_ours(&file) {
+            Err(Miss::Rejected(why)) => assert!(why.contains("writable by others"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_ours(&file).ok(), Some(b"planted".to_vec()));
+        assert!(matches!(
+            read_ours(&tmp.path().join("missing")),
+            Err(Miss::Missing)
+        ));
+    }
+
+    #[test]
+    fn temporary_files_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = private_temp_file(tmp.path()).unwrap();
+        assert_eq!(mode(file.path()), 0o600);
     }
 
     #[test]

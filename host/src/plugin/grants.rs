@@ -152,7 +152,6 @@ pub fn check_phase_grants(
     project_root: &Path,
     protected: &Protected,
 ) -> Result<(), GrantRefusal> {
-    let protected = &Protected { state_files: protected.state_files.clone(), ..Protected::default() }; // SABOTAGE
     let state_files: Vec<PathBuf> = protected
         .state_files
         .iter()
@@ -369,5 +368,105 @@ mod tests {
         std::os::unix::fs::symlink(root.join(".stagecraft"), root.join("sneaky")).unwrap();
         let protected = vec![root.join(".stagecraft/releases.json")];
         assert!(check_grants(&grants(&["sneaky"], &[]), root, &protected).is_err());
+    }
+
+    #[test]
+    fn the_cache_directory_is_never_granted() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let protected = Protected {
+            cache_dir: Some(root.join("var/cache")),
+            ..Protected::default()
+        };
+        assert_eq!(
+            check_phase_grants(&grants(&["var/log"], &["dist"]), root, &protected),
+            Ok(())
+        );
+        for bad in [".", "var", "var/cache", "var/cache/x", "dist/../var/cache"] {
+            for (read, write) in [(vec![bad], vec![]), (vec![], vec![bad])] {
+                let refusal =
+                    check_phase_grants(&grants(&read, &write), root, &protected).unwrap_err();
+                assert_eq!(refusal.grant, RefusedGrant::Path(PathBuf::from(bad)));
+                assert!(
+                    refusal.message.contains("compiled-component cache"),
+                    "{}",
+                    refusal.message
+                );
+            }
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_that_decide_what_runs_may_be_read_but_not_written() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        for dir in ["plugins", "vendor", "links"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        std::fs::write(root.join("stagecraft.toml"), "").unwrap();
+        std::fs::write(root.join("vendor/build.wasm"), "").unwrap();
+        std::os::unix::fs::symlink("../vendor/build.wasm", root.join("plugins/build.wasm"))
+            .unwrap();
+        let protected = Protected {
+            run_files: vec![
+                (root.join("stagecraft.toml"), "the manifest".into()),
+                (
+                    root.join("plugins/build.wasm"),
+                    "the plugin of phase build".into(),
+                ),
+            ],
+            ..Protected::default()
+        };
+        let all = [
+            ".",
+            "plugins",
+            "plugins/build.wasm",
+            "vendor",
+            "stagecraft.toml",
+        ];
+        assert_eq!(
+            check_phase_grants(&grants(&all, &["dist", "links"]), root, &protected),
+            Ok(())
+        );
+        for bad in all {
+            let refusal =
+                check_phase_grants(&grants(&[], &[bad]), root, &protected).expect_err(bad);
+            assert_eq!(refusal.grant, RefusedGrant::Path(PathBuf::from(bad)));
+            assert!(
+                refusal
+                    .message
+                    .starts_with(&format!("the write grant {bad} would let")),
+                "{}",
+                refusal.message
+            );
+        }
+    }
+
+    #[test]
+    fn env_grants_of_protected_variables_are_refused_by_name() {
+        let protected = Protected {
+            env: vec![("PGPASSWORD".into(), "the state's password".into())],
+            ..Protected::default()
+        };
+        let env = |names: &[&str]| Grants {
+            env: names.iter().map(|n| n.to_string()).collect(),
+            ..Grants::default()
+        };
+        let root = Path::new("/p");
+        assert_eq!(
+            check_phase_grants(&env(&["HOME", "PGHOST"]), root, &protected),
+            Ok(())
+        );
+        let refusal =
+            check_phase_grants(&env(&["HOME", "PGPASSWORD"]), root, &protected).unwrap_err();
+        assert_eq!(refusal.grant, RefusedGrant::Env("PGPASSWORD".into()));
+        assert!(
+            refusal
+                .message
+                .starts_with("the env grant PGPASSWORD would hand the plugin the state's password"),
+            "{}",
+            refusal.message
+        );
     }
 }

@@ -1,7 +1,15 @@
 //! Loading a component: read its bytes, tell a core module or a foreign component from a phase
 //! plugin, compile it or take the verified cached compilation, and link it once.
+//!
+//! A plugin file is untrusted input, so loading is bounded: a file larger than
+//! [`MAX_COMPONENT_BYTES`] (or not a regular file: a FIFO, a device) is refused before it is
+//! read, and a compilation that takes longer than [`COMPILE_TIMEOUT`] is given up on.
 
-use std::time::Instant;
+use std::borrow::Cow;
+use std::io::Read;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::Component;
 
@@ -14,6 +22,14 @@ use crate::error::input_error;
 /// The WIT package versions this host runs: `stagecraft:phase@0.1.x`.
 pub const SUPPORTED_WIT: &str = "0.1.x";
 const PACKAGE: &str = "stagecraft:phase";
+
+/// The largest component file stagecraft loads. A Python component is about 18 MiB and a
+/// JavaScript one 12 MiB; compiling takes memory and time in proportion to the size.
+pub const MAX_COMPONENT_BYTES: u64 = 128 << 20;
+
+/// How long compiling one component may take before the load fails. A Python component
+/// compiles in about 8 s on a 2-core machine; this only stops a pathological one.
+pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What a component says about itself before it runs: the contract version it targets and the
 /// interfaces it imports (and so the grants it may ask for).
@@ -37,7 +53,9 @@ impl PluginHost {
             PluginSource::File(path) => Some((path, cache::FileStamp::of(path))),
             PluginSource::Builtin(_) => None,
         };
-        if let (Some((path, Some(_))), Some(dir)) = (&file, self.cache_dir.as_deref()) {
+        let cache_dir = self.private_cache_dir();
+        let cache_dir = cache_dir.as_ref().ok().map(|dir| dir.as_path());
+        if let (Some((path, Some(_))), Some(dir)) = (&file, cache_dir) {
             if let Some(known) = cache::KnownSource::lookup(dir, path) {
                 if let Some(hit) = self.memory_hit(&name, &known.digest, start) {
                     return Ok(hit);
@@ -50,7 +68,7 @@ impl PluginHost {
                 }
             }
         }
-        let bytes: std::borrow::Cow<'static, [u8]> = match source {
+        let bytes: Cow<'static, [u8]> = match source {
             PluginSource::Builtin(builtin_name) => builtin::bytes(builtin_name)
                 .ok_or_else(|| {
                     input_error(format!(
@@ -63,15 +81,7 @@ impl PluginHost {
                     ))
                 })?
                 .into(),
-            PluginSource::File(path) => std::fs::read(path)
-                .map_err(|e| {
-                    input_error(format!(
-                        "cannot read plugin {}: {e}; check the path (relative paths are \
-                         relative to the manifest's directory)",
-                        path.display()
-                    ))
-                })?
-                .into(),
+            PluginSource::File(path) => read_component(path)?.into(),
         };
         let digest = cache::sha256_hex(&bytes);
         if let Some(hit) = self.memory_hit(&name, &digest, start) {
@@ -79,10 +89,7 @@ impl PluginHost {
         }
         check_binary_kind(&name, &bytes)?;
 
-        let entry = self
-            .cache_dir
-            .as_deref()
-            .map(|dir| cache::entry_path(dir, &self.engine, &digest));
+        let entry = cache_dir.map(|dir| cache::entry_path(dir, &self.engine, &digest));
         let mut cache_note = None;
         let cached = match &entry {
             Some(path) => match cache::lookup(&self.engine, path) {
@@ -94,18 +101,28 @@ impl PluginHost {
                 }
             },
             None => {
-                cache_note = Some("no cache directory (set STAGECRAFT_CACHE_DIR)".into());
+                cache_note = Some(match self.private_cache_dir() {
+                    Err(cache::Unusable::Unsafe(why) | cache::Unusable::Unavailable(why)) => {
+                        format!("not using the cache: {why}")
+                    }
+                    Ok(_) => "no cache directory (set STAGECRAFT_CACHE_DIR)".into(),
+                });
                 None
             }
         };
         let was_cached = cached.is_some();
-        let component = match cached {
-            Some(component) => component,
-            None => Component::new(&self.engine, &bytes[..]).map_err(|e| {
-                input_error(format!(
-                    "{name} is not a valid WebAssembly component: {e:#}"
-                ))
-            })?,
+        let (bytes, component) = match cached {
+            Some(component) => (bytes, component),
+            None => {
+                let (bytes, compiled) = compile(&self.engine, bytes, self.compile_timeout)
+                    .map_err(|late| input_error(format!("{name}: {late}")))?;
+                let component = compiled.map_err(|e| {
+                    input_error(format!(
+                        "{name} is not a valid WebAssembly component: {e:#}"
+                    ))
+                })?;
+                (bytes, component)
+            }
         };
         if !was_cached {
             // Check the component before it goes into the cache.
@@ -120,7 +137,7 @@ impl PluginHost {
         }
         if let (Some((path, Some(stamp))), Some(entry), None) = (&file, &entry, &cache_note) {
             // The entry is verified or freshly written: later loads of this file skip hashing.
-            if let Some(dir) = self.cache_dir.as_deref() {
+            if let Some(dir) = cache_dir {
                 cache::KnownSource::record(dir, path, *stamp, &digest, entry);
             }
         }
@@ -133,6 +150,22 @@ impl PluginHost {
             cache_note,
             start,
         )
+    }
+
+    /// The cache directory, checked (and created `0700`) at the first load. A directory that
+    /// someone else could write is refused once, on stderr, with the fix: fail closed, but keep
+    /// working by compiling in memory.
+    fn private_cache_dir(&self) -> &Result<std::path::PathBuf, cache::Unusable> {
+        self.private_cache.get_or_init(|| {
+            let dir = self.cache_dir.clone().ok_or_else(|| {
+                cache::Unusable::Unavailable("no cache directory (set STAGECRAFT_CACHE_DIR)".into())
+            })?;
+            let prepared = cache::prepare_dir(&dir);
+            if let Err(cache::Unusable::Unsafe(why)) = &prepared {
+                eprintln!("warning: {why}");
+            }
+            prepared.map(|()| dir)
+        })
     }
 
     /// A component this host already loaded (by digest), under a new name.
@@ -182,6 +215,81 @@ impl PluginHost {
             map.insert(digest, loaded.clone());
         }
         Ok(loaded)
+    }
+}
+
+/// Read a plugin file: a regular file of at most [`MAX_COMPONENT_BYTES`]. It is opened
+/// non-blocking, so a FIFO named as a plugin is refused instead of waiting for a writer.
+fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        input_error(format!(
+            "cannot read plugin {}: {e}; check the path (relative paths are relative to the \
+             manifest's directory)",
+            path.display()
+        ))
+    };
+    let flags =
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC;
+    let fd = rustix::fs::open(path, flags, rustix::fs::Mode::empty())
+        .map_err(|e| unreadable(&std::io::Error::from(e)))?;
+    let file = std::fs::File::from(fd);
+    let meta = file.metadata().map_err(|e| unreadable(&e))?;
+    if !meta.is_file() {
+        return Err(input_error(format!(
+            "{} is not a regular file: point at the .wasm file your build produced",
+            path.display()
+        )));
+    }
+    let too_large = || {
+        input_error(format!(
+            "{} is larger than {} (the largest component stagecraft loads)",
+            path.display(),
+            super::format_bytes(MAX_COMPONENT_BYTES)
+        ))
+    };
+    if meta.len() > MAX_COMPONENT_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_COMPONENT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(&e))?;
+    if bytes.len() as u64 > MAX_COMPONENT_BYTES {
+        return Err(too_large()); // it grew while being read
+    }
+    Ok(bytes)
+}
+
+/// Compile on a thread of its own and wait at most `timeout`. Cranelift cannot be interrupted,
+/// so a compilation past the deadline is left to finish on its thread (the CLI exits with the
+/// error); `Err` is the message for that case. The bytes come back for the cache and the size.
+#[allow(clippy::type_complexity)]
+fn compile(
+    engine: &wasmtime::Engine,
+    bytes: Cow<'static, [u8]>,
+    timeout: Duration,
+) -> Result<(Cow<'static, [u8]>, wasmtime::Result<Component>), String> {
+    let late = format!(
+        "compiling did not finish within {timeout:?}; the component is too large or \
+         pathological to compile (a Python component takes seconds)"
+    );
+    let (tx, rx) = mpsc::channel();
+    let engine = engine.clone();
+    let spawned = std::thread::Builder::new()
+        .name("stagecraft-compile".into())
+        .spawn(move || {
+            let compiled = Component::new(&engine, &bytes[..]);
+            let _ = tx.send((bytes, compiled));
+        });
+    if let Err(e) = spawned {
+        return Err(format!("cannot start the compiler thread: {e}"));
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(done) => Ok(done),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(late),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err("the compiler stopped without a \
+             result (an internal error; please report it with the component)"
+            .into()),
     }
 }
 
