@@ -59,6 +59,14 @@ pub(crate) enum Unusable {
     Unavailable(String),
 }
 
+impl Unusable {
+    pub(crate) fn why(&self) -> &str {
+        match self {
+            Unusable::Unsafe(why) | Unusable::Unavailable(why) => why,
+        }
+    }
+}
+
 /// Make `dir` ready to hold compiled components: create it (and missing parents) `0700`, or
 /// check that the existing one is a directory owned by the effective user and not writable by
 /// group or others.

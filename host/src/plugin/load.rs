@@ -101,12 +101,9 @@ impl PluginHost {
                 }
             },
             None => {
-                cache_note = Some(match self.private_cache_dir() {
-                    Err(cache::Unusable::Unsafe(why) | cache::Unusable::Unavailable(why)) => {
-                        format!("not using the cache: {why}")
-                    }
-                    Ok(_) => "no cache directory (set STAGECRAFT_CACHE_DIR)".into(),
-                });
+                if let Err(unusable) = self.private_cache_dir() {
+                    cache_note = Some(format!("not using the cache: {}", unusable.why()));
+                }
                 None
             }
         };
