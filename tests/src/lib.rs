@@ -2,6 +2,7 @@
 //! projects, run commands and capture their output.
 
 pub mod bench;
+pub mod hostile;
 pub mod pg;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,909 @@
+//! The hostile suite (issue 10): a plugin author attacks every defence of the sandbox, each
+//! attack a real deploy through the real binary with the hostile Rust fixture
+//! (plugins/fixtures/hostile). Whatever the attack, it must end with:
+//! - the state file's bytes exactly what the host committed (canonical form, `serial` equal to
+//!   the commits the host made, no trace of the attack);
+//! - no planted secret (environment, a file outside the project, `$HOME`, an ungranted project
+//!   file) and nothing of the state's own text in any output;
+//! - no process the attack started still alive;
+//! - a phase error that names what was refused.
+//!
+//! The Python and JavaScript attacks are in sandbox_hostile_polyglot.rs.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use stagecraft_tests::hostile::*;
+use stagecraft_tests::Run;
+
+fn hostile() -> PathBuf {
+    fixture("hostile")
+}
+
+fn noop() -> PathBuf {
+    PathBuf::from("builtin:noop")
+}
+
+/// The pipeline every exec attack runs in: `build` attacks, `rollout` (noop) must be skipped
+/// when it fails. A failed build is three commits: create, build running, build failed.
+fn exec_attack_manifest(p: &HostileProject, program: &str, args: &[&str], grants: &[(&str, &str)]) {
+    let args = argv(args);
+    let mut build = phase(
+        "build",
+        &hostile(),
+        &[("mode", "exec-argv"), ("program", program), ("argv", &args)],
+    )
+    .grant("exec", &[program]);
+    for (kind, value) in grants {
+        build = build.grant(kind, &[value]);
+    }
+    p.write_manifest(&[build, phase("rollout", &noop(), &[])]);
+}
+
+/// The build phase's error after an attack that must have been stopped, with the aftermath
+/// checked (`serial` commits so far). `names` must all appear in the error: what was refused.
+fn stopped(
+    p: &HostileProject,
+    out: &Run,
+    serial: u64,
+    forbidden: &[&str],
+    names: &[&str],
+    context: &str,
+) -> String {
+    // The attack's own outcome first: it says more than what it did to the state.
+    if let Ok(doc) = serde_json::from_slice::<Value>(&std::fs::read(p.state_file()).unwrap()) {
+        let (status, detail) = phase_of(newest_release(&doc), "build");
+        assert_eq!(
+            status, "failed",
+            "{context}: the attack was not stopped: {detail:#}\n{out:?}"
+        );
+    }
+    let doc = p.assert_aftermath(out, serial, forbidden, context);
+    let release = newest_release(&doc);
+    let (_, detail) = phase_of(release, "build");
+    assert_eq!(out.code, 2, "{context}: {out:?}");
+    assert_eq!(phase_of(release, "rollout").0, "skipped", "{context}");
+    let error = detail["error"].as_str().unwrap_or_default().to_string();
+    for name in names {
+        assert!(
+            error.contains(name),
+            "{context}: the phase error does not name {name:?}: {error:?}"
+        );
+    }
+    error
+}
+
+/// The error says the operating system refused (not, say, that the program was missing).
+fn assert_refused(error: &str, context: &str) {
+    assert!(
+        // EXDEV is how Landlock refuses to link or move a file across rule boundaries.
+        [
+            "Permission denied",
+            "Operation not permitted",
+            "Invalid cross-device link"
+        ]
+        .iter()
+        .any(|w| error.contains(w)),
+        "{context}: the error does not say access was refused: {error:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// exec: the programs a plugin runs are confined to the phase's grants
+// ---------------------------------------------------------------------------------------------
+
+/// Granted programs are turned against the state: git's shell aliases, make --eval, sh, env,
+/// python3 — reading, appending to, linking, moving and deleting the state file, its backup
+/// and its lock. Each is one deploy of the same project.
+#[test]
+fn exec_of_a_granted_program_cannot_touch_the_state() {
+    let p = HostileProject::new();
+    // What the appending attacks write, built by the shell so the script never contains it.
+    let tampered = "tampered-1337";
+    let append = "printf tampered-%s $((1000+337)) >> .stagecraft/releases.json";
+    let attacks: Vec<(&str, Vec<String>)> = vec![
+        (
+            "git",
+            vec![
+                "-c".into(),
+                format!("alias.x=!sh -c 'cat .stagecraft/releases.json; {append}'"),
+                "x".into(),
+            ],
+        ),
+        ("sh", vec!["-c".into(), append.into()]),
+        (
+            "sh",
+            vec![
+                "-c".into(),
+                "cat .stagecraft/releases.json.bak .stagecraft/releases.json".into(),
+            ],
+        ),
+        (
+            "make",
+            vec![
+                "--eval".into(),
+                "x:\n\tcat .stagecraft/releases.json".into(),
+                "x".into(),
+            ],
+        ),
+        (
+            "env",
+            vec!["cat".into(), ".stagecraft/releases.json".into()],
+        ),
+        (
+            "python3",
+            vec![
+                "-c".into(),
+                "print(open('.stagecraft/releases.json').read())".into(),
+            ],
+        ),
+        (
+            "sh",
+            vec![
+                "-c".into(),
+                "ln .stagecraft/releases.json dist/stolen.json".into(),
+            ],
+        ),
+        (
+            "sh",
+            vec![
+                "-c".into(),
+                "mv .stagecraft/releases.json dist/moved.json".into(),
+            ],
+        ),
+        (
+            "sh",
+            vec!["-c".into(), "rm .stagecraft/releases.json.bak".into()],
+        ),
+        (
+            "sh",
+            vec![
+                "-c".into(),
+                "exec 3>.stagecraft/releases.json.lock && echo locked".into(),
+            ],
+        ),
+    ];
+    let mut serial = 0;
+    for (i, (program, args)) in attacks.iter().enumerate() {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let context = format!("{program} {args:?}");
+        exec_attack_manifest(&p, program, &args, &[("write", "dist")]);
+        let out = p.deploy(&format!("v{i}"));
+        serial += 3;
+        let error = stopped(&p, &out, serial, &[tampered], &["releases.json"], &context);
+        assert_refused(&error, &context);
+        for name in ["stolen.json", "moved.json"] {
+            assert!(!p.root().join("dist").join(name).exists(), "{context}");
+        }
+        if i > 0 {
+            assert!(
+                p.root().join(".stagecraft/releases.json.bak").exists(),
+                "{context}: the backup is gone"
+            );
+        }
+    }
+}
+
+/// Files no grant names: outside the project, in `$HOME`, the rest of the project root,
+/// /etc/shadow, and other processes' environments through /proc (stagecraft's own holds the
+/// secret variables).
+#[test]
+fn exec_cannot_read_files_or_environments_it_was_not_granted() {
+    let p = HostileProject::new();
+    std::fs::create_dir_all(p.root().join("site")).unwrap();
+    std::fs::write(p.root().join("site/index.html"), "granted").unwrap();
+    let outside = p.outside_secret_file().display().to_string();
+    let home = p.home_secret_file().display().to_string();
+    let outside_dir = p.outside.path().display().to_string();
+    // (script, what the error must name, whether the target certainly exists for the program:
+    // in a PID namespace, /proc/$PPID may simply not be there, which is a refusal too).
+    let attacks: Vec<(String, &str, bool)> = vec![
+        (format!("cat {outside}"), "secret.txt", true),
+        (format!("cat {home}"), ".netrc", true),
+        ("cat ungranted.txt".into(), "ungranted.txt", true),
+        ("cat site/../ungranted.txt".into(), "ungranted.txt", true),
+        ("cat /etc/shadow".into(), "/etc/shadow", true),
+        (format!("ls {outside_dir}"), &outside_dir, true),
+        ("cat /proc/$PPID/environ".into(), "environ", false),
+        ("cat /proc/1/environ".into(), "environ", false),
+    ];
+    let mut serial = 0;
+    for (i, (script, names, exists)) in attacks.iter().enumerate() {
+        exec_attack_manifest(&p, "sh", &["-c", script], &[("read", "site")]);
+        let out = p.deploy(&format!("v{i}"));
+        serial += 3;
+        let error = stopped(&p, &out, serial, &[], &[names], script);
+        if *exists {
+            assert_refused(&error, script);
+        }
+    }
+    // Every process's environment at once: whatever it can read, the secrets never show.
+    let grep = format!(
+        "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -a -e {SECRET_ENV} -e PGPASSWORD"
+    );
+    exec_attack_manifest(&p, "sh", &["-c", &grep], &[]);
+    let out = p.deploy("v-all");
+    serial += 3;
+    stopped(&p, &out, serial, &[], &[], "grep of every /proc/*/environ");
+}
+
+/// The other side of confinement: an exec'd program reads its read grants (a single file
+/// included), writes its write grants and its private temporary directory, runs system
+/// programs, and runs in the project root. Without this, a confinement that refused
+/// everything would pass every attack above.
+#[test]
+fn exec_reaches_exactly_what_its_grants_name() {
+    let p = HostileProject::new();
+    std::fs::create_dir_all(p.root().join("site")).unwrap();
+    std::fs::write(p.root().join("site/index.html"), "from site").unwrap();
+    std::fs::write(p.root().join("Makefile"), "from makefile").unwrap();
+    let script = "cat Makefile site/index.html > dist/copy.txt && ls /usr/bin > /dev/null && \
+                  t=$(mktemp) && echo scratch > \"$t\" && cat \"$t\" >> dist/copy.txt && \
+                  rm \"$t\" && pwd";
+    p.write_manifest(&[
+        phase(
+            "build",
+            &hostile(),
+            &[
+                ("mode", "exec-argv"),
+                ("program", "sh"),
+                ("argv", &argv(&["-c", script])),
+            ],
+        )
+        .grant("exec", &["sh"])
+        .grant("read", &["Makefile", "site"])
+        .grant("write", &["dist"]),
+        phase("rollout", &noop(), &[]),
+    ]);
+    let out = p.deploy("v1");
+    let doc = p.assert_aftermath(&out, 5, &[], "granted access");
+    let release = newest_release(&doc);
+    let (status, detail) = phase_of(release, "build");
+    assert_eq!(status, "completed", "{detail:#}\n{out:?}");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(p.root().join("dist/copy.txt")).unwrap(),
+        "from makefilefrom sitescratch\n"
+    );
+    assert_eq!(
+        Path::new(detail["outputs"]["stdout"].as_str().unwrap().trim()),
+        p.root().canonicalize().unwrap(),
+        "exec runs in the project root"
+    );
+}
+
+/// No network at all: TCP through bash's /dev/tcp and python3, UDP through python3, to
+/// listeners this test holds on 127.0.0.1. Nothing may arrive: a connect completes in the
+/// listener's backlog (and a datagram in its queue) before the attack's deploy returns, so a
+/// non-blocking accept or receive afterwards sees any that got through.
+#[test]
+fn exec_has_no_network() {
+    let p = HostileProject::new();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    tcp.set_nonblocking(true).unwrap();
+    let tcp_port = tcp.local_addr().unwrap().port().to_string();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_nonblocking(true).unwrap();
+    let udp_port = udp.local_addr().unwrap().port().to_string();
+    let python = |kind: &str, port: &str, body: &str| {
+        format!(
+            "import socket, sys\ntry:\n    s = socket.socket(socket.AF_INET, socket.{kind})\n    \
+             {body}\nexcept OSError as e:\n    sys.exit(f'127.0.0.1:{port} refused: {{e}}')\n"
+        )
+    };
+    let attacks: Vec<(&str, Vec<String>, String)> = vec![
+        (
+            "bash",
+            vec![
+                "-c".into(),
+                format!("exec 3<>/dev/tcp/127.0.0.1/{tcp_port} && echo hello >&3"),
+            ],
+            tcp_port.clone(),
+        ),
+        (
+            "python3",
+            vec![
+                "-c".into(),
+                python(
+                    "SOCK_STREAM",
+                    &tcp_port,
+                    &format!("s.connect(('127.0.0.1', {tcp_port})); s.sendall(b'hello')"),
+                ),
+            ],
+            tcp_port.clone(),
+        ),
+        (
+            "python3",
+            vec![
+                "-c".into(),
+                python(
+                    "SOCK_DGRAM",
+                    &udp_port,
+                    &format!("s.sendto(b'hello', ('127.0.0.1', {udp_port}))"),
+                ),
+            ],
+            udp_port.clone(),
+        ),
+    ];
+    let mut serial = 0;
+    for (i, (program, args, port)) in attacks.iter().enumerate() {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let context = format!("{program} to port {port}");
+        exec_attack_manifest(&p, program, &args, &[]);
+        let out = p.deploy(&format!("v{i}"));
+        serial += 3;
+        // Refused at socket creation or at connect; either way the system said no.
+        let error = stopped(&p, &out, serial, &[], &[], &context);
+        assert_refused(&error, &context);
+        match tcp.accept() {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            other => panic!("{context}: a TCP connection reached the listener: {other:?}"),
+        }
+        let mut buf = [0u8; 64];
+        match udp.recv_from(&mut buf) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            other => panic!("{context}: a datagram reached the socket: {other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// exec: nothing outlives a phase
+// ---------------------------------------------------------------------------------------------
+
+/// Background children, a double fork and a `setsid` escapee, all with their output closed so
+/// `exec` returns at once: none may be alive when the deploy returns.
+#[test]
+fn nothing_started_through_exec_outlives_the_phase() {
+    let p = HostileProject::new();
+    let m = &p.marker.marker;
+    let script = format!(
+        "(exec -a {m} sleep 300) >/dev/null 2>&1 &\n\
+         setsid bash -c 'exec -a {m} sleep 301' >/dev/null 2>&1 &\n\
+         (bash -c 'exec -a {m} sleep 302' >/dev/null 2>&1 &)\n\
+         exit 0"
+    );
+    exec_attack_manifest(&p, "bash", &["-c", &script], &[]);
+    let out = p.deploy("v1");
+    let doc = p.assert_aftermath(&out, 5, &[], "background children");
+    assert_eq!(
+        phase_of(newest_release(&doc), "build").0,
+        "completed",
+        "{out:?}"
+    );
+}
+
+/// `exec` returns by the phase deadline even when the program's child keeps the output pipes
+/// open after the program exits, and when the program itself never exits; both leave nothing.
+#[test]
+fn exec_returns_by_the_deadline_when_children_hold_its_output() {
+    let p = HostileProject::new();
+    let m = &p.marker.marker;
+    // The program exits at once; its child holds stdout and stderr for 300 s.
+    let holder = format!("(exec -a {m} sleep 300) & exit 0");
+    p.write_manifest(&[
+        phase(
+            "build",
+            &hostile(),
+            &[
+                ("mode", "exec-argv"),
+                ("program", "bash"),
+                ("argv", &argv(&["-c", &holder])),
+            ],
+        )
+        .grant("exec", &["bash"])
+        .limit("timeout", "1s"),
+        phase("rollout", &noop(), &[]),
+    ]);
+    let out = p.deploy("v1");
+    // Either exec returned when the program exited (its child killed with it: completed), or
+    // at the deadline (failed on the timeout); never after.
+    let serial = if out.code == 0 { 5 } else { 3 };
+    let doc = p.assert_aftermath(&out, serial, &[], "a child holding the output");
+    let (status, detail) = phase_of(newest_release(&doc), "build");
+    assert!(
+        status == "completed"
+            || detail["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("timeout limit of 1s")),
+        "{status}: {detail:#}\n{out:?}"
+    );
+
+    // The program itself never exits.
+    let never = format!("(exec -a {m} sleep 300) & exec -a {m} sleep 299");
+    p.write_manifest(&[
+        phase(
+            "build",
+            &hostile(),
+            &[
+                ("mode", "exec-argv"),
+                ("program", "bash"),
+                ("argv", &argv(&["-c", &never])),
+            ],
+        )
+        .grant("exec", &["bash"])
+        .limit("timeout", "1s"),
+        phase("rollout", &noop(), &[]),
+    ]);
+    let serial = doc["serial"].as_u64().unwrap();
+    let out = p.deploy("v2");
+    let error = stopped(
+        &p,
+        &out,
+        serial + 3,
+        &[],
+        &["timeout limit of 1s"],
+        "never exits",
+    );
+    assert!(error.contains("exceeded"), "{error}");
+}
+
+/// `deploy` or `rollback` interrupted by `signal` while the exec'd program of its build phase
+/// runs (held on a FIFO gate, with a background child and a `setsid` escapee already started):
+/// exit 2, the phase recorded interrupted, and nothing the program started alive afterwards,
+/// checked while the gate is still closed, so nothing could have ended by itself.
+fn interrupted_mid_exec(operation: &str, signal: rustix::process::Signal, name: &str) {
+    let p = HostileProject::new();
+    let m = &p.marker.marker;
+    std::fs::create_dir_all(p.root().join("gate")).unwrap();
+    let script = format!(
+        "test {{{{operation}}}} = {operation} || exit 0\n\
+         (exec -a {m} sleep 300) >/dev/null 2>&1 &\n\
+         setsid bash -c 'exec -a {m} sleep 301' >/dev/null 2>&1 &\n\
+         echo ready > gate/ready.fifo\n\
+         exec -a {m} cat gate/gate.fifo"
+    );
+    exec_attack_manifest(&p, "bash", &["-c", &script], &[("write", "gate")]);
+    let mut serial = 0;
+    let args: Vec<&str> = if operation == "rollback" {
+        for v in ["v1", "v2"] {
+            let out = p.deploy(v);
+            assert_eq!(out.code, 0, "{out:?}");
+            serial += 5;
+        }
+        vec!["rollback", "--env", "prod", "--to-previous"]
+    } else {
+        vec!["deploy", "--env", "prod", "--version", "v3"]
+    };
+    let mut gate = ExecGate::new(&p.root().join("gate"), "ready.fifo", "gate.fifo");
+    let spawned = spawn_to_files(&mut p.command(&args));
+    gate.wait_ready(&spawned);
+    spawned.signal(signal);
+    let out = spawned.wait(name);
+    let context = format!("{operation} interrupted by {name}");
+    // Before the gate opens: whatever is still alive was not killed.
+    p.marker.assert_none_left(&context);
+    gate.release();
+    // What was recorded first (it says more than the commit count), then the aftermath: three
+    // commits (create, build running, build interrupted).
+    let doc: Value = serde_json::from_slice(&std::fs::read(p.state_file()).unwrap()).unwrap();
+    let release = newest_release(&doc);
+    assert_eq!(release["operation"], operation, "{context}");
+    let (status, detail) = phase_of(release, "build");
+    assert_eq!(status, "failed", "{context}: {detail:#}");
+    assert_eq!(
+        detail["error"],
+        format!("interrupted: received {name} during build"),
+        "{context}: the phase must be recorded interrupted, not failed by its killed program"
+    );
+    assert_eq!(phase_of(release, "rollout").0, "skipped", "{context}");
+    p.assert_aftermath(&out, serial + 3, &[], &context);
+    assert_eq!(out.code, 2, "{context}: {out:?}");
+    assert!(
+        out.stderr.contains(&format!("Interrupted by {name}")),
+        "{context}: {out:?}"
+    );
+}
+
+#[test]
+fn sigint_mid_exec_in_a_deploy_leaves_no_descendant() {
+    interrupted_mid_exec("deploy", rustix::process::Signal::INT, "SIGINT");
+}
+
+#[test]
+fn sigterm_mid_exec_in_a_deploy_leaves_no_descendant() {
+    interrupted_mid_exec("deploy", rustix::process::Signal::TERM, "SIGTERM");
+}
+
+#[test]
+fn sigint_mid_exec_in_a_rollback_leaves_no_descendant() {
+    interrupted_mid_exec("rollback", rustix::process::Signal::INT, "SIGINT");
+}
+
+#[test]
+fn sigterm_mid_exec_in_a_rollback_leaves_no_descendant() {
+    interrupted_mid_exec("rollback", rustix::process::Signal::TERM, "SIGTERM");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grants are resolved when their phase starts, without following symlinks out
+// ---------------------------------------------------------------------------------------------
+
+/// `build` plants a symlink inside its write grant `dist`; `rollout` is granted the link's
+/// path and tries to use it (`attack`, an `fs` operation on `path`). The rollout must fail
+/// before the plugin runs, naming the grant and the link. Five commits.
+fn planted_link(
+    p: &HostileProject,
+    plant: PhaseToml,
+    grant_kind: &str,
+    grant: &str,
+    attack: &[(&str, &str)],
+) {
+    let mut config = vec![("mode", "fs")];
+    config.extend_from_slice(attack);
+    p.write_manifest(&[
+        plant,
+        phase("rollout", &hostile(), &config).grant(grant_kind, &[grant]),
+    ]);
+    let out = p.deploy("v1");
+    let context = format!("{grant_kind} grant {grant}");
+    let doc = p.assert_aftermath(&out, 5, &["appended by hostile"], &context);
+    let release = newest_release(&doc);
+    let (status, detail) = phase_of(release, "build");
+    assert_eq!(
+        status, "completed",
+        "{context}: planting failed: {detail:#}"
+    );
+    let (status, detail) = phase_of(release, "rollout");
+    assert_eq!(status, "failed", "{context}: {detail:#}\n{out:?}");
+    let error = detail["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(grant) && error.contains("symbolic link"),
+        "{context}: the error must name the grant and the link: {error:?}"
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+}
+
+fn plant_wasi_link(target: &str, link: &str) -> PhaseToml {
+    phase(
+        "build",
+        &hostile(),
+        &[("mode", "plant-link"), ("target", target), ("link", link)],
+    )
+    .grant("write", &["dist"])
+}
+
+#[test]
+fn a_symlink_to_the_state_planted_through_wasi_fails_the_later_phase() {
+    planted_link(
+        &HostileProject::new(),
+        plant_wasi_link("../.stagecraft", "dist/site"),
+        "write",
+        "dist/site",
+        &[("op", "append"), ("path", "dist/site/releases.json")],
+    );
+}
+
+#[test]
+fn a_symlink_to_the_filesystem_root_planted_through_wasi_fails_the_later_phase() {
+    // dist/root -> ../../../.. is / from any project at most three levels deep (/tmp/x/dist).
+    let p = HostileProject::new();
+    let outside = p.outside_secret_file();
+    let through = format!(
+        "dist/root/{}",
+        outside.display().to_string().trim_start_matches('/')
+    );
+    planted_link(
+        &p,
+        plant_wasi_link("../../../..", "dist/root"),
+        "read",
+        "dist/root",
+        &[("op", "read"), ("path", &through)],
+    );
+}
+
+#[test]
+fn a_symlink_to_the_state_planted_through_exec_fails_the_later_phase() {
+    let plant = phase(
+        "build",
+        &hostile(),
+        &[
+            ("mode", "exec-argv"),
+            ("program", "ln"),
+            ("argv", &argv(&["-s", "../.stagecraft", "dist/site"])),
+        ],
+    )
+    .grant("exec", &["ln"])
+    .grant("write", &["dist"]);
+    planted_link(
+        &HostileProject::new(),
+        plant,
+        "write",
+        "dist/site",
+        &[("op", "append"), ("path", "dist/site/releases.json")],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plugin text is bounded before it is kept or printed
+// ---------------------------------------------------------------------------------------------
+
+const FIFTY_MB: usize = 50 << 20;
+
+/// The host's memory stays near the phase's memory limit (128MiB here) whatever the plugin
+/// returns; before the bounds a 50 MB reason took it past 1 GiB.
+const HOST_MEMORY_CEILING: u64 = 512 << 20;
+
+/// `build` hands the host `repeat` copies of `text` as `field`; `rollout` is noop. Returns the
+/// run and the build phase's record, with the aftermath checked and the state and output
+/// bounded.
+fn huge_text(field: &str, text: &str, repeat: usize, count: usize) -> (Run, Value) {
+    let p = HostileProject::new();
+    let (repeat, count) = (repeat.to_string(), count.to_string());
+    p.write_manifest(&[
+        phase(
+            "build",
+            &hostile(),
+            &[
+                ("mode", "text"),
+                ("field", field),
+                ("text", text),
+                ("repeat", &repeat),
+                ("count", &count),
+            ],
+        )
+        .limit("memory", "128MiB"),
+        phase("rollout", &noop(), &[]),
+    ]);
+    let out = p.deploy("v1");
+    let failed = out.code != 0;
+    let doc = p.assert_aftermath(&out, if failed { 3 } else { 5 }, &[], field);
+    let size = std::fs::metadata(p.state_file()).unwrap().len();
+    assert!(
+        size < 1 << 20,
+        "{field}: the state file grew to {size} bytes"
+    );
+    assert!(
+        out.stdout.len() < 64 << 10 && out.stderr.len() < 4 << 20,
+        "{field}: output of {} + {} bytes",
+        out.stdout.len(),
+        out.stderr.len()
+    );
+    let rss = children_max_rss_bytes();
+    assert!(
+        rss < HOST_MEMORY_CEILING,
+        "{field}: stagecraft's resident memory reached {} MiB",
+        rss >> 20
+    );
+    let (_, detail) = phase_of(newest_release(&doc), "build");
+    (out, detail.clone())
+}
+
+/// `… [cut N bytes]` in `kept`, with N close to `total` (the bounds are kilobytes).
+fn assert_cut(kept: &str, total: usize, context: &str) {
+    let Some(at) = kept.find("[cut ") else {
+        panic!(
+            "{context}: no `[cut N bytes]` marker in {} bytes kept: {:?}",
+            kept.len(),
+            kept.chars().take(80).collect::<String>()
+        );
+    };
+    let n: usize = kept[at + 5..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{context}: unreadable cut marker in {kept:?}"));
+    assert!(
+        n <= total && n + (1 << 20) >= total,
+        "{context}: cut {n} of {total} bytes"
+    );
+}
+
+#[test]
+fn a_50_mb_summary_is_cut() {
+    let (out, detail) = huge_text("summary", "\u{1}", FIFTY_MB, 1);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_cut(
+        detail["summary"].as_str().unwrap_or_default(),
+        FIFTY_MB,
+        "summary",
+    );
+}
+
+#[test]
+fn a_50_mb_skip_reason_is_cut() {
+    let (out, detail) = huge_text("skip", "\u{1}", FIFTY_MB, 1);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_cut(
+        detail["summary"].as_str().unwrap_or_default(),
+        FIFTY_MB,
+        "skip",
+    );
+}
+
+#[test]
+fn a_50_mb_error_message_is_cut() {
+    let (out, detail) = huge_text("error", "\u{1}", FIFTY_MB, 1);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_cut(
+        detail["error"].as_str().unwrap_or_default(),
+        FIFTY_MB,
+        "error",
+    );
+}
+
+#[test]
+fn a_50_mb_error_details_is_cut() {
+    let (out, detail) = huge_text("details", "\u{1}", FIFTY_MB, 1);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_cut(
+        detail["error_details"].as_str().unwrap_or_default(),
+        FIFTY_MB,
+        "details",
+    );
+}
+
+/// A single 50 MB log line and 50 MB of stdout lines: the log keeps its budget and says so.
+#[test]
+fn log_and_stdout_floods_are_bounded() {
+    let (out, _) = huge_text("log", "x", FIFTY_MB, 1);
+    assert!(out.stderr.contains("log limit"), "{}", tail_of(&out.stderr));
+    let line = "y".repeat(1023);
+    let (out, _) = huge_text("stdout", &line, 1, 50 << 10);
+    assert!(out.stderr.contains("log limit"), "{}", tail_of(&out.stderr));
+}
+
+/// Two million empty log lines: each costs something, so the log limit trips (and says so)
+/// where free lines would have gone on for ever.
+#[test]
+fn an_endless_stream_of_empty_log_lines_trips_the_log_limit() {
+    let (out, detail) = huge_text("log", "", 1, 2_000_000);
+    let said = out.stderr.contains("log limit")
+        || detail["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("log limit"));
+    assert!(said, "{detail:#}\n{}", tail_of(&out.stderr));
+}
+
+/// Sixty-four `exec` calls naming a 64 MiB program: refused, and neither the refusals the host
+/// keeps nor the log grow with them.
+#[test]
+fn exec_of_a_64_mib_program_name_64_times_stays_bounded() {
+    let (out, detail) = huge_text("exec-program", "x", 64 << 20, 64);
+    assert_eq!(out.code, 2, "{out:?}");
+    let error = detail["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("64 of 64 exec calls refused"),
+        "{error:.200}"
+    );
+    assert!(
+        error.contains("[cut "),
+        "the refusal names the program, cut: {error:.400}"
+    );
+}
+
+fn tail_of(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    chars[chars.len().saturating_sub(400)..].iter().collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plugin text reaches the terminal escaped
+// ---------------------------------------------------------------------------------------------
+
+/// The fixture's default text: set the window title, clear the screen, turn red, return the
+/// carriage, then forge a `rollout  completed` line.
+#[test]
+fn plugin_text_reaches_the_terminal_escaped_one_line_per_phase() {
+    for field in [
+        "summary", "skip", "log", "stdout", "error", "details", "output",
+    ] {
+        let p = HostileProject::new();
+        p.write_manifest(&[
+            phase("build", &hostile(), &[("mode", "text"), ("field", field)]),
+            phase("rollout", &noop(), &[]),
+        ]);
+        let out = p.deploy("v1");
+        let failed = matches!(field, "error" | "details");
+        let doc = p.assert_aftermath(&out, if failed { 3 } else { 5 }, &[], field);
+        assert_eq!(out.code, if failed { 2 } else { 0 }, "{field}: {out:?}");
+        assert_no_raw_controls(&out.stdout, &format!("{field}: deploy stdout"));
+        assert_no_raw_controls(&out.stderr, &format!("{field}: deploy stderr"));
+        // The release line, one line per phase run, and the result line on success (a failed
+        // phase ends the listing; the error goes to stderr).
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        let expected = if failed { 2 } else { 4 };
+        assert_eq!(lines.len(), expected, "{field}: {out:?}");
+        assert!(lines[1].starts_with("  build "), "{field}: {out:?}");
+        if !failed {
+            assert!(lines[2].starts_with("  rollout       "), "{field}: {out:?}");
+            assert!(!lines[2].contains("forged"), "{field}: {out:?}");
+        }
+        // Plugin log lines stay tagged: no line of stderr is the plugin's own.
+        for line in out.stderr.lines() {
+            assert!(
+                line.starts_with("[build ") || line.starts_with("Error: "),
+                "{field}: an untagged stderr line {line:?}"
+            );
+        }
+        // Commands that print recorded text later escape it too.
+        let id = newest_release(&doc)["id"].as_str().unwrap().to_string();
+        for args in [
+            vec!["releases", "show", id.as_str()],
+            vec!["releases", "list", "--env", "prod"],
+        ] {
+            let shown = p.run(&args);
+            assert_eq!(shown.code, 0, "{args:?}: {shown:?}");
+            assert_no_raw_controls(&shown.stdout, &format!("{field}: {args:?}"));
+            assert_no_raw_controls(&shown.stderr, &format!("{field}: {args:?}"));
+        }
+    }
+}
+
+#[test]
+fn a_version_with_control_characters_is_refused() {
+    let p = HostileProject::new();
+    p.write_manifest(&[phase("build", &noop(), &[])]);
+    let out = p.deploy("v1\u{1b}]0;x\u{7}");
+    // Invalid input: exit 1 (spec/cli.md).
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_no_raw_controls(&out.stdout, "stdout");
+    assert_no_raw_controls(&out.stderr, "stderr");
+    assert!(out.stderr.contains("--version"), "{out:?}");
+    assert!(!p.state_file().exists(), "a refused version wrote state");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grants that would change what runs, or hand over the state's keys, are refused at load
+// ---------------------------------------------------------------------------------------------
+
+/// With the state outside the project (where a write grant over the project root is allowed),
+/// a grant that covers the manifest, a plugin, or the compiled-component cache, or an `env`
+/// grant naming the state database's URL variable or `PGPASSWORD`, is refused before anything
+/// runs or is written.
+#[test]
+fn grants_that_would_change_what_runs_are_refused_at_load() {
+    let p = HostileProject::new();
+    let state = p.outside.path().join("state.json");
+    std::fs::create_dir_all(p.root().join("plugins")).unwrap();
+    std::fs::copy(hostile(), p.root().join("plugins/hostile.wasm")).unwrap();
+    let local = PathBuf::from("plugins/hostile.wasm");
+    let cache = stagecraft_tests::shared_cache_dir().display().to_string();
+    let cases: Vec<(PhaseToml, &str)> = vec![
+        (
+            phase("build", &noop(), &[]).grant("write", &["."]),
+            "stagecraft.toml",
+        ),
+        (
+            phase("build", &noop(), &[]).grant("write", &["stagecraft.toml"]),
+            "stagecraft.toml",
+        ),
+        (
+            phase("build", &local, &[("mode", "ok")]).grant("write", &["plugins"]),
+            "plugins",
+        ),
+        (
+            phase("build", &noop(), &[]).grant("read", &[&cache]),
+            &cache,
+        ),
+        (
+            phase("build", &noop(), &[]).grant("env", &["STAGECRAFT_DATABASE_URL"]),
+            "STAGECRAFT_DATABASE_URL",
+        ),
+        (
+            phase("build", &noop(), &[]).grant("env", &["PGPASSWORD"]),
+            "PGPASSWORD",
+        ),
+    ];
+    for (build, names) in cases {
+        p.write_manifest(&[build, phase("rollout", &noop(), &[])]);
+        let written = std::fs::read(p.root().join("stagecraft.toml")).unwrap();
+        let mut cmd = p.command(&["deploy", "--env", "prod", "--version", "v1"]);
+        cmd.env("STAGECRAFT_STATE_FILE", &state);
+        let out = run_guarded(cmd, names);
+        let context = String::from_utf8_lossy(&written).into_owned();
+        // A manifest error: exit 1 (spec/cli.md).
+        assert_eq!(out.code, 1, "{context}: {out:?}");
+        assert!(out.stderr.contains(names), "{context}: {out:?}");
+        assert!(!state.exists(), "{context}: state was written");
+        assert!(!p.state_file().exists(), "{context}: state was written");
+        assert_eq!(
+            std::fs::read(p.root().join("stagecraft.toml")).unwrap(),
+            written
+        );
+        for secret in &p.secrets {
+            assert!(!out.stderr.contains(secret.as_str()), "{context}: {out:?}");
+        }
+    }
+}
