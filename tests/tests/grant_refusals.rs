@@ -1,6 +1,6 @@
 //! Grants that would hand a plugin the keys are refused when the manifest loads, through the
-//! real binary: `deploy` and `deploy --dry-run` both exit 1 with the grant's file:line and what to
-//! do instead, before any state is touched.
+//! real binary: `deploy` and `rollback`, dry runs included, exit 1 with the grant's file:line and
+//! what to do instead, before any state is touched.
 //!
 //! Refused: a write grant over the manifest or a plugin file (the next run would do what the
 //! plugin wrote), a read or write grant over the compiled-component cache (native code the host
@@ -51,14 +51,21 @@ impl Project {
         .collect()
     }
 
-    /// `deploy` and `deploy --dry-run` both refuse `manifest` with `message` at the position of
-    /// `grant`, and leave everything as it was.
+    /// `deploy` and `rollback`, with and without `--dry-run`, all refuse `manifest` with
+    /// `message` at the position of `grant`, and leave everything as it was.
     fn assert_refused(&self, manifest: &str, grant: &str, message: &str) {
         self.write_manifest(manifest);
         let before = self.snapshot();
         let want = format!("{}: {message}", position(manifest, grant));
-        for dry_run in [true, false] {
-            let mut args = vec!["deploy", "--env", "prod", "--version", "v2"];
+        let deploy: &[&str] = &["deploy", "--env", "prod", "--version", "v2"];
+        let rollback: &[&str] = &["rollback", "--env", "prod", "--to-previous"];
+        for (command, dry_run) in [
+            (deploy, true),
+            (deploy, false),
+            (rollback, true),
+            (rollback, false),
+        ] {
+            let mut args = command.to_vec();
             if dry_run {
                 args.push("--dry-run");
             }
