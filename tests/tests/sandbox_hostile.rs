@@ -907,3 +907,93 @@ fn grants_that_would_change_what_runs_are_refused_at_load() {
         }
     }
 }
+
+/// An exec'd program cannot signal a process outside its phase: a `sleep` this test started
+/// is neither dead nor has a SIGKILL pending after the attack (the kernel queues a signal before
+/// `kill` returns, so a successful kill would show).
+#[test]
+fn exec_cannot_signal_other_processes() {
+    let p = HostileProject::new();
+    let mut victim = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .expect("spawn the victim");
+    let pid = victim.id();
+    exec_attack_manifest(&p, "sh", &["-c", &format!("kill -KILL {pid}")], &[]);
+    let out = p.deploy("v1");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let _ = victim.kill();
+    let _ = victim.wait();
+    let pending_kill = status.lines().any(|l| {
+        ["SigPnd:", "ShdPnd:"].iter().any(|key| {
+            l.strip_prefix(key)
+                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+                .is_some_and(|m| m & (1 << 8) != 0)
+        })
+    });
+    let state = status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    assert!(
+        !pending_kill && !state.starts_with('Z') && !state.is_empty(),
+        "the attack killed a process outside its phase (state {state:?}): {out:?}"
+    );
+    stopped(&p, &out, 3, &[], &["kill"], "kill of an outside process");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checks themselves can fail
+// ---------------------------------------------------------------------------------------------
+
+/// The process scan sees a live process carrying the marker (and the marker's drop kills it).
+#[test]
+fn the_leftover_process_check_sees_a_live_process() {
+    let marker = ProcessMarker::new();
+    let mut child = std::process::Command::new("bash")
+        .args(["-c", &format!("exec -a {} sleep 300", marker.marker)])
+        .spawn()
+        .unwrap();
+    // `exec -a` has replaced bash once the command line carries the marker; until then the
+    // scan may miss it, so wait for that (bounded), not for a time.
+    let cmdline = format!("/proc/{}/cmdline", child.id());
+    for _ in 0..100_000 {
+        if std::fs::read(&cmdline)
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker.marker))
+        {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    let caught = std::panic::catch_unwind(|| marker.assert_none_left("self-test"));
+    drop(marker);
+    let _ = child.wait();
+    assert!(
+        caught.is_err(),
+        "a live `sleep` carrying the marker was not seen"
+    );
+}
+
+/// The state check refuses a state file with one byte appended or a field edited by hand.
+#[test]
+fn the_state_check_sees_an_appended_byte_and_a_hand_edit() {
+    let p = HostileProject::new();
+    p.write_manifest(&[phase("build", &noop(), &[])]);
+    let out = p.deploy("v1");
+    assert_eq!(out.code, 0, "{out:?}");
+    let state = p.state_file();
+    assert_state_written_by_host(&state, 3);
+    let original = std::fs::read_to_string(&state).unwrap();
+    for tampered in [
+        format!("{original} "),
+        original.replacen("\"version\": \"v1\"", "\"version\":  \"v1\"", 1),
+        original.replacen("\"serial\": 3", "\"serial\": 4", 1),
+    ] {
+        assert_ne!(tampered, original);
+        std::fs::write(&state, &tampered).unwrap();
+        let caught = std::panic::catch_unwind(|| assert_state_written_by_host(&state, 3));
+        assert!(caught.is_err(), "not caught: {tampered}");
+    }
+}
