@@ -157,11 +157,13 @@ pub struct BlockedDeploy {
 }
 
 impl BlockedDeploy {
-    /// Create `gate-<version>.fifo` in `project`, spawn `deploy` (a `stagecraft deploy` command
+    /// Create `gates/gate-<version>.fifo` in `project` (a directory the phase is granted to read:
+    /// the exec'd `cat` sees nothing else of the project), spawn `deploy` (a `stagecraft deploy` command
     /// of that version, its stderr is taken over here) and return once its build phase runs.
     pub fn start(mut deploy: Command, project: &Path, version: &str) -> BlockedDeploy {
         use std::io::BufRead;
-        let fifo = project.join(format!("gate-{version}.fifo"));
+        std::fs::create_dir_all(project.join("gates")).expect("create gates/");
+        let fifo = project.join("gates").join(format!("gate-{version}.fifo"));
         rustix::fs::mknodat(
             rustix::fs::CWD,
             &fifo,
@@ -187,7 +189,7 @@ impl BlockedDeploy {
             line.clear();
             let n = stderr.read_line(&mut line).unwrap();
             assert!(n > 0, "deploy ended before its build phase started");
-            if line.contains("[build builtin:exec]") && line.contains("cat gate-") {
+            if line.contains("[build builtin:exec]") && line.contains("cat gates/gate-") {
                 break;
             }
         }

@@ -244,8 +244,8 @@ fn version_defaults_to_git_head_in_a_work_tree() {
 #[test]
 fn dry_run_writes_nothing_and_runs_no_plugin() {
     let manifest = "[environments.prod]\n\
-        [phases.build]\nplugin = \"builtin:exec\"\nconfig = { command = \"touch ran-build\" }\n\
-        [phases.build.grants]\nexec = [\"touch\"]\n";
+        [phases.build]\nplugin = \"builtin:exec\"\nconfig = { command = \"touch out/ran-build\" }\n\
+        [phases.build.grants]\nexec = [\"touch\"]\nwrite = [\"out\"]\n";
     let p = Project::new(manifest);
     let out = p.run(&["deploy", "--env", "prod", "--version", "v1", "--dry-run"]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -268,16 +268,16 @@ fn dry_run_writes_nothing_and_runs_no_plugin() {
         !p.path().join(".stagecraft").exists(),
         "dry run created the state directory"
     );
-    assert!(!p.path().join("ran-build").exists(), "dry run ran a plugin");
+    assert!(!p.path().join("out/ran-build").exists(), "dry run ran a plugin");
 
     // With history present, dry runs leave the state file's bytes unchanged.
     let out = p.run(&["deploy", "--env", "prod", "--version", "v1"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
-        p.path().join("ran-build").exists(),
+        p.path().join("out/ran-build").exists(),
         "the real deploy runs the plugin"
     );
-    std::fs::remove_file(p.path().join("ran-build")).unwrap();
+    std::fs::remove_file(p.path().join("out/ran-build")).unwrap();
     let before = std::fs::read(p.state_file()).unwrap();
     for args in [
         &["deploy", "--env", "prod", "--version", "v2", "--dry-run"][..],
@@ -300,7 +300,7 @@ fn dry_run_writes_nothing_and_runs_no_plugin() {
         "a dry run wrote state"
     );
     assert!(
-        !p.path().join("ran-build").exists(),
+        !p.path().join("out/ran-build").exists(),
         "a dry run ran a plugin"
     );
 
@@ -474,8 +474,8 @@ fn plugins_are_told_the_operation_and_the_rollback_target() {
     let p = Project::new(
         "[environments.prod]\n\
          [phases.rollout]\nplugin = \"builtin:exec\"\n\
-         config = { command = \"touch seen-{{operation}}-{{version}}-{{rollback_target}}\" }\n\
-         [phases.rollout.grants]\nexec = [\"touch\"]\n",
+         config = { command = \"touch out/seen-{{operation}}-{{version}}-{{rollback_target}}\" }\n\
+         [phases.rollout.grants]\nexec = [\"touch\"]\nwrite = [\"out\"]\n",
     );
     let (out, v1) = p.deploy_json(&["--env", "prod", "--version", "v1"]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -485,7 +485,7 @@ fn plugins_are_told_the_operation_and_the_rollback_target() {
     assert_eq!(out.code, 0, "{out:?}");
 
     let v1_id = v1["id"].as_str().unwrap();
-    let mut seen: Vec<String> = std::fs::read_dir(p.path())
+    let mut seen: Vec<String> = std::fs::read_dir(p.path().join("out"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("seen-"))
@@ -529,7 +529,7 @@ fn after_a_rollback_a_fresh_reader_sees_every_phase_completed_50_times() {
     }
 }
 
-/// A manifest whose build phase blocks on `gate-<version>.fifo` (see [`BlockedDeploy`]).
+/// A manifest whose build phase blocks on `gates/gate-<version>.fifo` (see [`BlockedDeploy`]).
 fn blocking_manifest(envs: &[&str]) -> String {
     let mut m = String::new();
     for e in envs {
@@ -537,8 +537,8 @@ fn blocking_manifest(envs: &[&str]) -> String {
     }
     m.push_str(
         "[phases.build]\nplugin = \"builtin:exec\"\n\
-         config = { command = \"cat gate-{{version}}.fifo\" }\ntimeout = \"10m\"\n\
-         [phases.build.grants]\nexec = [\"cat\"]\n\
+         config = { command = \"cat gates/gate-{{version}}.fifo\" }\ntimeout = \"10m\"\n\
+         [phases.build.grants]\nexec = [\"cat\"]\nread = [\"gates\"]\n\
          [phases.finalize]\nplugin = \"builtin:noop\"\n",
     );
     m
@@ -566,7 +566,7 @@ fn a_killed_deploy_is_marked_interrupted_by_the_next_one() {
         "a killed process leaves its phase running"
     );
 
-    std::fs::write(p.path().join("gate-v2.fifo"), "").unwrap(); // a plain file: no blocking
+    std::fs::write(p.path().join("gates/gate-v2.fifo"), "").unwrap(); // a plain file: no blocking
     let (out, record) = p.deploy_json(&["--env", "prod", "--version", "v2"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(record["status"], "completed");
@@ -617,7 +617,7 @@ fn a_second_deploy_of_the_same_environment_waits_or_names_the_holder() {
     assert!(busy.stderr.contains("--lock-wait"), "{busy:?}");
 
     // With --lock-wait, a deploy waits for the lease, then runs (its build reads a plain file).
-    std::fs::write(p.path().join("gate-v3.fifo"), "").unwrap();
+    std::fs::write(p.path().join("gates/gate-v3.fifo"), "").unwrap();
     let waiter = stagecraft(p.path())
         .args([
             "deploy",

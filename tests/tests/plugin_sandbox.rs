@@ -306,7 +306,9 @@ fn exec_gets_only_granted_environment_plus_path() {
         .collect();
     names.sort();
     names.retain(|n| *n != "STAGECRAFT_LEASE");
-    assert_eq!(names, vec!["PATH", NAME], "{stdout}");
+    // TMPDIR is the phase's private temp dir (confined programs can write nowhere else).
+    assert_eq!(names, vec!["PATH", NAME, "TMPDIR"], "{stdout}");
+    assert!(stdout.contains("TMPDIR=/") && stdout.contains("stagecraft-exec-"), "{stdout}");
     assert!(stdout.contains("granted-value"));
 }
 

@@ -18,7 +18,7 @@ struct Project {
 }
 
 impl Project {
-    /// `build` blocks reading `gate-<version>.fifo` (a FIFO the test controls, or a plain file
+    /// `build` blocks reading `gates/gate-<version>.fifo` (a FIFO the test controls, or a plain file
     /// that lets it through), so a test decides when the phase ends without sleeping.
     fn new(db: &str) -> Project {
         let server = PgServer::start();
@@ -28,12 +28,13 @@ impl Project {
             dir.path().join("stagecraft.toml"),
             "[environments.prod]\n[environments.staging]\n\
              [phases.build]\nplugin = \"builtin:exec\"\n\
-             config = { command = \"cat gate-{{version}}.fifo\" }\n\
-             [phases.build.grants]\nexec = [\"cat\"]\n\
+             config = { command = \"cat gates/gate-{{version}}.fifo\" }\n\
+             [phases.build.grants]\nexec = [\"cat\"]\nread = [\"gates\"]\n\
              [phases.finalize]\nplugin = \"builtin:noop\"\n\
              [state]\nbackend = \"postgres\"\n",
         )
         .unwrap();
+        std::fs::create_dir_all(dir.path().join("gates")).unwrap();
         Project { dir, server, url }
     }
 
@@ -55,7 +56,7 @@ impl Project {
 
     /// Let `version`'s build through at once.
     fn open_gate(&self, version: &str) {
-        std::fs::write(self.path().join(format!("gate-{version}.fifo")), "").unwrap();
+        std::fs::write(self.path().join(format!("gates/gate-{version}.fifo")), "").unwrap();
     }
 
     fn releases(&self, env: &str) -> Vec<Value> {

@@ -44,11 +44,12 @@ impl<'a> Guard<'a> {
             scope.spawn(move || {
                 if let Some(signal) = signals.forever().next() {
                     let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
-                    // Programs the phase exec'd die first, with everything they started, so
-                    // that none is still running when the release says it was interrupted and
-                    // the lease lets another deploy in.
-                    crate::plugin::kill_running();
                     let lock = progress.lock().unwrap_or_else(|p| p.into_inner());
+                    // Programs the phase exec'd die next, with everything they started, so that
+                    // none is still running when the release says it was interrupted and the
+                    // lease lets another deploy in. The lock is taken first: the phase sees its
+                    // program die, and its own record of that must not win over this one.
+                    crate::plugin::kill_running();
                     let result = store.transact(|s| Ok(mark_interrupted(s, id, lock.running.as_deref(), name)));
                     match result {
                         Ok(Some(phase)) => {

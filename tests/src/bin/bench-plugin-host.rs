@@ -22,6 +22,9 @@ const COLD: usize = 10;
 const WARM: usize = 200;
 const RUNS: usize = 1_000;
 const SPAWNS: usize = 500;
+/// Phases of the exec rows, and execs in the longer of them.
+const EXEC_PHASES: usize = 21;
+const EXECS: usize = 41;
 
 fn main() {
     let noop = noop_wasm();
@@ -84,6 +87,43 @@ fn main() {
         threads.push(took);
     }
 
+    // Exec: the hostile fixture's `exec-repeat` mode runs `true` through the host's exec,
+    // confined (Landlock, namespaces, seccomp) or `exec_unconfined` (namespaces only). A phase
+    // of EXECS execs minus a phase of one is the cost of EXECS - 1 execs, without the phase's
+    // own setup (its grants, its ruleset, its private temp dir).
+    let fixture = PluginSource::File(stagecraft_tests::wasm_plugins_dir().join("fixtures/hostile.wasm"));
+    let hostile = host.load(&fixture).expect("the hostile fixture loads");
+    let project = tempfile::tempdir().unwrap();
+    let exec_sandbox = |confined: bool| Sandbox {
+        project_root: project.path().to_path_buf(),
+        grants: Grants {
+            exec: if confined { vec!["true".into()] } else { Vec::new() },
+            exec_unconfined: if confined { Vec::new() } else { vec!["true".into()] },
+            ..Grants::default()
+        },
+        limits: Limits::default(),
+    };
+    let phase_of = |sandbox: &Sandbox, count: usize| {
+        let mut ctx = context();
+        ctx.config.insert("mode".into(), "exec-repeat".into());
+        ctx.config.insert("count".into(), count.to_string());
+        let mut times = Vec::new();
+        for _ in 0..EXEC_PHASES {
+            let (took, run) = timed(|| host.run(&hostile, &ctx, sandbox, &NullSink));
+            let report = run.result.expect("every exec of `true` succeeds");
+            assert_eq!(report.outcome, Outcome::Completed);
+            times.push(took);
+        }
+        ms(median(&mut times))
+    };
+    let confined_one = phase_of(&exec_sandbox(true), 1);
+    let confined_many = phase_of(&exec_sandbox(true), EXECS);
+    let unconfined_one = phase_of(&exec_sandbox(false), 1);
+    let unconfined_many = phase_of(&exec_sandbox(false), EXECS);
+    let per_exec = |one: f64, many: f64| (many - one) / (EXECS - 1) as f64;
+    let confined = per_exec(confined_one, confined_many);
+    let unconfined = per_exec(unconfined_one, unconfined_many);
+
     let mut spawns = Vec::new();
     for _ in 0..SPAWNS {
         let (took, status) = timed(|| Command::new("/bin/true").status().unwrap());
@@ -91,11 +131,20 @@ fn main() {
         spawns.push(took);
     }
 
+    // The same spawn collecting stdout and stderr through pipes, as `exec` must.
+    let mut captured = Vec::new();
+    for _ in 0..SPAWNS {
+        let (took, out) = timed(|| Command::new("/bin/true").output().unwrap());
+        assert!(out.status.success());
+        captured.push(took);
+    }
+
     let cold = ms(median(&mut cold));
     let warm = ms(median(&mut warm));
     let run = ms(median(&mut runs));
     let thread = ms(median(&mut threads));
     let spawn = ms(median(&mut spawns));
+    let captured = ms(median(&mut captured));
     println!(
         "Built-in `noop` ({} KiB component), medians in one run\n",
         size / 1024
@@ -127,6 +176,33 @@ fn main() {
         warm + run,
     );
     row("spawn and wait for `/bin/true`", &SPAWNS.to_string(), spawn);
+    row(
+        "phase that execs `true` once, confined (grants, ruleset, temp dir, one exec)",
+        &EXEC_PHASES.to_string(),
+        confined_one,
+    );
+    row(
+        "one exec of `true`, confined: Landlock, user+PID namespaces, seccomp",
+        &format!("{EXECS} per phase, {EXEC_PHASES} phases"),
+        confined,
+    );
+    row(
+        "one exec of `true`, `exec_unconfined`: user+PID namespaces only",
+        &format!("{EXECS} per phase, {EXEC_PHASES} phases"),
+        unconfined,
+    );
+    row(
+        "spawn `/bin/true` capturing its stdout and stderr (`Command::output`)",
+        &SPAWNS.to_string(),
+        captured,
+    );
+    println!(
+        "\nOne confined exec against an unconfined spawn that captures output as exec does: \
+         {:.2}x (`exec_unconfined`: {:.2}x); against a bare spawn: {:.2}x.",
+        confined / captured,
+        unconfined / captured,
+        confined / spawn
+    );
     let _ = std::io::stdout().flush();
 }
 

@@ -68,10 +68,17 @@ const ETC_SSL_PUBLIC: &[&str] = &["/etc/ssl/certs", "/etc/ssl/openssl.cnf"];
 const RW_DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full"];
 const RO_DEVICES: &[&str] = &["/dev/random", "/dev/urandom"];
 
-/// Every system path the ruleset names, listed once per process (the `/etc` listing is the
-/// only part that needs a directory read).
-fn system_paths() -> &'static [(PathBuf, bool)] {
-    static PATHS: OnceLock<Vec<(PathBuf, bool)>> = OnceLock::new();
+/// A system path the ruleset names, opened once per process (`O_PATH`).
+struct SystemPath {
+    fd: PathFd,
+    writable: bool,
+    is_dir: bool,
+}
+
+/// Every system path the ruleset names, opened once per process: rebuilding a phase's ruleset
+/// then costs one system call per rule, not a directory listing and an open per path.
+fn system_paths() -> &'static [SystemPath] {
+    static PATHS: OnceLock<Vec<SystemPath>> = OnceLock::new();
     PATHS.get_or_init(|| {
         let mut paths: Vec<(PathBuf, bool)> = Vec::new();
         for dir in SYSTEM_DIRS {
@@ -98,6 +105,18 @@ fn system_paths() -> &'static [(PathBuf, bool)] {
             paths.push((PathBuf::from(p), false));
         }
         paths
+            .into_iter()
+            .filter_map(|(path, writable)| {
+                // A path this machine does not have (no /lib32) is simply not granted.
+                let fd = PathFd::new(&path).ok()?;
+                let is_dir = std::fs::metadata(&path).map(|m| m.is_dir()).unwrap_or(false);
+                Some(SystemPath {
+                    fd,
+                    writable,
+                    is_dir,
+                })
+            })
+            .collect()
     })
 }
 
@@ -127,20 +146,17 @@ impl PhaseRuleset {
         let read = AccessFs::from_read(abi);
         let all = AccessFs::from_all(abi);
         let file_rw = AccessFs::from_file(abi);
-        for (path, writable) in system_paths() {
-            // A path this machine does not have (no /lib32) is simply not granted.
-            let Ok(fd) = PathFd::new(path) else { continue };
-            let is_dir = std::fs::metadata(path).map(|m| m.is_dir()).unwrap_or(false);
-            let mut access = if *writable {
+        for sys in system_paths() {
+            let mut access = if sys.writable {
                 file_rw & !BitFlags::from(AccessFs::Execute)
             } else {
                 read
             };
-            if !is_dir {
+            if !sys.is_dir {
                 access &= AccessFs::from_file(abi);
             }
             created = created
-                .add_rule(PathBeneath::new(fd, access))
+                .add_rule(PathBeneath::new(&sys.fd, access))
                 .map_err(fail)?;
         }
         for grant in grants {

@@ -1,12 +1,15 @@
-//! Starting a program in its own user and PID namespaces with `clone3`, so that it is PID 1 of a
-//! namespace: when it exits or is killed, the kernel kills everything it started (background
-//! jobs, double forks, `setsid`) before its exit is even visible. `std::process::Command` cannot
-//! create namespaces for a child, so the fork and the child's few steps are written here.
+//! Starting a program in its own user and PID namespaces, so that it is PID 1 of a namespace:
+//! when it exits or is killed, the kernel kills everything it started (background jobs, double
+//! forks, `setsid`) before its exit is even visible. `std::process::Command` cannot create
+//! namespaces for a child, so the clone and the child's few steps are written here.
 //!
-//! Between `clone3` and `execve` the child runs in a copy of a multi-threaded process: it may
-//! only make system calls on memory prepared before the fork (no allocation, no locks). Every
-//! step that fails writes its number and `errno` to a close-on-exec pipe, so the parent can say
-//! which step failed; a successful `execve` closes the pipe with nothing written.
+//! The child shares stagecraft's memory until it calls `execve` (`CLONE_VM | CLONE_VFORK`, as
+//! `posix_spawn` does): copying the page tables of a host holding 18 MB Python components would
+//! cost more than the program. So the child runs on its own small stack, with every signal
+//! blocked until it has reset the handlers, and only makes system calls on memory prepared
+//! before the clone (no allocation, no locks). Every step that fails writes its number and
+//! `errno` to a close-on-exec pipe, so the parent can say which step failed; a successful
+//! `execve` closes the pipe with nothing written.
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -15,23 +18,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use super::seccomp::NoSockets;
-
-/// `struct clone_args` of `clone3(2)` (the size of version 2, Linux 5.7).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
 
 /// Everything the child needs, prepared before the fork.
 pub(crate) struct Prepared {
@@ -141,38 +127,47 @@ pub(crate) fn spawn(
     let (err_r, err_w) = pipe().map_err(|e| io("creating a pipe", e))?;
     let (report_r, report_w) = pipe().map_err(|e| io("creating a pipe", e))?;
     let seccomp_prog = confine.as_ref().map(|c| c.seccomp.program());
+    let args = ChildArgs {
+        prep,
+        null: null.as_raw_fd(),
+        out: out_w.as_raw_fd(),
+        err: err_w.as_raw_fd(),
+        report: report_w.as_raw_fd(),
+        cwd: cwd.as_raw_fd(),
+        ruleset: confine.as_ref().map(|c| c.ruleset.as_raw_fd()),
+        seccomp: seccomp_prog.as_ref(),
+    };
+    // The child's stack: it only runs `child_main`, a few hundred bytes deep.
+    let mut stack = vec![0u128; CHILD_STACK_BYTES / 16];
+    let stack_top = stack.as_mut_ptr_range().end.cast::<libc::c_void>();
 
-    let mut pidfd: RawFd = -1;
-    let mut args = CloneArgs {
-        flags: (libc::CLONE_PIDFD | libc::CLONE_NEWUSER | libc::CLONE_NEWPID) as u64,
-        pidfd: &mut pidfd as *mut RawFd as u64,
-        exit_signal: libc::SIGCHLD as u64,
-        ..CloneArgs::default()
-    };
-    // SAFETY: clone3 without CLONE_VM forks this process; the child branch below only makes
-    // system calls on memory prepared above and always ends in execve or _exit.
+    // No signal handler of stagecraft may run in the child while it shares our memory: block
+    // everything around the clone (the child resets handlers, then unblocks).
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: `child_main` only makes system calls on `args`, which outlives the clone because
+    // CLONE_VFORK suspends this thread until the child has called execve or _exit; the stack is
+    // ours and unused by anything else.
     let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &mut args as *mut CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            child_main,
+            stack_top,
+            libc::CLONE_VM
+                | libc::CLONE_VFORK
+                | libc::CLONE_PIDFD
+                | libc::CLONE_NEWUSER
+                | libc::CLONE_NEWPID
+                | libc::SIGCHLD,
+            &args as *const ChildArgs as *mut libc::c_void,
+            &mut pidfd as *mut libc::c_int,
+        );
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        pid
     };
-    if pid == 0 {
-        // SAFETY: we are the child; see the module documentation.
-        unsafe {
-            child(
-                prep,
-                null.as_raw_fd(),
-                out_w.as_raw_fd(),
-                err_w.as_raw_fd(),
-                report_w.as_raw_fd(),
-                cwd.as_raw_fd(),
-                confine.as_ref().map(|c| c.ruleset.as_raw_fd()),
-                seccomp_prog.as_ref(),
-            )
-        }
-    }
+    drop(stack);
     if pid < 0 {
         let e = std::io::Error::last_os_error();
         return Err(match e.raw_os_error() {
@@ -182,7 +177,7 @@ pub(crate) fn spawn(
             _ => SpawnError::Failed(format!("cannot start it: {e}")),
         });
     }
-    // SAFETY: clone3 with CLONE_PIDFD stored a new descriptor that we now own.
+    // SAFETY: clone with CLONE_PIDFD stored a new descriptor that we now own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     drop((out_w, err_w, report_w, null));
 
@@ -299,7 +294,30 @@ pub(crate) fn wait_exited(pidfd: RawFd, deadline: Instant) {
     }
 }
 
-/// The child's side, between clone3 and execve. Only system calls on prepared memory.
+/// Bytes of stack the child runs on.
+const CHILD_STACK_BYTES: usize = 64 << 10;
+
+/// What `child_main` gets, prepared before the clone.
+struct ChildArgs<'a> {
+    prep: &'a Prepared,
+    null: RawFd,
+    out: RawFd,
+    err: RawFd,
+    report: RawFd,
+    cwd: RawFd,
+    ruleset: Option<RawFd>,
+    seccomp: Option<&'a libc::sock_fprog>,
+}
+
+/// The child's side, between clone and execve. Only system calls on prepared memory.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildArgs` of `spawn`, alive while the parent waits for us.
+    unsafe {
+        let a = &*(arg as *const ChildArgs<'_>);
+        child(a.prep, a.null, a.out, a.err, a.report, a.cwd, a.ruleset, a.seccomp)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 unsafe fn child(
     prep: &Prepared,
@@ -333,14 +351,23 @@ unsafe fn child(
         ok
     };
 
-    // A signal mask or ignored SIGPIPE inherited from stagecraft would change how the program
-    // behaves; start it as a shell would.
+    // stagecraft's handlers must not run here, and an ignored SIGPIPE or a blocked signal would
+    // change how the program behaves: every signal back to its default, then unblocked.
+    for sig in 1..=64 {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(sig, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction != libc::SIG_DFL
+        {
+            let mut default: libc::sigaction = std::mem::zeroed();
+            default.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(sig, &default, std::ptr::null_mut());
+        }
+    }
     let mut empty: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut empty);
     if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
         fail(11);
     }
-    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
 
     // stagecraft is not dumpable (see harden_process), and that is inherited: this process's
     // own /proc files would then belong to root, and it could not write its id maps. execve
