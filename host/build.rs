@@ -14,7 +14,7 @@ use std::process::Command;
 
 /// (directory name under plugins/builtin, crate name). The directory name is the `builtin:` name.
 const BUILTINS: &[&str] = &["noop", "exec", "render", "switch"];
-const FIXTURES: &[&str] = &["hostile", "slow-describe"];
+const FIXTURES: &[&str] = &["hostile", "slow-describe", "loud-describe"];
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 fn main() {

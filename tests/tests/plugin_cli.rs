@@ -307,3 +307,37 @@ fn check_refuses_a_fifo_and_an_oversized_file_without_reading_them() {
         "{out:?}"
     );
 }
+
+#[test]
+fn check_and_test_bound_what_describe_answers() {
+    // describe() answers with a 1 MiB name, version and description and 10,000 phases; what
+    // the host keeps and prints is cut, and says so.
+    let dir = tempfile::tempdir().unwrap();
+    let loud = fixture("loud-describe").display().to_string();
+    let out = run(dir.path(), &["plugin", "check", "--json", &loud]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.len() < 16 << 10, "{} bytes", out.stdout.len());
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let info = &json["info"];
+    let mib = 1 << 20;
+    assert_eq!(
+        info["name"],
+        format!("{}… [cut {} bytes]", "n".repeat(256), mib - 256)
+    );
+    assert_eq!(
+        info["version"],
+        format!("{}… [cut {} bytes]", "v".repeat(256), mib - 256)
+    );
+    assert_eq!(
+        info["description"],
+        format!("{}… [cut {} bytes]", "d".repeat(4096), mib - 4096)
+    );
+    let phases = info["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 65, "64 phases and the marker");
+    assert_eq!(phases[63], "phase63");
+    assert_eq!(phases[64], "… [cut 9936 phases]");
+
+    let out = run(dir.path(), &["plugin", "test", &loud, "--phase", "phase1"]);
+    assert!(out.stdout.len() < 16 << 10, "{} bytes", out.stdout.len());
+    assert!(out.stdout.contains("… [cut 1048320 bytes]"), "{out:?}");
+}

@@ -227,12 +227,34 @@ fn describe_in_store(
                 format!("describe() failed: {failure}")
             }
         })?;
-    Ok(PluginInfo {
-        name: info.name,
-        version: info.version,
-        description: info.description,
-        phases: info.phases,
-    })
+    Ok(bounded_info(info))
+}
+
+/// Bounds on what `describe()` answers: plugin text like any other (spec/plugin-abi.md, "Bounds
+/// on plugin text"). Phase names are at most 64 bytes in a manifest.
+const MAX_INFO_NAME_BYTES: usize = 256;
+const MAX_INFO_PHASES: usize = 64;
+const MAX_INFO_PHASE_BYTES: usize = 64;
+
+/// The describe() answer, each field one bounded line and at most [`MAX_INFO_PHASES`] phases
+/// (then an entry that says how many were cut).
+fn bounded_info(info: wit::PluginInfo) -> PluginInfo {
+    let cut = info.phases.len().saturating_sub(MAX_INFO_PHASES);
+    let mut phases: Vec<String> = info
+        .phases
+        .iter()
+        .take(MAX_INFO_PHASES)
+        .map(|phase| limits::bounded_line(phase, MAX_INFO_PHASE_BYTES))
+        .collect();
+    if cut > 0 {
+        phases.push(format!("… [cut {cut} phases]"));
+    }
+    PluginInfo {
+        name: limits::bounded_line(&info.name, MAX_INFO_NAME_BYTES),
+        version: limits::bounded_line(&info.version, MAX_INFO_NAME_BYTES),
+        description: limits::bounded_summary(&info.description),
+        phases,
+    }
 }
 
 fn new_store(
