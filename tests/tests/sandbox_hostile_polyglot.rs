@@ -18,8 +18,11 @@ fn noop() -> PathBuf {
     PathBuf::from("builtin:noop")
 }
 
+/// Named attacks, each a closure that panics when the attack was not stopped.
+type Attacks<'a> = Vec<(&'static str, Box<dyn Fn() + 'a>)>;
+
 /// Run every case, then fail once listing each case that failed and why.
-fn run_all(language: &str, cases: Vec<(&str, Box<dyn Fn() + '_>)>) {
+fn run_all(language: &str, cases: Attacks<'_>) {
     let mut failed = Vec::new();
     for (name, case) in &cases {
         if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(case)) {
@@ -311,10 +314,10 @@ struct Sizes {
 }
 
 /// Every attack of a language.
-fn attacks(plugin: &Path, stdout: bool, sizes: Sizes) -> Vec<(&'static str, Box<dyn Fn() + '_>)> {
+fn attacks(plugin: &Path, stdout: bool, sizes: Sizes) -> Attacks<'_> {
     let mib = sizes.text_mib;
     let exec_names = sizes.exec_names;
-    let mut cases: Vec<(&'static str, Box<dyn Fn() + '_>)> = vec![
+    let mut cases: Attacks<'_> = vec![
         (
             "exec at the state",
             Box::new(move || exec_at_the_state(plugin)),
