@@ -228,6 +228,29 @@ fn exec_cannot_read_files_or_environments_it_was_not_granted() {
     stopped(&p, &out, serial, &[], &[], "grep of every /proc/*/environ");
 }
 
+/// An exec'd program's environment is the granted variables (and PATH): `env` prints the granted
+/// one, and none of stagecraft's own secrets (HOSTILE_SECRET, PGPASSWORD) reaches its output,
+/// which the phase records.
+#[test]
+fn exec_sees_only_granted_environment_variables() {
+    let p = HostileProject::new();
+    exec_attack_manifest(&p, "env", &[], &[("env", "HOSTILE_GRANTED")]);
+    let mut cmd = p.command(&["deploy", "--env", "prod", "--version", "v1"]);
+    cmd.env("HOSTILE_GRANTED", "granted-value");
+    let out = run_guarded(cmd, "env");
+    let doc = p.assert_aftermath(&out, 5, &[], "env");
+    let (status, detail) = phase_of(newest_release(&doc), "build");
+    assert_eq!(status, "completed", "{detail:#}\n{out:?}");
+    let stdout = detail["outputs"]["stdout"].as_str().unwrap_or_default();
+    assert!(stdout.contains("HOSTILE_GRANTED=granted-value"), "{stdout}");
+    for name in [SECRET_ENV, "PGPASSWORD", "HOME="] {
+        assert!(
+            !stdout.contains(name),
+            "{name} reached the program: {stdout}"
+        );
+    }
+}
+
 /// The other side of confinement: an exec'd program reads its read grants (a single file
 /// included), writes its write grants and its private temporary directory, runs system
 /// programs, and runs in the project root. Without this, a confinement that refused
@@ -832,7 +855,7 @@ fn plugin_text_reaches_the_terminal_escaped_one_line_per_phase() {
 }
 
 #[test]
-fn a_version_with_control_characters_is_refused() {
+fn a_version_or_commit_with_control_characters_is_refused() {
     let p = HostileProject::new();
     p.write_manifest(&[phase("build", &noop(), &[])]);
     let out = p.deploy("v1\u{1b}]0;x\u{7}");
@@ -842,6 +865,21 @@ fn a_version_with_control_characters_is_refused() {
     assert_no_raw_controls(&out.stderr, "stderr");
     assert!(out.stderr.contains("--version"), "{out:?}");
     assert!(!p.state_file().exists(), "a refused version wrote state");
+
+    let out = p.run(&[
+        "deploy",
+        "--env",
+        "prod",
+        "--version",
+        "v1",
+        "--commit",
+        "abc\u{1b}[2J\r\n  build         completed forged",
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_no_raw_controls(&out.stdout, "stdout");
+    assert_no_raw_controls(&out.stderr, "stderr");
+    assert!(out.stderr.contains("--commit"), "{out:?}");
+    assert!(!p.state_file().exists(), "a refused commit wrote state");
 }
 
 // ---------------------------------------------------------------------------------------------
