@@ -105,7 +105,10 @@ fn a_50_mib_skip_reason_is_kept_cut_to_its_bound_with_the_marker() {
         "\u{1}".repeat(SKIP_REASON_BOUND),
         marker(MIB_50 - SKIP_REASON_BOUND)
     );
-    let summary = project.build_detail()["summary"].as_str().unwrap().to_string();
+    let summary = project.build_detail()["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(summary, format!("{reason}: {reason}"));
     // Later reads are as quick as any: `releases list` reads a small file.
     assert_eq!(project.run(&["releases", "list"]).code, 0);
@@ -234,7 +237,8 @@ fn escapes_in_log_lines_are_shown_escaped() {
         assert_eq!(out.code, 0, "{field}: {out:?}");
         assert_terminal_safe(&out, "completed");
         assert!(
-            out.stderr.contains("\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mred"),
+            out.stderr
+                .contains("\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mred"),
             "{field}: {out:?}"
         );
         // Each line of a message is its own tagged line: the forged one is visibly a log line.
@@ -284,10 +288,20 @@ fn a_version_or_commit_with_control_characters_is_refused() {
         for raw in ['\x1b', '\r', '\u{202e}'] {
             assert!(!out.stderr.contains(raw), "{args:?}: {out:?}");
         }
-        assert!(!project.state_file().exists(), "{args:?}: state was written");
+        assert!(
+            !project.state_file().exists(),
+            "{args:?}: state was written"
+        );
     }
     // A dry run refuses it as well.
-    let out = project.run(&["deploy", "--env", "prod", "--version", "v1\x1b[2J", "--dry-run"]);
+    let out = project.run(&[
+        "deploy",
+        "--env",
+        "prod",
+        "--version",
+        "v1\x1b[2J",
+        "--dry-run",
+    ]);
     assert_eq!(out.code, 1, "{out:?}");
     // Surrounding whitespace is trimmed, as for any version: a trailing newline is harmless.
     let out = project.run(&["deploy", "--env", "prod", "--version", "v1\n"]);

@@ -323,7 +323,11 @@ pub fn print_plan(
         }
     );
     if let Some(t) = rollback_target {
-        println!("Rollback target: {} ({})", t.id, escape_controls(&t.version));
+        println!(
+            "Rollback target: {} ({})",
+            t.id,
+            escape_controls(&t.version)
+        );
     }
     println!("Phases:");
     for (phase, plugin) in phases {

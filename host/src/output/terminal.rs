@@ -68,7 +68,10 @@ mod tests {
 
     #[test]
     fn escape_sequences_and_line_breaks_are_shown_not_interpreted() {
-        assert_eq!(escape_controls("\x1b[2J\x1b]0;pwned\x07"), "\\x1b[2J\\x1b]0;pwned\\x07");
+        assert_eq!(
+            escape_controls("\x1b[2J\x1b]0;pwned\x07"),
+            "\\x1b[2J\\x1b]0;pwned\\x07"
+        );
         assert_eq!(
             escape_controls("done\r  rollout       completed\nnext"),
             "done\\r  rollout       completed\\nnext"
@@ -84,12 +87,21 @@ mod tests {
             escape_controls("v1\u{202e}lmth.exe\u{2066}x\u{2069}"),
             "v1\\u{202e}lmth.exe\\u{2066}x\\u{2069}"
         );
-        assert_eq!(escape_controls("\u{202a}\u{202d}\u{2067}\u{2068}"), "\\u{202a}\\u{202d}\\u{2067}\\u{2068}");
+        assert_eq!(
+            escape_controls("\u{202a}\u{202d}\u{2067}\u{2068}"),
+            "\\u{202a}\\u{202d}\\u{2067}\\u{2068}"
+        );
     }
 
     #[test]
     fn ordinary_text_is_borrowed_untouched() {
-        for text in ["", "rendered 3 files", "日本語 ✓ café", "C:\\path\\x1b", "\u{a0}\u{2028}\u{2065}\u{206a}"] {
+        for text in [
+            "",
+            "rendered 3 files",
+            "日本語 ✓ café",
+            "C:\\path\\x1b",
+            "\u{a0}\u{2028}\u{2065}\u{206a}",
+        ] {
             assert!(
                 matches!(escape_controls(text), Cow::Borrowed(t) if t == text),
                 "{text:?}"
@@ -107,7 +119,10 @@ mod tests {
             escape_controls_by_line("manifest:3:1: bad\n  | x = \x1b[31m\n"),
             "manifest:3:1: bad\n  | x = \\x1b[31m\n"
         );
-        assert!(matches!(escape_controls_by_line("one\ntwo\n"), Cow::Borrowed(_)));
+        assert!(matches!(
+            escape_controls_by_line("one\ntwo\n"),
+            Cow::Borrowed(_)
+        ));
         assert_eq!(escape_controls_by_line("a\r\nb"), "a\\r\nb");
     }
 }

@@ -479,7 +479,11 @@ mod tests {
                 (50 << 20) - MAX_SKIP_REASON_BYTES
             )
         );
-        assert!(big.capacity() < 2 * MAX_SKIP_REASON_BYTES, "{}", big.capacity());
+        assert!(
+            big.capacity() < 2 * MAX_SKIP_REASON_BYTES,
+            "{}",
+            big.capacity()
+        );
     }
 
     #[test]
@@ -501,11 +505,17 @@ mod tests {
 
     #[test]
     fn exec_calls_beyond_the_bounds_are_refused_naming_the_bound() {
-        assert_eq!(exec_call_out_of_bounds("git", &["status".to_string()]), None);
+        assert_eq!(
+            exec_call_out_of_bounds("git", &["status".to_string()]),
+            None
+        );
         let long_name = "g".repeat(64 << 20);
         let why = exec_call_out_of_bounds(&long_name, &[]).unwrap();
         assert!(why.len() < 1024, "{}", why.len());
-        assert!(why.contains(&cut_marker((64 << 20) - MAX_EXEC_PROGRAM_BYTES)), "{why}");
+        assert!(
+            why.contains(&cut_marker((64 << 20) - MAX_EXEC_PROGRAM_BYTES)),
+            "{why}"
+        );
         let one_big = vec!["a".repeat(MAX_EXEC_ARG_BYTES + 1)];
         assert!(exec_call_out_of_bounds("git", &one_big)
             .unwrap()

@@ -377,14 +377,23 @@ fn failure_from_error(
                 return failure;
             }
             match last_meaningful_line(&stderr) {
-                Some(line) => PhaseFailure::Trap(format!("{trap} (stderr: {line})")),
+                Some(line) => PhaseFailure::Trap(format!(
+                    "{trap} (stderr: {})",
+                    limits::bounded(line, limits::MAX_ERROR_MESSAGE_BYTES)
+                )),
                 None => PhaseFailure::Trap(format!(
                     "{trap} (the guest aborted without writing anything to stderr)"
                 )),
             }
         }
-        None => PhaseFailure::Trap(format!("{err:#}")),
+        None => PhaseFailure::Trap(error_text(err)),
     }
+}
+
+/// A wasmtime error that is not a trap, as a phase error. It may quote the guest (a backtrace
+/// names the component's own functions), so it is bounded like any plugin text.
+fn error_text(err: &wasmtime::Error) -> String {
+    limits::bounded(&format!("{err:#}"), limits::MAX_ERROR_MESSAGE_BYTES).into_owned()
 }
 
 /// componentize-py turns an exception that escapes an export into a trap, after printing the
@@ -458,7 +467,10 @@ fn guest_failure(
         .ok()
         .and_then(|r| r.first().cloned());
     if let Some(first) = first_refusal {
-        message = format!("{message} ({})", limits::bounded(&first, limits::MAX_REFUSAL_BYTES));
+        message = format!(
+            "{message} ({})",
+            limits::bounded(&first, limits::MAX_REFUSAL_BYTES)
+        );
     }
     PhaseFailure::Guest { message, details }
 }
@@ -474,10 +486,9 @@ fn check_report(report: wit::PhaseReport) -> Result<PhaseReport, PhaseFailure> {
     Ok(PhaseReport {
         outcome: match report.outcome {
             wit::Outcome::Completed => Outcome::Completed,
-            wit::Outcome::Skipped(reason) => Outcome::Skipped(limits::bounded_line(
-                &reason,
-                limits::MAX_SKIP_REASON_BYTES,
-            )),
+            wit::Outcome::Skipped(reason) => {
+                Outcome::Skipped(limits::bounded_line(&reason, limits::MAX_SKIP_REASON_BYTES))
+            }
         },
         summary: limits::bounded_summary(&report.summary),
         // Later duplicates win, as in a map literal.
@@ -549,14 +560,37 @@ mod tests {
     }
 
     #[test]
+    fn a_wasmtime_error_quoting_the_guest_is_bounded() {
+        let name = "f".repeat(1 << 20);
+        let err = wasmtime::Error::msg(format!("error while executing at wasm backtrace: {name}"));
+        let text = error_text(&err);
+        assert!(
+            text.len() < limits::MAX_ERROR_MESSAGE_BYTES + 32,
+            "{}",
+            text.len()
+        );
+        assert!(text.ends_with(" bytes]"), "{}", &text[text.len() - 40..]);
+        assert_eq!(error_text(&wasmtime::Error::msg("short")), "short");
+    }
+
+    #[test]
     fn a_long_traceback_keeps_its_end_after_the_cut_marker() {
-        let frames: Vec<String> = (0..40).map(|i| format!("  File \"x.py\", line {i}{}", " ".repeat(1000))).collect();
+        let frames: Vec<String> = (0..40)
+            .map(|i| format!("  File \"x.py\", line {i}{}", " ".repeat(1000)))
+            .collect();
         let details = tail(&frames, limits::MAX_TRACEBACK_BYTES);
         let joined = frames.join("\n");
         let removed = joined.len() - limits::MAX_TRACEBACK_BYTES;
-        assert!(details.starts_with(&format!("… [cut {removed} bytes]\n")), "{}", &details[..40]);
+        assert!(
+            details.starts_with(&format!("… [cut {removed} bytes]\n")),
+            "{}",
+            &details[..40]
+        );
         assert!(details.ends_with(&frames[39]));
-        assert_eq!(tail(&frames[..2], limits::MAX_TRACEBACK_BYTES), frames[..2].join("\n"));
+        assert_eq!(
+            tail(&frames[..2], limits::MAX_TRACEBACK_BYTES),
+            frames[..2].join("\n")
+        );
     }
 
     #[test]
