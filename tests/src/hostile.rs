@@ -148,6 +148,14 @@ impl ProcessMarker {
         }
     }
 
+    /// The marker as a shell word that is not the marker itself (`stagecraft-mar""ker-…`):
+    /// `exec -a <word> sleep 300` names the sleep with the marker, while the script, and so the
+    /// command lines of stagecraft and of the shell running it, never contain it.
+    pub fn shell_word(&self) -> String {
+        let (a, b) = self.marker.split_at(self.marker.len() / 2);
+        format!("{a}\"\"{b}")
+    }
+
     /// Live processes whose command line contains the marker: (pid, command line, exiting).
     /// "Exiting" means the kernel is already taking it down (a zombie, or SIGKILL pending).
     fn carriers(&self) -> Vec<(i32, String, bool)> {
@@ -192,6 +200,29 @@ impl ProcessMarker {
             "{context}: processes were still exiting after 10000 scans: {:?}",
             self.carriers()
         );
+    }
+
+    /// Wait until a process carrying the marker runs, or fail the test when `spawned` exits
+    /// first. For commands whose exec'd programs no gate can reach (`plugin test` runs them in
+    /// a temporary project): the marked process existing is the signal that it runs.
+    pub fn wait_for_carrier(&self, spawned: &Spawned) {
+        let step = Duration::from_millis(1);
+        let mut waited = Duration::ZERO;
+        while self.carriers().iter().all(|(_, _, exiting)| *exiting) {
+            assert!(
+                !spawned.try_exited(),
+                "stagecraft exited before any marked process ran; stderr:\n{}",
+                spawned.stderr_so_far()
+            );
+            assert!(
+                waited < HANG_GUARD,
+                "no marked process ever ran (a hang); stderr:\n{}",
+                spawned.stderr_so_far()
+            );
+            // A poll interval, not a guess at how long anything takes.
+            std::thread::sleep(step);
+            waited += step;
+        }
     }
 
     /// SIGKILL every process carrying the marker (cleanup after a failed assertion).

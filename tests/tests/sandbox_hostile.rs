@@ -380,7 +380,7 @@ fn exec_has_no_network() {
 #[test]
 fn nothing_started_through_exec_outlives_the_phase() {
     let p = HostileProject::new();
-    let m = &p.marker.marker;
+    let m = &p.marker.shell_word();
     let script = format!(
         "(exec -a {m} sleep 300) >/dev/null 2>&1 &\n\
          setsid bash -c 'exec -a {m} sleep 301' >/dev/null 2>&1 &\n\
@@ -402,7 +402,7 @@ fn nothing_started_through_exec_outlives_the_phase() {
 #[test]
 fn exec_returns_by_the_deadline_when_children_hold_its_output() {
     let p = HostileProject::new();
-    let m = &p.marker.marker;
+    let m = &p.marker.shell_word();
     // The program exits at once; its child holds stdout and stderr for 300 s.
     let holder = format!("(exec -a {m} sleep 300) & exit 0");
     p.write_manifest(&[
@@ -468,7 +468,7 @@ fn exec_returns_by_the_deadline_when_children_hold_its_output() {
 /// checked while the gate is still closed, so nothing could have ended by itself.
 fn interrupted_mid_exec(operation: &str, signal: rustix::process::Signal, name: &str) {
     let p = HostileProject::new();
-    let m = &p.marker.marker;
+    let m = &p.marker.shell_word();
     std::fs::create_dir_all(p.root().join("gate")).unwrap();
     let script = format!(
         "test {{{{operation}}}} = {operation} || exit 0\n\
@@ -537,6 +537,57 @@ fn sigint_mid_exec_in_a_rollback_leaves_no_descendant() {
 #[test]
 fn sigterm_mid_exec_in_a_rollback_leaves_no_descendant() {
     interrupted_mid_exec("rollback", rustix::process::Signal::TERM, "SIGTERM");
+}
+
+/// `plugin test` runs the plugin's scenarios with `--exec` grants too: interrupted while an
+/// exec'd program (and what it started) runs, it leaves none of them behind. Its programs run
+/// in a temporary copy of the project no FIFO gate can reach, so the marked processes showing
+/// up in /proc is how the test knows they run.
+fn plugin_test_interrupted_mid_exec(signal: rustix::process::Signal, name: &str) {
+    let p = HostileProject::new();
+    let m = &p.marker.shell_word();
+    let script = format!(
+        "(exec -a {m} sleep 300) >/dev/null 2>&1 &\n\
+         setsid bash -c 'exec -a {m} sleep 301' >/dev/null 2>&1 &\n\
+         exec -a {m} sleep 299"
+    );
+    let plugin = hostile().display().to_string();
+    let set_argv = format!("argv={}", argv(&["-c", &script]));
+    let args = [
+        "plugin",
+        "test",
+        &plugin,
+        "--set",
+        "mode=exec-argv",
+        "--set",
+        "program=bash",
+        "--set",
+        &set_argv,
+        "--exec",
+        "bash",
+        "--timeout",
+        "10m",
+    ];
+    let spawned = spawn_to_files(&mut p.command(&args));
+    p.marker.wait_for_carrier(&spawned);
+    spawned.signal(signal);
+    let out = spawned.wait(name);
+    p.marker
+        .assert_none_left(&format!("plugin test interrupted by {name}: {out:?}"));
+    assert_ne!(out.code, 0, "{out:?}");
+    for secret in &p.secrets {
+        assert!(!out.stdout.contains(secret.as_str()) && !out.stderr.contains(secret.as_str()));
+    }
+}
+
+#[test]
+fn sigint_mid_exec_in_plugin_test_leaves_no_descendant() {
+    plugin_test_interrupted_mid_exec(rustix::process::Signal::INT, "SIGINT");
+}
+
+#[test]
+fn sigterm_mid_exec_in_plugin_test_leaves_no_descendant() {
+    plugin_test_interrupted_mid_exec(rustix::process::Signal::TERM, "SIGTERM");
 }
 
 // ---------------------------------------------------------------------------------------------
