@@ -651,8 +651,11 @@ fn a_symlink_to_the_state_planted_through_wasi_fails_the_later_phase() {
 
 #[test]
 fn a_symlink_to_the_filesystem_root_planted_through_wasi_fails_the_later_phase() {
-    // dist/root -> ../../../.. is / from any project at most three levels deep (/tmp/x/dist).
+    // dist/root -> ../../.. with one `..` per component of the project's dist/ path: `/`
+    // wherever the temporary directory is (the issue's `../../../..` from /tmp/x/dist).
     let p = HostileProject::new();
+    let depth = p.root().join("dist").components().count() - 1;
+    let up = vec![".."; depth].join("/");
     let outside = p.outside_secret_file();
     let through = format!(
         "dist/root/{}",
@@ -660,7 +663,7 @@ fn a_symlink_to_the_filesystem_root_planted_through_wasi_fails_the_later_phase()
     );
     planted_link(
         &p,
-        plant_wasi_link("../../../..", "dist/root"),
+        plant_wasi_link(&up, "dist/root"),
         "read",
         "dist/root",
         &[("op", "read"), ("path", &through)],
