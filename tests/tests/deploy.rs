@@ -268,7 +268,10 @@ fn dry_run_writes_nothing_and_runs_no_plugin() {
         !p.path().join(".stagecraft").exists(),
         "dry run created the state directory"
     );
-    assert!(!p.path().join("out/ran-build").exists(), "dry run ran a plugin");
+    assert!(
+        !p.path().join("out/ran-build").exists(),
+        "dry run ran a plugin"
+    );
 
     // With history present, dry runs leave the state file's bytes unchanged.
     let out = p.run(&["deploy", "--env", "prod", "--version", "v1"]);

@@ -308,7 +308,10 @@ fn exec_gets_only_granted_environment_plus_path() {
     names.retain(|n| *n != "STAGECRAFT_LEASE");
     // TMPDIR is the phase's private temp dir (confined programs can write nowhere else).
     assert_eq!(names, vec!["PATH", NAME, "TMPDIR"], "{stdout}");
-    assert!(stdout.contains("TMPDIR=/") && stdout.contains("stagecraft-exec-"), "{stdout}");
+    assert!(
+        stdout.contains("TMPDIR=/") && stdout.contains("stagecraft-exec-"),
+        "{stdout}"
+    );
     assert!(stdout.contains("granted-value"));
 }
 

@@ -285,14 +285,17 @@ pub fn print_plan(
     rollback_target: Option<&Release>,
     json: bool,
 ) {
-    let phases: Vec<(String, Option<String>)> = target
+    let phases: Vec<(String, Option<String>, Vec<String>)> = target
         .manifest
         .pipeline
         .iter()
         .map(|p| {
+            let spec = target.manifest.phases.get(p);
             (
                 p.clone(),
-                target.manifest.phases.get(p).map(|s| s.plugin_ref.clone()),
+                spec.map(|s| s.plugin_ref.clone()),
+                spec.map(|s| s.grants.exec_unconfined.clone())
+                    .unwrap_or_default(),
             )
         })
         .collect();
@@ -303,9 +306,10 @@ pub fn print_plan(
             "version": version,
             "commit_sha": commit,
             "rollback_target": rollback_target.map(|t| t.id.as_str()),
-            "phases": phases.iter().map(|(p, plugin)| serde_json::json!({
+            "phases": phases.iter().map(|(p, plugin, unconfined)| serde_json::json!({
                 "phase": p,
                 "plugin": plugin,
+                "exec_unconfined": unconfined,
             })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&plan).expect("json"));
@@ -330,11 +334,28 @@ pub fn print_plan(
         );
     }
     println!("Phases:");
-    for (phase, plugin) in phases {
+    let mut unconfined_any = false;
+    for (phase, plugin, unconfined) in phases {
         match plugin {
-            Some(plugin) => println!("  {phase:<13} {plugin}"),
+            Some(plugin) => println!("  {phase:<13} {}", escape_controls(&plugin)),
             None => println!("  {phase:<13} skipped (no plugin configured)"),
         }
+        // Loud on purpose: these programs reach everything the user running stagecraft can.
+        for program in unconfined {
+            unconfined_any = true;
+            println!(
+                "  {:<13} WARNING: runs `{}` UNCONFINED (exec_unconfined): it can read and \
+                 write anything this user can, including the release history",
+                "",
+                escape_controls(&program)
+            );
+        }
+    }
+    if unconfined_any {
+        println!(
+            "Programs run through exec are otherwise confined to their phase's grants; see \
+             docs/manifest.md, \"What a program run through exec can reach\"."
+        );
     }
 }
 

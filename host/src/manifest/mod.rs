@@ -356,7 +356,11 @@ fn build_phase(at: &Locator, root: &Path, spec: raw::RawPhase) -> anyhow::Result
     }
     for (list, out, key) in [
         (&spec.grants.exec, &mut grants.exec, "exec"),
-        (&spec.grants.exec_unconfined, &mut grants.exec_unconfined, "exec_unconfined"),
+        (
+            &spec.grants.exec_unconfined,
+            &mut grants.exec_unconfined,
+            "exec_unconfined",
+        ),
     ] {
         for prog in list {
             let p = prog.get_ref();

@@ -142,7 +142,10 @@ fn run_program(
     let mut env = policy.env.clone();
     env.push(("PATH".into(), path.to_string_lossy().into_owned()));
     if let Some(lease) = std::env::var_os("STAGECRAFT_LEASE") {
-        env.push(("STAGECRAFT_LEASE".into(), lease.to_string_lossy().into_owned()));
+        env.push((
+            "STAGECRAFT_LEASE".into(),
+            lease.to_string_lossy().into_owned(),
+        ));
     }
     let cwd = rustix::fs::open(
         &policy.project_root,
@@ -170,9 +173,8 @@ fn run_program(
             }
         };
         env.push(("TMPDIR".into(), jail.tmp().to_string_lossy().into_owned()));
-        let prep = Prepared::new(&resolved, program, args, &env).map_err(|why| {
-            ExecRefused::Failed(format!("cannot start `{program}`: {why}"))
-        })?;
+        let prep = Prepared::new(&resolved, program, args, &env)
+            .map_err(|why| ExecRefused::Failed(format!("cannot start `{program}`: {why}")))?;
         match jail.spawn(&prep, &resolved, &cwd) {
             Ok(child) => child,
             Err(SpawnError::Namespaces(e)) => {
@@ -184,19 +186,24 @@ fn run_program(
                 )))
             }
             Err(SpawnError::Failed(why)) => {
-                return Err(ExecRefused::Failed(format!("cannot start `{program}`: {why}")))
+                return Err(ExecRefused::Failed(format!(
+                    "cannot start `{program}`: {why}"
+                )))
             }
         }
     } else {
-        let prep = Prepared::new(&resolved, program, args, &env).map_err(|why| {
-            ExecRefused::Failed(format!("cannot start `{program}`: {why}"))
-        })?;
+        let prep = Prepared::new(&resolved, program, args, &env)
+            .map_err(|why| ExecRefused::Failed(format!("cannot start `{program}`: {why}")))?;
         match confine::spawn_unconfined(&prep, &cwd) {
             Ok(child) => child,
             // Without namespaces a trusted program still runs, in its own process group.
-            Err(SpawnError::Namespaces(_)) => return run_in_process_group(policy, &resolved, program, args, &env),
+            Err(SpawnError::Namespaces(_)) => {
+                return run_in_process_group(policy, &resolved, program, args, &env)
+            }
             Err(SpawnError::Failed(why)) => {
-                return Err(ExecRefused::Failed(format!("cannot start `{program}`: {why}")))
+                return Err(ExecRefused::Failed(format!(
+                    "cannot start `{program}`: {why}"
+                )))
             }
         }
     };

@@ -22,15 +22,17 @@ mod types;
 mod worker;
 
 pub use builtin::builtin_names;
-pub use confine::{harden_process, kill_running, unsupported_reason as exec_confinement_unsupported};
+pub use confine::{
+    harden_process, kill_running, unsupported_reason as exec_confinement_unsupported,
+};
 pub use grants::{
     check_grants, check_phase_grants, guest_path, GrantRefusal, Protected, RefusedGrant,
 };
 pub use imports::EXEC_OUTPUT_CAP;
 pub use limits::{format_bytes, MAX_OUTPUTS, MAX_OUTPUT_BYTES, MAX_SUMMARY_BYTES};
 pub use load::{ComponentSummary, COMPILE_TIMEOUT, MAX_COMPONENT_BYTES, SUPPORTED_WIT};
-pub use run::DESCRIBE_TIMEOUT;
 pub use run::PhaseRun;
+pub use run::DESCRIBE_TIMEOUT;
 pub use types::*;
 
 use std::collections::HashMap;

@@ -49,7 +49,10 @@ impl OpenedGrant {
 /// Open every read and write grant of a phase. A grant named both ways is opened once, for
 /// writing. Write grants that do not exist yet are created as directories (beneath the root,
 /// never through a link); a missing read grant is an error naming it.
-pub(crate) fn open_grants(project_root: &Path, grants: &Grants) -> Result<Vec<OpenedGrant>, String> {
+pub(crate) fn open_grants(
+    project_root: &Path,
+    grants: &Grants,
+) -> Result<Vec<OpenedGrant>, String> {
     let mut opened: Vec<OpenedGrant> = Vec::new();
     let root = open_root(project_root)?;
     for (access, list) in [(Access::Write, &grants.write), (Access::Read, &grants.read)] {
@@ -88,7 +91,12 @@ fn open_root(project_root: &Path) -> Result<OwnedFd, String> {
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| format!("the project root {} cannot be opened: {e}", project_root.display()))
+    .map_err(|e| {
+        format!(
+            "the project root {} cannot be opened: {e}",
+            project_root.display()
+        )
+    })
 }
 
 /// Where a grant's walk starts and what it walks: relative to the project root when it lies
@@ -119,7 +127,13 @@ fn open_one(
         rest.clone()
     };
     let attempt = |rest: &Path| match &base {
-        Base::Root(fd) => openat2(fd, rest, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), RESOLVE),
+        Base::Root(fd) => openat2(
+            fd,
+            rest,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        ),
         Base::Slash => openat2(
             CWD,
             rest,
@@ -143,7 +157,11 @@ fn open_one(
 fn create_dirs(base: &Base<'_>, rest: &Path, grant: &Path) -> Result<(), String> {
     let start = match base {
         Base::Root(fd) => rustix::io::fcntl_dupfd_cloexec(fd, 0),
-        Base::Slash => rustix::fs::open("/", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()),
+        Base::Slash => rustix::fs::open(
+            "/",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ),
     }
     .map_err(|e| format!("the write grant {}: {e}", grant.display()))?;
     let mut dir = start;
@@ -214,7 +232,10 @@ fn explain(base: &Base<'_>, rest: &Path, grant: &Path, access: Access, err: Errn
             grant.display()
         );
     }
-    format!("the {kind} grant {} cannot be opened: {err}", grant.display())
+    format!(
+        "the {kind} grant {} cannot be opened: {err}",
+        grant.display()
+    )
 }
 
 /// The first component of `rest` (walked from `base`) that is a symbolic link, and its target.
@@ -227,14 +248,22 @@ fn first_link(base: &Base<'_>, rest: &Path) -> Option<(PathBuf, PathBuf)> {
             _ => continue,
         }
         let meta = match base {
-            Base::Root(fd) => rustix::fs::statat(fd, &walked, rustix::fs::AtFlags::SYMLINK_NOFOLLOW),
-            Base::Slash => rustix::fs::statat(CWD, &Path::new("/").join(&walked), rustix::fs::AtFlags::SYMLINK_NOFOLLOW),
+            Base::Root(fd) => {
+                rustix::fs::statat(fd, &walked, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            }
+            Base::Slash => rustix::fs::statat(
+                CWD,
+                Path::new("/").join(&walked),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            ),
         }
         .ok()?;
         if rustix::fs::FileType::from_raw_mode(meta.st_mode) == rustix::fs::FileType::Symlink {
             let target = match base {
                 Base::Root(fd) => rustix::fs::readlinkat(fd, &walked, Vec::new()),
-                Base::Slash => rustix::fs::readlinkat(CWD, &Path::new("/").join(&walked), Vec::new()),
+                Base::Slash => {
+                    rustix::fs::readlinkat(CWD, Path::new("/").join(&walked), Vec::new())
+                }
             }
             .ok()
             .map(|t| PathBuf::from(t.to_string_lossy().into_owned()))
@@ -266,7 +295,10 @@ mod tests {
         std::fs::write(root.join("Makefile"), "all:\n").unwrap();
         let opened = open_grants(
             root,
-            &grants(&[&root.join("site"), &root.join("Makefile")], &[&root.join("dist/a/b")]),
+            &grants(
+                &[&root.join("site"), &root.join("Makefile")],
+                &[&root.join("dist/a/b")],
+            ),
         )
         .unwrap();
         assert_eq!(opened.len(), 3);
@@ -291,7 +323,10 @@ mod tests {
             };
             let err = open_grants(root, &g).unwrap_err();
             assert!(err.contains(&format!("the {access} grant")), "{err}");
-            assert!(err.contains("dist/site is a symbolic link (to ../.stagecraft)"), "{err}");
+            assert!(
+                err.contains("dist/site is a symbolic link (to ../.stagecraft)"),
+                "{err}"
+            );
         }
         // A link to a directory inside the project is refused too: grants name real paths.
         symlink("../dist", root.join("up")).unwrap();
@@ -311,9 +346,16 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::fs::create_dir(outside.path().join("real")).unwrap();
         symlink(outside.path().join("real"), outside.path().join("link")).unwrap();
-        assert!(open_grants(project.path(), &grants(&[&outside.path().join("real")], &[])).is_ok());
-        let err =
-            open_grants(project.path(), &grants(&[&outside.path().join("link")], &[])).unwrap_err();
+        assert!(open_grants(
+            project.path(),
+            &grants(&[&outside.path().join("real")], &[])
+        )
+        .is_ok());
+        let err = open_grants(
+            project.path(),
+            &grants(&[&outside.path().join("link")], &[]),
+        )
+        .unwrap_err();
         assert!(err.contains("symbolic link"), "{err}");
     }
 }

@@ -11,9 +11,9 @@ use wasmtime::{Store, Trap};
 use super::bindings::stagecraft::phase::types as wit;
 use super::engine::ticks_for;
 use super::grants::wasi_context;
-use super::open_grants::open_grants;
 use super::imports::{ExecPolicy, RunState};
 use super::limits::{self, LogBudget, MemoryLimiter};
+use super::open_grants::open_grants;
 use super::types::*;
 use super::{LoadedPlugin, PluginHost};
 
@@ -265,9 +265,8 @@ fn new_store(
     let budget = Arc::new(Mutex::new(LogBudget::new(emit, sandbox.limits.log_bytes)));
     let refusals = Arc::new(Mutex::new(Vec::new()));
     // Grants are opened now, as the phase starts, never earlier (see open_grants).
-    let opened = Arc::new(
-        open_grants(&sandbox.project_root, &sandbox.grants).map_err(PhaseFailure::Grant)?,
-    );
+    let opened =
+        Arc::new(open_grants(&sandbox.project_root, &sandbox.grants).map_err(PhaseFailure::Grant)?);
     let wasi = wasi_context(sandbox, &opened, &budget, &refusals).map_err(PhaseFailure::Grant)?;
     let env = sandbox
         .grants

@@ -91,14 +91,23 @@ fn main() {
     // confined (Landlock, namespaces, seccomp) or `exec_unconfined` (namespaces only). A phase
     // of EXECS execs minus a phase of one is the cost of EXECS - 1 execs, without the phase's
     // own setup (its grants, its ruleset, its private temp dir).
-    let fixture = PluginSource::File(stagecraft_tests::wasm_plugins_dir().join("fixtures/hostile.wasm"));
+    let fixture =
+        PluginSource::File(stagecraft_tests::wasm_plugins_dir().join("fixtures/hostile.wasm"));
     let hostile = host.load(&fixture).expect("the hostile fixture loads");
     let project = tempfile::tempdir().unwrap();
     let exec_sandbox = |confined: bool| Sandbox {
         project_root: project.path().to_path_buf(),
         grants: Grants {
-            exec: if confined { vec!["true".into()] } else { Vec::new() },
-            exec_unconfined: if confined { Vec::new() } else { vec!["true".into()] },
+            exec: if confined {
+                vec!["true".into()]
+            } else {
+                Vec::new()
+            },
+            exec_unconfined: if confined {
+                Vec::new()
+            } else {
+                vec!["true".into()]
+            },
             ..Grants::default()
         },
         limits: Limits::default(),

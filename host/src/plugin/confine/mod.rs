@@ -28,7 +28,9 @@ use super::open_grants::OpenedGrant;
 /// Why confined `exec` cannot work on this machine, if it cannot.
 pub fn unsupported_reason() -> Option<String> {
     if !cfg!(target_os = "linux") {
-        return Some("exec'd programs are confined with Linux's Landlock, and this is not Linux".into());
+        return Some(
+            "exec'd programs are confined with Linux's Landlock, and this is not Linux".into(),
+        );
     }
     let abi = rules::kernel_abi();
     if abi < rules::MIN_ABI {
@@ -78,7 +80,12 @@ impl Jail {
     }
 
     /// Start a program confined.
-    pub fn spawn(&mut self, prep: &Prepared, program: &Path, cwd: &OwnedFd) -> Result<Child, SpawnError> {
+    pub fn spawn(
+        &mut self,
+        prep: &Prepared,
+        program: &Path,
+        cwd: &OwnedFd,
+    ) -> Result<Child, SpawnError> {
         if !rules::is_system_program(program) {
             self.ruleset
                 .allow_program(program)
@@ -104,7 +111,8 @@ pub fn harden_process() {
     {
         // Failing leaves the process as it was; confinement of exec'd programs does not rest
         // on this alone.
-        let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+        let _ =
+            rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     }
 }
 
@@ -133,9 +141,11 @@ pub(crate) fn wait(pidfd: &OwnedFd, deadline: Instant) -> std::io::Result<Exit> 
     exit
 }
 
-/// The programs running now, by a duplicate of their pidfd.
-fn running() -> &'static Mutex<Vec<(u64, Arc<OwnedFd>)>> {
-    static RUNNING: OnceLock<Mutex<Vec<(u64, Arc<OwnedFd>)>>> = OnceLock::new();
+/// The programs running now: a registration id and a duplicate of each one's pidfd.
+type Running = Mutex<Vec<(u64, Arc<OwnedFd>)>>;
+
+fn running() -> &'static Running {
+    static RUNNING: OnceLock<Running> = OnceLock::new();
     RUNNING.get_or_init(|| Mutex::new(Vec::new()))
 }
 

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use landlock::{
-    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd,
-    Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, Scope, ABI,
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
+    RulesetAttr, RulesetCreated, RulesetCreatedAttr, Scope, ABI,
 };
 
 use crate::plugin::open_grants::{Access as GrantAccess, OpenedGrant};
@@ -43,7 +43,9 @@ pub(crate) fn kernel_abi() -> i32 {
 
 /// System paths every program may read and execute. `/etc` is listed entry by entry so that
 /// its secrets can be left out (see [`ETC_SECRETS`]).
-const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
 
 /// `/etc` entries no exec'd program may read, even where the file mode would let this user.
 const ETC_SECRETS: &[&str] = &[
@@ -88,7 +90,11 @@ fn system_paths() -> &'static [SystemPath] {
             let mut names: Vec<_> = entries
                 .filter_map(|e| e.ok())
                 .map(|e| e.file_name())
-                .filter(|n| !ETC_SECRETS.iter().any(|s| n.as_encoded_bytes() == s.as_bytes()))
+                .filter(|n| {
+                    !ETC_SECRETS
+                        .iter()
+                        .any(|s| n.as_encoded_bytes() == s.as_bytes())
+                })
                 .collect();
             names.sort();
             for name in names {
@@ -109,7 +115,9 @@ fn system_paths() -> &'static [SystemPath] {
             .filter_map(|(path, writable)| {
                 // A path this machine does not have (no /lib32) is simply not granted.
                 let fd = PathFd::new(&path).ok()?;
-                let is_dir = std::fs::metadata(&path).map(|m| m.is_dir()).unwrap_or(false);
+                let is_dir = std::fs::metadata(&path)
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false);
                 Some(SystemPath {
                     fd,
                     writable,
@@ -137,7 +145,9 @@ impl PhaseRuleset {
             .handle_access(AccessFs::from_all(abi))
             .map_err(fail)?;
         if kernel_abi() >= 4 {
-            ruleset = ruleset.handle_access(AccessNet::from_all(abi)).map_err(fail)?;
+            ruleset = ruleset
+                .handle_access(AccessNet::from_all(abi))
+                .map_err(fail)?;
         }
         if kernel_abi() >= 6 {
             ruleset = ruleset.scope(Scope::from_all(abi)).map_err(fail)?;

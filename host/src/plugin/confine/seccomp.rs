@@ -9,11 +9,19 @@
 
 use libc::{sock_filter, sock_fprog};
 
-// Classic BPF opcodes (linux/bpf_common.h) and seccomp return values (linux/seccomp.h).
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
-const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10 | 0x00;
-const BPF_JMP_JGE_K: u16 = 0x05 | 0x30 | 0x00;
-const BPF_RET_K: u16 = 0x06 | 0x00;
+// Classic BPF opcodes (linux/bpf_common.h): class | size | mode, or class | op | source, with
+// BPF_W, BPF_K and BPF_LD all 0.
+const BPF_LD: u16 = 0x00;
+const BPF_ABS: u16 = 0x20;
+const BPF_JMP: u16 = 0x05;
+const BPF_JEQ: u16 = 0x10;
+const BPF_JGE: u16 = 0x30;
+const BPF_RET: u16 = 0x06;
+const BPF_LD_W_ABS: u16 = BPF_LD | BPF_ABS;
+const BPF_JMP_JEQ_K: u16 = BPF_JMP | BPF_JEQ;
+const BPF_JMP_JGE_K: u16 = BPF_JMP | BPF_JGE;
+const BPF_RET_K: u16 = BPF_RET;
+// Seccomp return values (linux/seccomp.h).
 const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
 const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;

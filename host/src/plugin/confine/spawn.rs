@@ -40,7 +40,8 @@ impl Prepared {
     ) -> Result<Prepared, String> {
         use std::os::unix::ffi::OsStrExt;
         let nul = |what: &str| format!("{what} contains a NUL byte");
-        let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| nul("the program path"))?;
+        let path =
+            CString::new(path.as_os_str().as_bytes()).map_err(|_| nul("the program path"))?;
         let mut argv = vec![CString::new(name).map_err(|_| nul("the program name"))?];
         for a in args {
             argv.push(CString::new(a.as_bytes()).map_err(|_| nul("an argument"))?);
@@ -49,8 +50,16 @@ impl Prepared {
         for (k, v) in env {
             envp.push(CString::new(format!("{k}={v}")).map_err(|_| nul("an environment value"))?);
         }
-        let argv_ptrs = argv.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect();
-        let envp_ptrs = envp.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect();
+        let argv_ptrs = argv
+            .iter()
+            .map(|c| c.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        let envp_ptrs = envp
+            .iter()
+            .map(|c| c.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
         // The program keeps its own user and group ids inside its user namespace.
         let uid = rustix::process::getuid().as_raw();
         let gid = rustix::process::getgid().as_raw();
@@ -194,7 +203,10 @@ pub(crate) fn spawn(
     }
     if got > 0 {
         let _ = wait(&pidfd, None);
-        let step = STEPS.get(report[0] as usize).copied().unwrap_or("starting it");
+        let step = STEPS
+            .get(report[0] as usize)
+            .copied()
+            .unwrap_or("starting it");
         let errno = i32::from_ne_bytes([report[1], report[2], report[3], report[4]]);
         return Err(SpawnError::Failed(format!(
             "{step} failed: {}",
@@ -253,12 +265,21 @@ pub(crate) fn wait(pidfd: &OwnedFd, deadline: Option<Instant>) -> std::io::Resul
         const P_PIDFD: libc::idtype_t = 3;
         // SAFETY: a valid pidfd of our own child and a valid siginfo_t.
         let r = unsafe {
-            libc::waitid(P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED)
+            libc::waitid(
+                P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            )
         };
         if r == 0 {
             // SAFETY: after a successful waitid with WEXITED these fields are set.
             let (code, status) = unsafe { (info.si_code, info.si_status()) };
-            let code = if code == libc::CLD_EXITED { Some(status) } else { None };
+            let code = if code == libc::CLD_EXITED {
+                Some(status)
+            } else {
+                None
+            };
             return Ok(Exit { code, killed });
         }
         let e = std::io::Error::last_os_error();
@@ -288,7 +309,9 @@ pub(crate) fn wait_exited(pidfd: RawFd, deadline: Instant) {
         };
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(1000) as i32 + 1) };
-        if n != 0 && !(n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted) {
+        if n != 0
+            && !(n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted)
+        {
             return;
         }
     }
@@ -314,7 +337,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `ChildArgs` of `spawn`, alive while the parent waits for us.
     unsafe {
         let a = &*(arg as *const ChildArgs<'_>);
-        child(a.prep, a.null, a.out, a.err, a.report, a.cwd, a.ruleset, a.seccomp)
+        child(
+            a.prep, a.null, a.out, a.err, a.report, a.cwd, a.ruleset, a.seccomp,
+        )
     }
 }
 
@@ -415,10 +440,20 @@ unsafe fn child(
     }
     if let Some(prog) = seccomp {
         const SECCOMP_SET_MODE_FILTER: libc::c_uint = 1;
-        if libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0u32, prog as *const _) != 0 {
+        if libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            0u32,
+            prog as *const _,
+        ) != 0
+        {
             fail(9);
         }
     }
-    libc::execve(prep.path.as_ptr(), prep.argv_ptrs.as_ptr(), prep.envp_ptrs.as_ptr());
+    libc::execve(
+        prep.path.as_ptr(),
+        prep.argv_ptrs.as_ptr(),
+        prep.envp_ptrs.as_ptr(),
+    );
     fail(10)
 }
