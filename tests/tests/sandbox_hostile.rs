@@ -1089,3 +1089,29 @@ fn the_state_check_sees_an_appended_byte_and_a_hand_edit() {
         assert!(caught.is_err(), "not caught: {tampered}");
     }
 }
+
+/// A report whose 2,048 output values all point at one 1 MiB buffer describes 2 GiB of strings
+/// in a few KiB of guest memory. The host copies at most MAX_COPIED_PER_CALL (128 MiB) out of
+/// a guest per call, so the phase fails instead of the host growing by 2 GiB.
+#[test]
+fn a_report_of_aliased_strings_cannot_make_the_host_copy_gigabytes() {
+    let p = HostileProject::new();
+    p.write_manifest(&[
+        phase("build", &hostile(), &[("mode", "outputs-alias"), ("count", "2048")])
+            .limit("memory", "128MiB"),
+        phase("rollout", &noop(), &[]),
+    ]);
+    let out = p.deploy("v1");
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stdout.contains("too much data is being copied between the host and the guest"),
+        "{out:?}"
+    );
+    p.assert_aftermath(&out, 3, &[], "outputs-alias");
+    let rss = children_max_rss_bytes();
+    assert!(
+        rss < HOST_MEMORY_CEILING,
+        "stagecraft's resident memory reached {} MiB",
+        rss >> 20
+    );
+}

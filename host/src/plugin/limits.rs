@@ -14,6 +14,12 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
 use super::types::LogLevel;
 
+/// Bytes one call may copy out of a guest (its arguments to a host function, or what an export
+/// returns): wasmtime's "hostcall fuel". Past it the call fails ("too much data is being copied
+/// between the host and the guest"), so host memory per run stays within the guest's memory
+/// limit plus this.
+pub const MAX_COPIED_PER_CALL: usize = 128 << 20;
+
 /// At most this many outputs in a report.
 pub const MAX_OUTPUTS: usize = 64;
 /// At most this many bytes of keys plus values in a report's outputs.

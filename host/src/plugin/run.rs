@@ -295,6 +295,11 @@ fn new_store(
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);
     store.set_epoch_deadline(ticks_for(sandbox.limits.timeout));
+    // What one call may copy from the guest into the host (a report, an exec call's
+    // arguments), whatever the guest's memory holds: a list whose strings all point at the same
+    // bytes would otherwise be copied once per element. Said explicitly, not left to the
+    // engine's default, because the spec promises it.
+    store.set_hostcall_fuel(limits::MAX_COPIED_PER_CALL);
     Ok(store)
 }
 
