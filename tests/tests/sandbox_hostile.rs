@@ -1097,14 +1097,19 @@ fn the_state_check_sees_an_appended_byte_and_a_hand_edit() {
 fn a_report_of_aliased_strings_cannot_make_the_host_copy_gigabytes() {
     let p = HostileProject::new();
     p.write_manifest(&[
-        phase("build", &hostile(), &[("mode", "outputs-alias"), ("count", "2048")])
-            .limit("memory", "128MiB"),
+        phase(
+            "build",
+            &hostile(),
+            &[("mode", "outputs-alias"), ("count", "2048")],
+        )
+        .limit("memory", "128MiB"),
         phase("rollout", &noop(), &[]),
     ]);
     let out = p.deploy("v1");
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
-        out.stdout.contains("too much data is being copied between the host and the guest"),
+        out.stdout
+            .contains("too much data is being copied between the host and the guest"),
         "{out:?}"
     );
     p.assert_aftermath(&out, 3, &[], "outputs-alias");

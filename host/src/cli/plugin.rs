@@ -344,6 +344,7 @@ fn report_load(plugin: &LoadedPlugin) {
 }
 
 fn test(global: &GlobalArgs, args: TestArgs) -> anyhow::Result<ExitCode> {
+    crate::pipeline::kill_programs_on_signal()?;
     let config = config_from(&args)?;
     let limits = Limits {
         timeout: crate::manifest::parse_duration(&args.timeout)

@@ -154,3 +154,19 @@ fn mark_interrupted(
     }
     Some(phase)
 }
+
+/// For a command that runs plugins but records no release (`plugin test`): on SIGINT or SIGTERM,
+/// kill every program a plugin exec'd and wait until each is gone with everything it started,
+/// then exit as the signal would have (128 + its number). Without this the kernel would still
+/// kill them (they die with stagecraft), but only after stagecraft had already exited.
+pub fn kill_programs_on_signal() -> anyhow::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| anyhow::anyhow!("installing the SIGINT/SIGTERM handler: {e}"))?;
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            crate::plugin::kill_running();
+            std::process::exit(128 + signal);
+        }
+    });
+    Ok(())
+}

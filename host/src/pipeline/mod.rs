@@ -8,6 +8,8 @@
 
 mod host_runner;
 mod interrupt;
+
+pub use interrupt::kill_programs_on_signal;
 mod rollback;
 
 pub use rollback::{resolve_target, TargetSelector};

@@ -12,7 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::stagecraft::phase::host::{self as wit_host, ExecResult};
 use super::bindings::stagecraft::phase::types as wit_types;
-use super::confine::{self, Child, Jail, Prepared, SpawnError};
+use super::confine::{self, Jail, Prepared, SpawnError};
 use super::limits::{self, LogBudget, MemoryLimiter};
 use super::open_grants::OpenedGrant;
 use super::types::LogLevel;
@@ -207,17 +207,11 @@ fn run_program(
             }
         }
     };
-    let Child {
-        pidfd,
-        stdout,
-        stderr,
-    } = child;
-    let stdout = std::thread::spawn(move || read_tail(stdout));
-    let stderr = std::thread::spawn(move || read_tail(stderr));
-    let exit = confine::wait(&pidfd, policy.deadline);
-    // The namespace is gone with its first process, so nothing holds the pipes any more.
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
+    let mut tails = [Tail::default(), Tail::default()];
+    let exit = confine::run_to_end(child, policy.deadline, &mut |stream, bytes| {
+        tails[stream].push(bytes)
+    });
+    let [stdout, stderr] = tails.map(Tail::finish);
     let exit = exit.map_err(|e| ExecRefused::Failed(format!("waiting for `{program}`: {e}")))?;
     if exit.killed {
         return Err(ExecRefused::Deadline(format!(
@@ -313,35 +307,53 @@ fn kill_group(pid: u32) {
 #[cfg(not(unix))]
 fn kill_group(_pid: u32) {}
 
+/// The last [`EXEC_OUTPUT_CAP`] bytes of a stream, and how many came before them.
+#[derive(Default)]
+struct Tail {
+    kept: Vec<u8>,
+    dropped: usize,
+}
+
+impl Tail {
+    fn push(&mut self, bytes: &[u8]) {
+        self.kept.extend_from_slice(bytes);
+        // Trim in batches, not on every write.
+        if self.kept.len() > 2 * EXEC_OUTPUT_CAP {
+            self.trim();
+        }
+    }
+
+    fn trim(&mut self) {
+        if self.kept.len() > EXEC_OUTPUT_CAP {
+            let cut = self.kept.len() - EXEC_OUTPUT_CAP;
+            self.dropped += cut;
+            self.kept.drain(..cut);
+        }
+    }
+
+    /// Decoded lossily, with a first line saying how much was dropped, if anything was.
+    fn finish(mut self) -> String {
+        self.trim();
+        let text = String::from_utf8_lossy(&self.kept).into_owned();
+        if self.dropped > 0 {
+            format!("[... {} bytes dropped]\n{text}", self.dropped)
+        } else {
+            text
+        }
+    }
+}
+
 /// Read everything, keep the last [`EXEC_OUTPUT_CAP`] bytes, decode lossily.
 fn read_tail(mut from: impl Read) -> String {
-    let mut kept: Vec<u8> = Vec::new();
-    let mut dropped = 0usize;
+    let mut tail = Tail::default();
     let mut buf = [0u8; 8192];
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
-            Ok(n) => {
-                kept.extend_from_slice(&buf[..n]);
-                if kept.len() > 2 * EXEC_OUTPUT_CAP {
-                    let cut = kept.len() - EXEC_OUTPUT_CAP;
-                    dropped += cut;
-                    kept.drain(..cut);
-                }
-            }
+            Ok(n) => tail.push(&buf[..n]),
         }
     }
-    if kept.len() > EXEC_OUTPUT_CAP {
-        let cut = kept.len() - EXEC_OUTPUT_CAP;
-        dropped += cut;
-        kept.drain(..cut);
-    }
-    let text = String::from_utf8_lossy(&kept).into_owned();
-    if dropped > 0 {
-        format!("[... {dropped} bytes dropped]\n{text}")
-    } else {
-        text
-    }
+    tail.finish()
 }
 
 /// The first executable file named `program` in `path` (a PATH value).

@@ -132,13 +132,101 @@ pub(crate) fn spawn_unconfined(prep: &Prepared, cwd: &OwnedFd) -> Result<Child, 
     spawn::spawn(prep, cwd, None)
 }
 
-/// Wait for `child` until `deadline`, killing it (and all it started) then. While it runs, a
-/// SIGINT or SIGTERM handler can kill it through [`kill_running`].
-pub(crate) fn wait(pidfd: &OwnedFd, deadline: Instant) -> std::io::Result<Exit> {
-    let registration = Registration::new(pidfd);
-    let exit = spawn::wait(pidfd, Some(deadline));
-    drop(registration);
-    exit
+/// Run `child` to its end on this thread: hand each piece of its stdout (stream 0) and stderr
+/// (stream 1) to `output` as it arrives, kill it (and so its whole namespace) at `deadline`, and
+/// reap it. While it runs, a SIGINT or SIGTERM handler can kill it through [`kill_running`].
+/// When this returns, every process of its namespace is gone.
+pub(crate) fn run_to_end(
+    child: Child,
+    deadline: Instant,
+    output: &mut dyn FnMut(usize, &[u8]),
+) -> std::io::Result<Exit> {
+    let _registration = Registration::new(&child.pidfd);
+    let streams = [child.stdout.as_raw_fd(), child.stderr.as_raw_fd()];
+    for fd in streams {
+        // SAFETY: fcntl on descriptors we own.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+    let mut open = [true, true];
+    let mut exited = false;
+    let mut killed = false;
+    let mut buf = vec![0u8; 64 << 10];
+    while open[0] || open[1] || !exited {
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(3);
+        for (i, fd) in streams.iter().enumerate() {
+            if open[i] {
+                fds.push(libc::pollfd {
+                    fd: *fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+        }
+        if !exited {
+            fds.push(libc::pollfd {
+                fd: child.pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // Until the deadline wait for anything; after it (the program is killed) or after the
+        // program exited (its namespace is gone), only for the pipes' last bytes and EOF.
+        let timeout = if killed || exited {
+            -1
+        } else {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                spawn::kill(&child.pidfd);
+                killed = true;
+                continue;
+            }
+            left.as_millis().clamp(1, i32::MAX as u128) as i32
+        };
+        // SAFETY: `fds` holds valid pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            spawn::kill(&child.pidfd);
+            return Err(e);
+        }
+        for pfd in &fds {
+            if pfd.revents == 0 {
+                continue;
+            }
+            if pfd.fd == child.pidfd.as_raw_fd() {
+                exited = true;
+                continue;
+            }
+            let i = if pfd.fd == streams[0] { 0 } else { 1 };
+            loop {
+                // SAFETY: reading into our own buffer from a descriptor we own.
+                let got = unsafe { libc::read(pfd.fd, buf.as_mut_ptr().cast(), buf.len()) };
+                if got > 0 {
+                    output(i, &buf[..got as usize]);
+                    continue;
+                }
+                if got == 0 {
+                    open[i] = false;
+                } else {
+                    let e = std::io::Error::last_os_error();
+                    match e.kind() {
+                        std::io::ErrorKind::WouldBlock => {}
+                        std::io::ErrorKind::Interrupted => continue,
+                        _ => open[i] = false,
+                    }
+                }
+                break;
+            }
+        }
+    }
+    let exit = spawn::wait(&child.pidfd, None)?;
+    Ok(Exit { killed, ..exit })
 }
 
 /// The programs running now: a registration id and a duplicate of each one's pidfd.
