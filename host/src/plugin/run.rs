@@ -88,7 +88,7 @@ impl PluginHost {
         let give_up = start + limits.timeout + ABANDON_GRACE;
         loop {
             let wait = give_up.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait) {
+            match super::worker::recv_spinning(&rx, wait) {
                 Ok(Event::Log(level, message)) => sink.log(level, &message),
                 Ok(Event::Finished(result, log_truncated)) => {
                     self.workers.give_back(worker);
