@@ -235,13 +235,17 @@ impl<R: Runner> Pipeline<'_, R> {
     fn create_release(&self, req: &Request) -> anyhow::Result<Release> {
         let pipeline = self.manifest.pipeline.clone();
         self.store.transact(|state| {
-            let release = state.push_release(
-                &req.environment,
-                &req.version,
-                &req.commit,
-                &pipeline,
-                OffsetDateTime::now_utc(),
-            );
+            let release = state
+                .push_release(
+                    &req.environment,
+                    &req.version,
+                    &req.commit,
+                    &pipeline,
+                    OffsetDateTime::now_utc(),
+                )
+                .map_err(|e| {
+                    crate::state::StateError::new(format!("{}: {e}", self.store.describe()))
+                })?;
             release.operation = Some(req.operation);
             release.rollback_target = req.rollback_target.as_ref().map(|t| t.id.clone());
             release.pipeline = pipeline.clone();

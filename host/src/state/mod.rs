@@ -5,18 +5,26 @@ mod file;
 mod model;
 mod ops;
 mod postgres;
+mod safe_files;
+mod unique_keys;
 
 pub use file::{
     check_environment_name, parse_state, resolve_state_path, FileStore, DEFAULT_STATE_PATH,
     STATE_FILE_ENV,
 };
 pub use model::*;
+pub use ops::IdsExhausted;
 pub use postgres::{
     is_postgres_url, latest_schema_version, redact_url, PgStore, DATABASE_URL_ENV, MIGRATIONS,
 };
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// How long a commit waits for another process's commit (the file backend's commit lock) when
+/// the command was given no `--lock-wait`. Commits take milliseconds; this only ends the wait
+/// for one that never finishes (a stopped or hung process).
+pub const DEFAULT_COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 /// A state failure (exit 3): unreadable, corrupt or newer state, I/O, a lease not acquired in
 /// time. The message says what happened, where, and what to do next.
@@ -98,6 +106,11 @@ pub trait StateStore: Send + Sync {
     /// Where the state lives, for messages (`.stagecraft/releases.json`, `postgres://host/db`).
     fn location(&self) -> String;
 
+    /// How messages name this store: `state file <path>`, `state database <url>`.
+    fn describe(&self) -> String {
+        format!("state {}", self.location())
+    }
+
     /// A fresh, consistent snapshot; never a stale cache. A store that does not exist yet reads
     /// as an empty state and is not created.
     fn read(&self) -> anyhow::Result<State>;
@@ -110,10 +123,16 @@ pub trait StateStore: Send + Sync {
         f: &mut dyn FnMut(&mut State) -> anyhow::Result<()>,
     ) -> anyhow::Result<()>;
 
-    /// Take `env`'s exclusive lease, waiting at most `wait`. On success, releases of `env` left
-    /// `running` by a dead process have been marked failed ("interrupted") in one transaction.
-    /// On timeout: a [`StateError`] naming the holder.
+    /// Take `env`'s exclusive lease, waiting at most `wait`. On success, every release of `env`
+    /// left unfinished (a phase `pending` or `running`) by a process that is gone has been
+    /// finished in one transaction: the first unfinished phase `failed` ("interrupted"), the
+    /// rest `skipped` (see [`State::recover_interrupted`]). On timeout: a [`StateError`] naming
+    /// the holder.
     fn lease(&self, env: &str, wait: Duration) -> anyhow::Result<Lease>;
+
+    /// How long a commit may wait for another process's commit before it fails naming the
+    /// holder (default [`DEFAULT_COMMIT_WAIT`]). Backends without such a lock ignore it.
+    fn set_lock_wait(&self, _wait: Duration) {}
 }
 
 /// Typed convenience over [`StateStore::transact_dyn`].
