@@ -548,3 +548,101 @@ fn walk(root: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A phase that ran to its end on a disk that filled up meanwhile: its end cannot be committed,
+/// the deploy stops (exit 3) and leaves a note in its lease file (rewritten in place, so it
+/// needs no new space), and the next deploy's recovery records what really happened instead of
+/// "the process running build exited". Mounting a small tmpfs needs root.
+#[test]
+fn a_phase_end_lost_to_a_full_disk_is_recorded_as_what_happened() {
+    if !is_root() {
+        eprintln!("not root: cannot mount a tmpfs; skipped");
+        return;
+    }
+    struct Mount(PathBuf);
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let p = tempfile::tempdir().unwrap();
+    std::fs::write(
+        p.path().join("stagecraft.toml"),
+        "[environments.prod]\n\
+         [phases.build]\nplugin = \"builtin:exec\"\n\
+         config = { command = \"cat gate-{{version}}.fifo\" }\ntimeout = \"10m\"\n\
+         [phases.build.grants]\nexec = [\"cat\"]\n\
+         [phases.finalize]\nplugin = \"builtin:noop\"\n",
+    )
+    .unwrap();
+    let mnt = p.path().join("full");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount tmpfs");
+    let _mount = Mount(mnt.clone());
+    let state = mnt.join("releases.json");
+    let deploy = |version: &str| {
+        let mut cmd = stagecraft(p.path());
+        cmd.args(["deploy", "--env", "prod", "--version", version])
+            .args(["--state-file", state.to_str().unwrap()]);
+        cmd
+    };
+
+    let mut blocked = stagecraft_tests::BlockedDeploy::start(deploy("v1"), p.path(), "v1");
+    // Fill the disk while build runs.
+    let filler = mnt.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    blocked.release_gate();
+    let code = blocked.child.wait().unwrap().code();
+    let stderr = blocked.rest_of_stderr();
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("completed, but recording that failed")
+            && stderr.contains("No space left on device"),
+        "{stderr}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    std::fs::write(p.path().join("gate-v2.fifo"), "").unwrap();
+    let out: Run = deploy("v2").output().unwrap().into();
+    assert_eq!(out.code, 0, "{out:?}");
+    let listed = run(
+        p.path(),
+        &[
+            "releases",
+            "list",
+            "--json",
+            "--state-file",
+            state.to_str().unwrap(),
+        ],
+    );
+    let releases: Value = serde_json::from_str(&listed.stdout).unwrap();
+    let v1 = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == "v1")
+        .unwrap();
+    let build = phase(v1, "build");
+    assert_eq!(build["status"], "failed");
+    let error = build["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "interrupted: build completed, but the process could not record that (cannot write \
+             state file {} (writing the new version): No space left on device",
+            state.display()
+        )),
+        "{error}"
+    );
+    assert_eq!(phase(v1, "finalize")["status"], "skipped");
+}

@@ -180,7 +180,7 @@ pub fn run_release(
     let host = PluginHost::new(None)?;
     let loaded = pipeline::load_plugins(&target.manifest, &host, &events)?;
 
-    let _lease = store.lease(&target.environment, waits.lease)?;
+    let lease = store.lease(&target.environment, waits.lease)?;
     let request = build_request(store)?;
     // Exported for programs that plugins exec (see LEASE_VAR). Set before any plugin runs and
     // only read by child processes.
@@ -196,6 +196,14 @@ pub fn run_release(
         events: &events,
     };
     let result = pipeline.execute(&loaded, &request);
+    if let Some(end) = result
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<crate::state::UnrecordedEnd>())
+    {
+        // The state could not take it; the lease file usually can (it is rewritten in place).
+        let _ = lease.leave_note(end);
+    }
     let record = match &result {
         Ok(release) => Some(release.clone()),
         Err(e) => e.downcast_ref::<PhaseFailed>().and_then(|failed| {

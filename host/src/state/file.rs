@@ -604,38 +604,73 @@ impl StateStore for FileStore {
                 }
             }
         }
-        let guard = LeaseGuard { file };
-        guard.record(&LeaseHolder::current()).map_err(|e| {
+        // What the previous holder left, if it could not record a phase's end in the state.
+        let notes = read_holder(&file).map(|h| h.unrecorded).unwrap_or_default();
+        let guard = FileLeaseGuard {
+            file,
+            holder: Mutex::new(LeaseHolder::current()),
+            noted: std::sync::atomic::AtomicBool::new(false),
+        };
+        guard.record().map_err(|e| {
             StateError::new(format!(
                 "cannot record the lease holder in {}: {e}",
                 lock_path.display()
             ))
         })?;
         // We hold the lease, so no live process can be running a release of `env`: anything
-        // left `running` belongs to a process that died.
-        self.commit_with(&mut |state| Ok(!state.recover_interrupted(env).is_empty()))?;
+        // left unfinished belongs to a process that is gone.
+        let note = |id: &super::ReleaseId, phase: &str| {
+            notes
+                .iter()
+                .find(|n| n.release_id == id.as_str() && n.phase == phase)
+                .map(super::UnrecordedEnd::recovery_message)
+        };
+        self.commit_with(&mut |state| Ok(!state.recover_interrupted_with(env, &note).is_empty()))?;
         Ok(Lease::new(env, Box::new(guard)))
     }
 }
 
 /// Holds an environment's lease: an exclusive flock on its lease file, released when this is
 /// dropped (or by the kernel when the process dies).
-struct LeaseGuard {
+struct FileLeaseGuard {
     file: std::fs::File,
+    holder: Mutex<LeaseHolder>,
+    /// Whether the record carries notes for the next holder, which dropping must keep.
+    noted: std::sync::atomic::AtomicBool,
 }
 
-impl LeaseGuard {
-    fn record(&self, holder: &LeaseHolder) -> io::Result<()> {
-        let json = serde_json::to_vec(holder).map_err(io::Error::other)?;
-        self.file.set_len(0)?;
-        self.file.write_all_at(&json, 0)
+impl FileLeaseGuard {
+    /// Write the holder record over the file. Written in place and cut to length after, never
+    /// emptied first: on a full disk, rewriting the block the file already has still works,
+    /// which is when a note matters most.
+    fn record(&self) -> io::Result<()> {
+        let holder = self.holder.lock().unwrap_or_else(|p| p.into_inner());
+        let json = serde_json::to_vec(&*holder).map_err(io::Error::other)?;
+        self.file.write_all_at(&json, 0)?;
+        self.file.set_len(json.len() as u64)
     }
 }
 
-impl Drop for LeaseGuard {
+impl super::LeaseGuard for FileLeaseGuard {
+    fn leave_note(&self, end: &super::UnrecordedEnd) -> anyhow::Result<()> {
+        self.holder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unrecorded
+            .push(end.clone());
+        self.record()?;
+        self.noted.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl Drop for FileLeaseGuard {
     fn drop(&mut self) {
-        // Clear the holder while still locked, so the file never names a process that is gone.
-        let _ = self.file.set_len(0);
+        // Clear the holder while still locked, so the file never names a process that is gone;
+        // unless it carries notes, which only the next holder reads (and then overwrites).
+        if !self.noted.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = self.file.set_len(0);
+        }
     }
 }
 

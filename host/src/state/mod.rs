@@ -51,6 +51,10 @@ pub struct LeaseHolder {
     pub command: String,
     /// RFC 3339, UTC.
     pub since: String,
+    /// Phase ends this holder could not record in the state (see [`Lease::leave_note`]), for
+    /// the next holder's recovery to say what happened.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unrecorded: Vec<UnrecordedEnd>,
 }
 
 impl LeaseHolder {
@@ -68,6 +72,7 @@ impl LeaseHolder {
                 .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw())),
             command,
             since: Timestamp::now().as_str().to_string(),
+            unrecorded: Vec::new(),
         }
     }
 }
@@ -82,22 +87,73 @@ impl std::fmt::Display for LeaseHolder {
     }
 }
 
+/// A phase that ended but whose end could not be committed (a full disk, a lost connection):
+/// what the lease holder leaves for the next holder, whose recovery then records what happened
+/// instead of "the process running <phase> exited".
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnrecordedEnd {
+    pub release_id: String,
+    pub phase: String,
+    /// How the phase ended: `completed`, `skipped` or `failed`.
+    pub status: PhaseStatus,
+    /// Why its end could not be recorded, one line.
+    pub error: String,
+}
+
+impl UnrecordedEnd {
+    /// The error recovery records for the phase.
+    pub fn recovery_message(&self) -> String {
+        format!(
+            "interrupted: {} {}, but the process could not record that ({}) and stopped",
+            self.phase, self.status, self.error
+        )
+    }
+}
+
+impl std::fmt::Display for UnrecordedEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "phase {} of release {} {}, but recording that failed",
+            self.phase, self.release_id, self.status
+        )
+    }
+}
+
+/// What keeps a lease held, and where its holder can leave notes for the next one.
+pub trait LeaseGuard: Send {
+    /// Leave `end` for the next holder of the lease. Backends that have nowhere to keep it
+    /// (PostgreSQL, for now) drop it: recovery then says only that the process exited.
+    fn leave_note(&self, _end: &UnrecordedEnd) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Nothing to hold: for stores whose leases need no resource (in-memory stores in tests).
+impl LeaseGuard for () {}
+
 /// An exclusive per-environment lease. Dropping it releases it; so does the holder's death.
 pub struct Lease {
     env: String,
-    _guard: Box<dyn Send>,
+    guard: Box<dyn LeaseGuard>,
 }
 
 impl Lease {
-    pub fn new(env: impl Into<String>, guard: Box<dyn Send>) -> Self {
+    pub fn new(env: impl Into<String>, guard: Box<dyn LeaseGuard>) -> Self {
         Lease {
             env: env.into(),
-            _guard: guard,
+            guard,
         }
     }
 
     pub fn environment(&self) -> &str {
         &self.env
+    }
+
+    /// Tell the next holder of this lease about a phase end that could not be committed (see
+    /// [`UnrecordedEnd`]). Best effort by nature: the state could not be written either.
+    pub fn leave_note(&self, end: &UnrecordedEnd) -> anyhow::Result<()> {
+        self.guard.leave_note(end)
     }
 }
 

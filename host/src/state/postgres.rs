@@ -965,6 +965,8 @@ struct PgLeaseGuard {
     registry: Arc<Mutex<Vec<HeldLease>>>,
 }
 
+impl super::LeaseGuard for PgLeaseGuard {}
+
 impl Drop for PgLeaseGuard {
     fn drop(&mut self) {
         if let Ok(mut leases) = self.registry.lock() {
