@@ -218,3 +218,41 @@ impl BlockedDeploy {
         rest
     }
 }
+
+/// A small seeded generator (xorshift64) for tests that vary what they do at random but must be
+/// reproducible: a test prints its seed, and `STAGECRAFT_TEST_SEED=<n>` replays it.
+pub struct Rng(u64);
+
+impl Rng {
+    /// `STAGECRAFT_TEST_SEED` if set, else `default`; printed on stderr either way.
+    pub fn from_env_or(default: u64, what: &str) -> Rng {
+        let seed = std::env::var("STAGECRAFT_TEST_SEED")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(default);
+        eprintln!("{what}: seed {seed} (replay with STAGECRAFT_TEST_SEED={seed})");
+        Rng::new(seed)
+    }
+
+    pub fn new(seed: u64) -> Rng {
+        // Zero is xorshift's one fixed point.
+        Rng(seed | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// One of `items`.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}

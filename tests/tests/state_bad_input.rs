@@ -74,6 +74,41 @@ fn cases() -> Vec<Case> {
             expect: " does not match the state format: invalid timestamp \"25/11/2026 06:00\"",
         },
         Case {
+            name: "duplicate phase",
+            content: GOOD.replace(
+                "\"build\": \"completed\"",
+                "\"build\": \"completed\",\n        \"build\": \"failed\"",
+            ),
+            expect: " does not match the state format: duplicate key \"build\" in releases[0].phases at line 11, column ",
+        },
+        Case {
+            name: "duplicate unknown field",
+            content: GOOD.replace(
+                "\"version\": \"v1\",",
+                "\"version\": \"v1\", \"deployed_by\": \"a\", \"deployed_by\": \"b\",",
+            ),
+            expect: " does not match the state format: duplicate key \"deployed_by\" in releases[0] at line 6, column ",
+        },
+        Case {
+            name: "duplicate top-level field",
+            content: GOOD.replacen("{", "{\"serial\": 1, \"serial\": 2,", 1),
+            expect: " does not match the state format: duplicate key \"serial\" at line 1, column ",
+        },
+        Case {
+            name: "huge number",
+            content: GOOD.replacen("{", "{\"serial\": 1e400,", 1),
+            expect: " is not valid JSON: number out of range at line 1, column ",
+        },
+        Case {
+            name: "deep nesting",
+            content: GOOD.replacen(
+                "{",
+                &format!("{{\"deep\": {}1{},", "[".repeat(100_000), "]".repeat(100_000)),
+                1,
+            ),
+            expect: " is not valid JSON: recursion limit exceeded at line 1, column ",
+        },
+        Case {
             name: "empty environment",
             content: GOOD.replace("\"prod\"", "\"  \""),
             expect: " does not match the state format: release rel-20261125-060000123 (releases[0]) has an empty environment; ",

@@ -7,21 +7,10 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 use stagecraft::state::{FileStore, StateStore};
-use stagecraft_tests::run;
+use stagecraft_tests::{run, Rng};
 use state_common::worker;
 
 const KILLS: usize = 200;
-
-/// xorshift64: enough randomness to vary where the kill lands, reproducible from the seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 fn committed_number(line: &str) -> u64 {
     line.strip_prefix("committed ")
@@ -37,7 +26,7 @@ fn sigkilled_writers_leave_exactly_a_prefix_of_their_commits() {
         .as_nanos() as u64
         | 1;
     eprintln!("crash test seed: {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(".stagecraft/releases.json");
     let store = FileStore::open(path.clone()).unwrap();
@@ -52,7 +41,7 @@ fn sigkilled_writers_leave_exactly_a_prefix_of_their_commits() {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         // Kill after 0-3 acknowledged commits: sometimes before the first commit (even before
         // the directory exists), usually in the middle of a later one.
-        let wait_for = rng.next() % 4;
+        let wait_for = rng.next_u64() % 4;
         let mut acknowledged = durable;
         for _ in 0..wait_for {
             let line = lines.next().unwrap().unwrap();

@@ -63,3 +63,8 @@ fn the_lease_file_records_the_holder_while_held() {
     child.stdin.take().unwrap().write_all(b"").unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn a_release_killed_between_phases_is_finished_by_the_next_lease() {
+    suite::a_release_killed_between_phases_is_finished_by_the_next_lease(&FileBackend);
+}

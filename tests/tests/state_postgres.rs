@@ -82,6 +82,11 @@ fn a_holder_killed_with_sigkill_frees_the_lease_and_its_release_is_recovered() {
 }
 
 #[test]
+fn a_release_killed_between_phases_is_finished_by_the_next_lease() {
+    suite::a_release_killed_between_phases_is_finished_by_the_next_lease(&PgBackend::start());
+}
+
+#[test]
 fn unsafe_environment_names_are_refused() {
     let pg = PgBackend::start();
     suite::unsafe_environment_names_are_refused(&pg);

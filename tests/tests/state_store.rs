@@ -212,13 +212,17 @@ fn planted_symlinks_cannot_redirect_writes() {
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "do not touch");
     assert_eq!(store.read().unwrap().releases.len(), 2);
 
-    // The state file itself swapped for a symlink leading out of the directory: refused.
+    // The state file itself swapped for a symlink (here leading out of the directory):
+    // refused, whatever it points to, by reads and commits alike.
     std::fs::remove_file(&path).unwrap();
     std::os::unix::fs::symlink(&outside, &path).unwrap();
     let err = store.read().unwrap_err();
     assert!(
-        err.to_string()
-            .starts_with(&format!("cannot read state file {}: ", path.display())),
+        err.to_string().starts_with(&format!(
+            "state file {} is a symbolic link (to {}); ",
+            path.display(),
+            outside.display()
+        )),
         "{err}"
     );
     assert!(store

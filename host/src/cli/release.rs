@@ -26,14 +26,10 @@ pub struct RunFlags {
     /// Print the final release record as JSON on stdout (progress and logs stay on stderr).
     #[arg(long)]
     pub json: bool,
-    /// Seconds to wait for another deploy or rollback of the same environment to finish.
-    #[arg(
-        long,
-        value_name = "SECONDS",
-        default_value_t = 0.0,
-        allow_negative_numbers = true
-    )]
-    pub lock_wait: f64,
+    /// Seconds to wait for another deploy or rollback of the same environment to finish (default
+    /// 0), and for another process's commit to the state file (default 10, at least 1).
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub lock_wait: Option<f64>,
 }
 
 /// The loaded manifest and the chosen environment.
@@ -93,15 +89,34 @@ fn refuse_nested_lease(environment: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The lease wait from `--lock-wait`.
-pub fn lock_wait(flags: &RunFlags) -> anyhow::Result<Duration> {
-    if !flags.lock_wait.is_finite() || flags.lock_wait < 0.0 || flags.lock_wait > 86_400.0 {
+/// The waits `--lock-wait` sets.
+pub struct LockWaits {
+    /// For the environment's lease: as given, else none.
+    pub lease: Duration,
+    /// For another process's commit: as given but at least a second (commits take
+    /// milliseconds, and a zero wait would fail whenever two commits meet), else
+    /// [`crate::state::DEFAULT_COMMIT_WAIT`].
+    pub commit: Duration,
+}
+
+/// The waits from `--lock-wait`.
+pub fn lock_waits(flags: &RunFlags) -> anyhow::Result<LockWaits> {
+    let Some(seconds) = flags.lock_wait else {
+        return Ok(LockWaits {
+            lease: Duration::ZERO,
+            commit: crate::state::DEFAULT_COMMIT_WAIT,
+        });
+    };
+    if !seconds.is_finite() || !(0.0..=86_400.0).contains(&seconds) {
         return Err(input_error(format!(
-            "--lock-wait {} is not a number of seconds between 0 and 86400",
-            flags.lock_wait
+            "--lock-wait {seconds} is not a number of seconds between 0 and 86400"
         )));
     }
-    Ok(Duration::from_secs_f64(flags.lock_wait))
+    let lease = Duration::from_secs_f64(seconds);
+    Ok(LockWaits {
+        lease,
+        commit: lease.max(Duration::from_secs(1)),
+    })
 }
 
 /// Open the state store for this project, after refusing grants that would expose it.
@@ -208,12 +223,13 @@ pub fn run_release(
     store: &dyn StateStore,
     build_request: impl FnOnce(&dyn StateStore) -> anyhow::Result<Request>,
 ) -> anyhow::Result<ExitCode> {
-    let wait = lock_wait(flags)?;
+    let waits = lock_waits(flags)?;
+    store.set_lock_wait(waits.commit);
     let events = ConsoleEvents::new(global.verbose, flags.json);
     let host = PluginHost::new(None)?;
     let loaded = pipeline::load_plugins(&target.manifest, &host, &events)?;
 
-    let _lease = store.lease(&target.environment, wait)?;
+    let lease = store.lease(&target.environment, waits.lease)?;
     let request = build_request(store)?;
     // Exported for programs that plugins exec (see LEASE_VAR). Set before any plugin runs and
     // only read by child processes.
@@ -229,6 +245,14 @@ pub fn run_release(
         events: &events,
     };
     let result = pipeline.execute(&loaded, &request);
+    if let Some(end) = result
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<crate::state::UnrecordedEnd>())
+    {
+        // The state could not take it; the lease file usually can (it is rewritten in place).
+        let _ = lease.leave_note(end);
+    }
     let record = match &result {
         Ok(release) => Some(release.clone()),
         Err(e) => e.downcast_ref::<PhaseFailed>().and_then(|failed| {

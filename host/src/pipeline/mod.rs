@@ -27,6 +27,7 @@ use crate::plugin::{
 };
 use crate::state::{
     Operation, PhaseDetail, PhaseStatus, Release, StateStore, StateStoreExt, Timestamp,
+    UnrecordedEnd,
 };
 
 /// Loads and runs plugins. The real one is [`crate::plugin::PluginHost`]; tests script one.
@@ -197,7 +198,8 @@ impl<R: Runner> Pipeline<'_, R> {
                     });
                     detail.outputs = report.outputs.clone();
                     last = guard
-                        .record(|s| finish_phase(s, release, phase, status, detail.clone()))?;
+                        .record(|s| finish_phase(s, release, phase, status, detail.clone()))
+                        .map_err(|e| unrecorded(e, release, phase, status))?;
                     self.events.phase_finished(phase, status, &detail);
                     if status == PhaseStatus::Completed {
                         earlier_outputs.push((phase.clone(), report.outputs));
@@ -217,9 +219,11 @@ impl<R: Runner> Pipeline<'_, R> {
                             .extra
                             .insert("error_details".into(), more.clone().into());
                     }
-                    guard.record(|s| {
-                        finish_phase(s, release, phase, PhaseStatus::Failed, detail.clone())
-                    })?;
+                    guard
+                        .record(|s| {
+                            finish_phase(s, release, phase, PhaseStatus::Failed, detail.clone())
+                        })
+                        .map_err(|e| unrecorded(e, release, phase, PhaseStatus::Failed))?;
                     self.events
                         .phase_finished(phase, PhaseStatus::Failed, &detail);
                     return Err(PhaseFailed {
@@ -237,13 +241,17 @@ impl<R: Runner> Pipeline<'_, R> {
     fn create_release(&self, req: &Request) -> anyhow::Result<Release> {
         let pipeline = self.manifest.pipeline.clone();
         self.store.transact(|state| {
-            let release = state.push_release(
-                &req.environment,
-                &req.version,
-                &req.commit,
-                &pipeline,
-                OffsetDateTime::now_utc(),
-            );
+            let release = state
+                .push_release(
+                    &req.environment,
+                    &req.version,
+                    &req.commit,
+                    &pipeline,
+                    OffsetDateTime::now_utc(),
+                )
+                .map_err(|e| {
+                    crate::state::StateError::new(format!("{}: {e}", self.store.describe()))
+                })?;
             release.operation = Some(req.operation);
             release.rollback_target = req.rollback_target.as_ref().map(|t| t.id.clone());
             release.pipeline = pipeline.clone();
@@ -287,6 +295,25 @@ impl<R: Runner> Pipeline<'_, R> {
             earlier_outputs: earlier_outputs.to_vec(),
         }
     }
+}
+
+/// A phase ran to its end but that end could not be committed: say so, with an
+/// [`UnrecordedEnd`] the command leaves in its lease for the next holder's recovery.
+fn unrecorded(
+    error: anyhow::Error,
+    release: &Release,
+    phase: &str,
+    status: PhaseStatus,
+) -> anyhow::Error {
+    // The root cause's first sentence: the advice after it is for this command's user.
+    let cause = error.root_cause().to_string();
+    let cause = cause.split("; ").next().unwrap_or_default().to_string();
+    error.context(UnrecordedEnd {
+        release_id: release.id.to_string(),
+        phase: phase.to_string(),
+        status,
+        error: cause,
+    })
 }
 
 fn release_mut<'s>(

@@ -16,7 +16,12 @@ use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use rustix::fs::FlockOperation;
 
-use super::{Lease, LeaseHolder, Release, State, StateError, StateStore, FORMAT_VERSION};
+use super::safe_files::{
+    adopt_owner, keep_owner_and_mode, lock_within, open_lock_file, open_state_file, owner_and_mode,
+};
+use super::{
+    Lease, LeaseHolder, Release, State, StateError, StateStore, DEFAULT_COMMIT_WAIT, FORMAT_VERSION,
+};
 use crate::error::input_error;
 
 /// The environment variable that names the state file when `--state-file` is not given.
@@ -59,6 +64,8 @@ pub struct FileStore {
     dir: OnceLock<Dir>,
     /// The state file as this store last wrote or parsed it. See [`Snapshot`].
     last_seen: Mutex<Option<Snapshot>>,
+    /// How long a commit waits for another process's commit lock.
+    commit_wait: Mutex<Duration>,
 }
 
 /// The state file as this store last saw it: what it parsed to, and its exact bytes. Made by
@@ -148,6 +155,7 @@ impl FileStore {
             name,
             dir: OnceLock::new(),
             last_seen: Mutex::new(None),
+            commit_wait: Mutex::new(DEFAULT_COMMIT_WAIT),
         })
     }
 
@@ -189,6 +197,27 @@ impl FileStore {
             .map_err(|e| self.dir_error("create", e))?;
         let dir = Dir::open_ambient_dir(&self.dir_path, ambient_authority())
             .map_err(|e| self.dir_error("open", e))?;
+        // Root creating the state directory in a user's project gives it to the project's
+        // owner, like every file it creates in it.
+        if let Some(parent) = self.dir_path.parent() {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            if let Ok(parent) = Dir::open_ambient_dir(parent, ambient_authority()) {
+                if let Ok(fd) = rustix::fs::openat(
+                    &dir,
+                    ".",
+                    rustix::fs::OFlags::RDONLY
+                        | rustix::fs::OFlags::DIRECTORY
+                        | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                ) {
+                    adopt_owner(&parent, &fd);
+                }
+            }
+        }
         Ok(self.dir.get_or_init(|| dir))
     }
 
@@ -216,16 +245,8 @@ impl FileStore {
     /// No lock is needed for a consistent read: a commit never modifies the file in place, it
     /// renames a complete new file over it, so an opened file never changes under its reader.
     fn read_bytes(&self, dir: &Dir) -> anyhow::Result<Option<Vec<u8>>> {
-        let mut file = match dir.open(&self.name) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(StateError::new(format!(
-                    "cannot read state file {}: {e}; check its permissions",
-                    self.path.display()
-                ))
-                .into())
-            }
+        let Some(mut file) = open_state_file(dir, &self.name, &self.path)? else {
+            return Ok(None);
         };
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| {
@@ -247,10 +268,8 @@ impl FileStore {
                 self.path.display()
             ))
         };
-        let mut file = match dir.open(&self.name) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(read_error(e).into()),
+        let Some(mut file) = open_state_file(dir, &self.name, &self.path)? else {
+            return Ok(false);
         };
         if file.metadata().map_err(read_error)?.len() != expected.len() as u64 {
             return Ok(false);
@@ -302,30 +321,8 @@ impl FileStore {
         f: &mut dyn FnMut(&mut State) -> anyhow::Result<Changed>,
     ) -> anyhow::Result<()> {
         let dir = self.dir_for_write()?;
-        let lock_name = format!("{}.lock", self.name);
-        let lock = dir
-            .open_with(
-                &lock_name,
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .mode(0o600),
-            )
-            .map_err(|e| {
-                StateError::new(format!(
-                    "cannot open lock file {}: {e}; check that you may write to {}",
-                    self.dir_path.join(&lock_name).display(),
-                    self.dir_path.display()
-                ))
-            })?;
-        flock_blocking(&lock, FlockOperation::LockExclusive).map_err(|e| {
-            StateError::new(format!(
-                "cannot lock {}: {e}",
-                self.dir_path.join(&lock_name).display()
-            ))
-        })?;
-        // The lock is released when `lock` is closed at the end of this function, whatever
+        let lock = self.commit_lock(dir)?;
+        // The lock is released when `lock` is dropped at the end of this function, whatever
         // path we leave by.
         // A failed validation or write below drops the snapshot (the next read or commit
         // parses the file); a failed closure keeps it, as the file is unchanged.
@@ -353,12 +350,54 @@ impl FileStore {
         if state.lineage.is_none() {
             state.lineage = Some(uuid::Uuid::new_v4().to_string());
         }
-        state.serial += 1;
+        state.serial = state
+            .next_serial()
+            .map_err(|e| StateError::new(format!("state file {}: {e}", self.path.display())))?;
         let text = serialize_state(&mut state, snapshot)?;
         self.replace_file(dir, &text, exists)?;
         self.remember(Some(Snapshot { state, text }));
         drop(lock);
         Ok(())
+    }
+
+    /// Take the commit lock: an exclusive `flock` on `<name>.lock`, waited for at most the
+    /// commit wait, saying after a second who it is waiting for. While held, the lock file names
+    /// this process, so a waiter that gives up can say who holds it.
+    fn commit_lock(&self, dir: &Dir) -> anyhow::Result<CommitLock> {
+        let lock_name = format!("{}.lock", self.name);
+        let lock_path = self.dir_path.join(&lock_name);
+        let file = open_lock_file(dir, &lock_name, &lock_path, "lock file")?;
+        let wait = *self.commit_wait.lock().unwrap_or_else(|p| p.into_inner());
+        let holder = || match read_holder(&file) {
+            Some(h) => h.to_string(),
+            None => "another process (it has not recorded its details yet)".to_string(),
+        };
+        let locked = lock_within(&file, wait, || {
+            // Said while waiting, on stderr, because a silent wait looks like a hang.
+            eprintln!(
+                "Waiting for the commit lock {} held by {}, for up to {} (--lock-wait)...",
+                lock_path.display(),
+                holder(),
+                humanize(wait)
+            );
+        })
+        .map_err(|e| StateError::new(format!("cannot lock {}: {e}", lock_path.display())))?;
+        if !locked {
+            return Err(StateError::new(format!(
+                "cannot commit to state file {}: the commit lock {} is held by {}, which did \
+                 not let go within {}. A commit takes milliseconds, so that process is probably \
+                 stopped or hung: end it, or wait longer with --lock-wait <seconds>",
+                self.path.display(),
+                lock_path.display(),
+                holder(),
+                humanize(wait)
+            ))
+            .into());
+        }
+        let lock = CommitLock { file };
+        // Best effort: a holder that cannot record itself is still the holder.
+        let _ = lock.record(&LeaseHolder::current());
+        Ok(lock)
     }
 
     /// What the file holds now, or `None` if it does not exist: the last snapshot if the file
@@ -406,11 +445,23 @@ impl FileStore {
         // writing it. Removing it first also means create_new never follows a planted symlink.
         remove_if_present(dir, &tmp_name)
             .map_err(|e| self.write_error("removing a stale temp file", e))?;
+        // The new version keeps the owner and mode of the file it replaces, so a run as root
+        // (or under another umask) never takes a user's history away from them.
+        let previous = if has_previous {
+            owner_and_mode(dir, &self.name)
+                .map_err(|e| self.write_error("reading the owner and mode of the file", e))?
+        } else {
+            None
+        };
         let write_tmp = || -> io::Result<()> {
             let mut tmp = dir.open_with(
                 &tmp_name,
                 OpenOptions::new().write(true).create_new(true).mode(0o600),
             )?;
+            match &previous {
+                Some(stat) => keep_owner_and_mode(&tmp, stat)?,
+                None => adopt_owner(dir, &tmp),
+            }
             write_all_pieces(&mut tmp, text.pieces())?;
             tmp.sync_all()
         };
@@ -445,6 +496,9 @@ impl FileStore {
                 &bak_tmp,
                 OpenOptions::new().write(true).create_new(true).mode(0o600),
             )?;
+            if let Some(stat) = owner_and_mode(dir, &self.name)? {
+                keep_owner_and_mode(&file, &stat)?;
+            }
             file.write_all(&previous)?;
             file.sync_all()?;
         }
@@ -455,6 +509,14 @@ impl FileStore {
 impl StateStore for FileStore {
     fn location(&self) -> String {
         self.path.display().to_string()
+    }
+
+    fn describe(&self) -> String {
+        format!("state file {}", self.path.display())
+    }
+
+    fn set_lock_wait(&self, wait: Duration) {
+        *self.commit_wait.lock().unwrap_or_else(|p| p.into_inner()) = wait;
     }
 
     fn read(&self) -> anyhow::Result<State> {
@@ -487,7 +549,19 @@ impl StateStore for FileStore {
         let mut builder = cap_std::fs::DirBuilder::new();
         builder.mode(0o700);
         match dir.create_dir_with("leases", &builder) {
-            Ok(()) => {}
+            Ok(()) => {
+                if let Ok(fd) = rustix::fs::openat(
+                    dir,
+                    "leases",
+                    rustix::fs::OFlags::RDONLY
+                        | rustix::fs::OFlags::DIRECTORY
+                        | rustix::fs::OFlags::NOFOLLOW
+                        | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                ) {
+                    adopt_owner(dir, &fd);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => {
                 return Err(StateError::new(format!(
@@ -498,22 +572,13 @@ impl StateStore for FileStore {
             }
         }
         let lock_path = leases_dir.join(format!("{env}.lock"));
-        let file = dir
-            .open_with(
-                format!("leases/{env}.lock"),
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .mode(0o600),
-            )
-            .map_err(|e| {
-                StateError::new(format!(
-                    "cannot open lease file {}: {e}",
-                    lock_path.display()
-                ))
-            })?
-            .into_std();
+        let leases = dir.open_dir("leases").map_err(|e| {
+            StateError::new(format!(
+                "cannot open lease directory {}: {e}",
+                leases_dir.display()
+            ))
+        })?;
+        let file = open_lock_file(&leases, &format!("{env}.lock"), &lock_path, "lease file")?;
 
         let deadline = Instant::now() + wait;
         let mut backoff = Duration::from_millis(1);
@@ -539,38 +604,73 @@ impl StateStore for FileStore {
                 }
             }
         }
-        let guard = LeaseGuard { file };
-        guard.record(&LeaseHolder::current()).map_err(|e| {
+        // What the previous holder left, if it could not record a phase's end in the state.
+        let notes = read_holder(&file).map(|h| h.unrecorded).unwrap_or_default();
+        let guard = FileLeaseGuard {
+            file,
+            holder: Mutex::new(LeaseHolder::current()),
+            noted: std::sync::atomic::AtomicBool::new(false),
+        };
+        guard.record().map_err(|e| {
             StateError::new(format!(
                 "cannot record the lease holder in {}: {e}",
                 lock_path.display()
             ))
         })?;
         // We hold the lease, so no live process can be running a release of `env`: anything
-        // left `running` belongs to a process that died.
-        self.commit_with(&mut |state| Ok(!state.recover_interrupted(env).is_empty()))?;
+        // left unfinished belongs to a process that is gone.
+        let note = |id: &super::ReleaseId, phase: &str| {
+            notes
+                .iter()
+                .find(|n| n.release_id == id.as_str() && n.phase == phase)
+                .map(super::UnrecordedEnd::recovery_message)
+        };
+        self.commit_with(&mut |state| Ok(!state.recover_interrupted_with(env, &note).is_empty()))?;
         Ok(Lease::new(env, Box::new(guard)))
     }
 }
 
 /// Holds an environment's lease: an exclusive flock on its lease file, released when this is
 /// dropped (or by the kernel when the process dies).
-struct LeaseGuard {
+struct FileLeaseGuard {
     file: std::fs::File,
+    holder: Mutex<LeaseHolder>,
+    /// Whether the record carries notes for the next holder, which dropping must keep.
+    noted: std::sync::atomic::AtomicBool,
 }
 
-impl LeaseGuard {
-    fn record(&self, holder: &LeaseHolder) -> io::Result<()> {
-        let json = serde_json::to_vec(holder).map_err(io::Error::other)?;
-        self.file.set_len(0)?;
-        self.file.write_all_at(&json, 0)
+impl FileLeaseGuard {
+    /// Write the holder record over the file. Written in place and cut to length after, never
+    /// emptied first: on a full disk, rewriting the block the file already has still works,
+    /// which is when a note matters most.
+    fn record(&self) -> io::Result<()> {
+        let holder = self.holder.lock().unwrap_or_else(|p| p.into_inner());
+        let json = serde_json::to_vec(&*holder).map_err(io::Error::other)?;
+        self.file.write_all_at(&json, 0)?;
+        self.file.set_len(json.len() as u64)
     }
 }
 
-impl Drop for LeaseGuard {
+impl super::LeaseGuard for FileLeaseGuard {
+    fn leave_note(&self, end: &super::UnrecordedEnd) -> anyhow::Result<()> {
+        self.holder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unrecorded
+            .push(end.clone());
+        self.record()?;
+        self.noted.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl Drop for FileLeaseGuard {
     fn drop(&mut self) {
-        // Clear the holder while still locked, so the file never names a process that is gone.
-        let _ = self.file.set_len(0);
+        // Clear the holder while still locked, so the file never names a process that is gone;
+        // unless it carries notes, which only the next holder reads (and then overwrites).
+        if !self.noted.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = self.file.set_len(0);
+        }
     }
 }
 
@@ -589,14 +689,29 @@ fn read_holder(file: &std::fs::File) -> Option<LeaseHolder> {
     serde_json::from_slice(&buf).ok()
 }
 
-fn flock_blocking(file: &cap_std::fs::File, op: FlockOperation) -> io::Result<()> {
-    loop {
-        match rustix::fs::flock(file, op) {
-            Ok(()) => return Ok(()),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(io::Error::from_raw_os_error(e.raw_os_error())),
-        }
+/// Holds the commit lock: an exclusive flock on `<name>.lock`, which names the holder while
+/// held and is emptied before it is let go (the kernel lets go of it if the process dies).
+struct CommitLock {
+    file: std::fs::File,
+}
+
+impl CommitLock {
+    fn record(&self, holder: &LeaseHolder) -> io::Result<()> {
+        let json = serde_json::to_vec(holder).map_err(io::Error::other)?;
+        self.file.write_all_at(&json, 0)?;
+        self.file.set_len(json.len() as u64)
     }
+}
+
+impl Drop for CommitLock {
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+    }
+}
+
+/// `10s`, `1.5s`: a wait as `--lock-wait` takes it.
+fn humanize(wait: Duration) -> String {
+    format!("{}s", wait.as_secs_f64())
 }
 
 /// fsync the directory so the renames are durable. cap-std's handle may be `O_PATH`, which
@@ -748,7 +863,9 @@ pub fn parse_state(
              []}}); {recover}"
         ));
     }
-    let state: State = match serde_json::from_slice(bytes) {
+    // Duplicate keys first: serde would silently keep the last of two.
+    let parsed = super::unique_keys::check(bytes).and_then(|()| serde_json::from_slice(bytes));
+    let state: State = match parsed {
         Ok(state) => state,
         Err(e) => {
             // A newer format may fail to parse as ours; name the version rather than the symptom.

@@ -5,18 +5,26 @@ mod file;
 mod model;
 mod ops;
 mod postgres;
+mod safe_files;
+mod unique_keys;
 
 pub use file::{
     check_environment_name, parse_state, resolve_state_path, FileStore, DEFAULT_STATE_PATH,
     STATE_FILE_ENV,
 };
 pub use model::*;
+pub use ops::IdsExhausted;
 pub use postgres::{
     is_postgres_url, latest_schema_version, redact_url, PgStore, DATABASE_URL_ENV, MIGRATIONS,
 };
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// How long a commit waits for another process's commit (the file backend's commit lock) when
+/// the command was given no `--lock-wait`. Commits take milliseconds; this only ends the wait
+/// for one that never finishes (a stopped or hung process).
+pub const DEFAULT_COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 /// A state failure (exit 3): unreadable, corrupt or newer state, I/O, a lease not acquired in
 /// time. The message says what happened, where, and what to do next.
@@ -43,6 +51,10 @@ pub struct LeaseHolder {
     pub command: String,
     /// RFC 3339, UTC.
     pub since: String,
+    /// Phase ends this holder could not record in the state (see [`Lease::leave_note`]), for
+    /// the next holder's recovery to say what happened.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unrecorded: Vec<UnrecordedEnd>,
 }
 
 impl LeaseHolder {
@@ -60,6 +72,7 @@ impl LeaseHolder {
                 .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw())),
             command,
             since: Timestamp::now().as_str().to_string(),
+            unrecorded: Vec::new(),
         }
     }
 }
@@ -74,22 +87,73 @@ impl std::fmt::Display for LeaseHolder {
     }
 }
 
+/// A phase that ended but whose end could not be committed (a full disk, a lost connection):
+/// what the lease holder leaves for the next holder, whose recovery then records what happened
+/// instead of "the process running <phase> exited".
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnrecordedEnd {
+    pub release_id: String,
+    pub phase: String,
+    /// How the phase ended: `completed`, `skipped` or `failed`.
+    pub status: PhaseStatus,
+    /// Why its end could not be recorded, one line.
+    pub error: String,
+}
+
+impl UnrecordedEnd {
+    /// The error recovery records for the phase.
+    pub fn recovery_message(&self) -> String {
+        format!(
+            "interrupted: {} {}, but the process could not record that ({}) and stopped",
+            self.phase, self.status, self.error
+        )
+    }
+}
+
+impl std::fmt::Display for UnrecordedEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "phase {} of release {} {}, but recording that failed",
+            self.phase, self.release_id, self.status
+        )
+    }
+}
+
+/// What keeps a lease held, and where its holder can leave notes for the next one.
+pub trait LeaseGuard: Send {
+    /// Leave `end` for the next holder of the lease. Backends that have nowhere to keep it
+    /// (PostgreSQL, for now) drop it: recovery then says only that the process exited.
+    fn leave_note(&self, _end: &UnrecordedEnd) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Nothing to hold: for stores whose leases need no resource (in-memory stores in tests).
+impl LeaseGuard for () {}
+
 /// An exclusive per-environment lease. Dropping it releases it; so does the holder's death.
 pub struct Lease {
     env: String,
-    _guard: Box<dyn Send>,
+    guard: Box<dyn LeaseGuard>,
 }
 
 impl Lease {
-    pub fn new(env: impl Into<String>, guard: Box<dyn Send>) -> Self {
+    pub fn new(env: impl Into<String>, guard: Box<dyn LeaseGuard>) -> Self {
         Lease {
             env: env.into(),
-            _guard: guard,
+            guard,
         }
     }
 
     pub fn environment(&self) -> &str {
         &self.env
+    }
+
+    /// Tell the next holder of this lease about a phase end that could not be committed (see
+    /// [`UnrecordedEnd`]). Best effort by nature: the state could not be written either.
+    pub fn leave_note(&self, end: &UnrecordedEnd) -> anyhow::Result<()> {
+        self.guard.leave_note(end)
     }
 }
 
@@ -97,6 +161,11 @@ impl Lease {
 pub trait StateStore: Send + Sync {
     /// Where the state lives, for messages (`.stagecraft/releases.json`, `postgres://host/db`).
     fn location(&self) -> String;
+
+    /// How messages name this store: `state file <path>`, `state database <url>`.
+    fn describe(&self) -> String {
+        format!("state {}", self.location())
+    }
 
     /// A fresh, consistent snapshot; never a stale cache. A store that does not exist yet reads
     /// as an empty state and is not created.
@@ -110,10 +179,16 @@ pub trait StateStore: Send + Sync {
         f: &mut dyn FnMut(&mut State) -> anyhow::Result<()>,
     ) -> anyhow::Result<()>;
 
-    /// Take `env`'s exclusive lease, waiting at most `wait`. On success, releases of `env` left
-    /// `running` by a dead process have been marked failed ("interrupted") in one transaction.
-    /// On timeout: a [`StateError`] naming the holder.
+    /// Take `env`'s exclusive lease, waiting at most `wait`. On success, every release of `env`
+    /// left unfinished (a phase `pending` or `running`) by a process that is gone has been
+    /// finished in one transaction: the first unfinished phase `failed` ("interrupted"), the
+    /// rest `skipped` (see [`State::recover_interrupted`]). On timeout: a [`StateError`] naming
+    /// the holder.
     fn lease(&self, env: &str, wait: Duration) -> anyhow::Result<Lease>;
+
+    /// How long a commit may wait for another process's commit before it fails naming the
+    /// holder (default [`DEFAULT_COMMIT_WAIT`]). Backends without such a lock ignore it.
+    fn set_lock_wait(&self, _wait: Duration) {}
 }
 
 /// Typed convenience over [`StateStore::transact_dyn`].

@@ -151,13 +151,16 @@ impl ReleaseId {
         Some(dt.assume_utc() + time::Duration::milliseconds(ms))
     }
 
-    /// The id one millisecond after this one.
-    pub fn next(&self) -> ReleaseId {
-        let at = Self::instant_of(&self.0).expect("a parsed ReleaseId encodes a valid instant");
-        ReleaseId::at(at + time::Duration::milliseconds(1))
+    /// The id one millisecond after this one, or `None` after `rel-99991231-235959999`, the
+    /// last instant an id can encode.
+    pub fn next(&self) -> Option<ReleaseId> {
+        let at = Self::instant_of(&self.0)?;
+        let next = at.checked_add(time::Duration::milliseconds(1))?;
+        (next.year() <= 9999).then(|| ReleaseId::at(next))
     }
 
-    /// The id for a release created at `at` (UTC, millisecond precision).
+    /// The id for a release created at `at` (UTC, millisecond precision; years 0 to 9999, as
+    /// the clock gives).
     pub fn at(at: OffsetDateTime) -> Self {
         let at = at.to_offset(time::UtcOffset::UTC);
         ReleaseId(format!(

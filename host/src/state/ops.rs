@@ -26,7 +26,8 @@ impl State {
             .map(Arc::make_mut)
     }
 
-    /// `env`'s releases, newest first: timestamp descending, then id descending.
+    /// `env`'s releases, newest first: in the reverse of the order they were allocated in, which
+    /// is their ids' order (see [`State::allocate_release_id`]), whatever their timestamps say.
     pub fn list_env(&self, env: &str) -> Vec<&Release> {
         let mut out: Vec<&Release> = self
             .releases
@@ -49,15 +50,21 @@ impl State {
         out
     }
 
-    /// `env`'s current release: its newest by timestamp, ties broken by the larger id.
+    /// `env`'s current release: the one allocated last (the largest id). Not the newest
+    /// timestamp: a clock that was ahead once would keep its release current forever.
     pub fn current(&self, env: &str) -> Option<&Release> {
-        self.list_env(env).into_iter().next()
+        self.releases
+            .iter()
+            .map(|r| &**r)
+            .filter(|r| r.environment == env)
+            .max_by(|a, b| a.id.cmp(&b.id))
     }
 
     /// Append a new release of `version` to `env`, created at `now`, with each of `phases`
     /// pending: a fresh id (see [`State::allocate_release_id`]) and the environment's current
     /// release as its previous one. The caller fills in what only it knows (operation, rollback
-    /// target, pipeline) through the returned reference.
+    /// target, pipeline) through the returned reference. Fails, changing nothing, when no id
+    /// can follow the highest one issued.
     pub fn push_release(
         &mut self,
         env: &str,
@@ -65,8 +72,8 @@ impl State {
         commit_sha: &str,
         phases: &[String],
         now: OffsetDateTime,
-    ) -> &mut Release {
-        let id = self.allocate_release_id(now);
+    ) -> Result<&mut Release, IdsExhausted> {
+        let id = self.allocate_release_id(now)?;
         let previous_id = self.current(env).map(|r| r.id.clone());
         self.releases.push(Arc::new(Release {
             id,
@@ -85,61 +92,105 @@ impl State {
             phase_details: Default::default(),
             extra: Default::default(),
         }));
-        Arc::make_mut(self.releases.last_mut().expect("just pushed"))
+        Ok(Arc::make_mut(
+            self.releases.last_mut().expect("just pushed"),
+        ))
     }
 
     /// A new release id for a release created at `now`: the id of `now`, or, if that is not
     /// greater than every id ever issued, the next millisecond after the highest. Ids therefore
-    /// stay unique and chronological even when many releases start in the same millisecond, and
-    /// are never reused. Records the id as issued.
-    pub fn allocate_release_id(&mut self, now: OffsetDateTime) -> ReleaseId {
-        let mut highest = self.last_release_id.clone();
-        for r in &self.releases {
-            if highest.as_ref().is_none_or(|h| r.id > *h) {
-                highest = Some(r.id.clone());
+    /// stay unique and increase in allocation order even when many releases start in the same
+    /// millisecond or the clock steps back, and are never reused. Records the id as issued.
+    /// Fails, changing nothing, when the highest id is the last one there can be.
+    pub fn allocate_release_id(&mut self, now: OffsetDateTime) -> Result<ReleaseId, IdsExhausted> {
+        let mut highest = self
+            .last_release_id
+            .clone()
+            .map(|id| (id, "last_release_id".to_string()));
+        for (i, r) in self.releases.iter().enumerate() {
+            if highest.as_ref().is_none_or(|(h, _)| r.id > *h) {
+                highest = Some((r.id.clone(), format!("releases[{i}].id")));
             }
         }
         let mut candidate = ReleaseId::at(now);
-        if let Some(h) = highest {
+        if let Some((h, field)) = highest {
             if candidate <= h {
-                candidate = h.next();
+                candidate = h.next().ok_or(IdsExhausted { highest: h, field })?;
             }
         }
         self.last_release_id = Some(candidate.clone());
-        candidate
+        Ok(candidate)
     }
 
-    /// Marks `env`'s releases left `running` (by a process that no longer holds the lease) as
-    /// failed: the running phase `failed` with "interrupted: the process running <phase>
-    /// exited", every later pending/running phase `skipped`. Returns the ids it changed. Only
-    /// call this while holding `env`'s lease.
+    /// The `serial` the next commit records, or an error naming the field when it cannot count
+    /// further.
+    pub fn next_serial(&self) -> Result<u64, String> {
+        self.serial.checked_add(1).ok_or_else(|| {
+            format!(
+                "serial is {}, the largest number it can hold, so it cannot count another \
+                 commit; nothing was written. Set serial to a smaller number by hand",
+                self.serial
+            )
+        })
+    }
+
+    /// Finishes every release of `env` left unfinished (a phase `pending` or `running`) by a
+    /// process that no longer holds the lease, so none stays stuck: the first unfinished phase
+    /// `failed` ("interrupted: the process running <phase> exited" when it was running,
+    /// "interrupted: the process exited before <phase> started" when the process died between
+    /// two phases), every later unfinished phase `skipped`. A release that already had a failed
+    /// phase before it only has the rest skipped. Returns the ids it changed. Only call this
+    /// while holding `env`'s lease.
     pub fn recover_interrupted(&mut self, env: &str) -> Vec<ReleaseId> {
+        self.recover_interrupted_with(env, &|_, _| None)
+    }
+
+    /// [`State::recover_interrupted`], with `note(release, phase)` giving what is known about a
+    /// phase left `running` (for example that it finished but its end could not be recorded),
+    /// used as its error instead of "the process running <phase> exited".
+    pub fn recover_interrupted_with(
+        &mut self,
+        env: &str,
+        note: &dyn Fn(&ReleaseId, &str) -> Option<String>,
+    ) -> Vec<ReleaseId> {
         let now = Timestamp::now();
         let mut changed = Vec::new();
+        let unfinished = |s: PhaseStatus| matches!(s, PhaseStatus::Pending | PhaseStatus::Running);
         for shared in self.releases.iter_mut().filter(|r| r.environment == env) {
             let order = shared.phase_order();
-            let Some(first_running) = order
-                .iter()
-                .position(|p| shared.status_of(p) == PhaseStatus::Running)
-            else {
+            if !order.iter().any(|p| unfinished(shared.status_of(p))) {
                 continue;
-            };
+            }
             // Copied only now that it changes, so untouched releases stay shared.
             let release = Arc::make_mut(shared);
-            for (i, phase) in order.iter().enumerate() {
+            // Why the phases after the first failure are skipped.
+            let mut cause: Option<String> = None;
+            for phase in &order {
                 let status = release.status_of(phase);
-                if i == first_running {
-                    release.phases.insert(phase.clone(), PhaseStatus::Failed);
-                    let detail = release.phase_details.entry(phase.clone()).or_default();
-                    detail.error = Some(format!("interrupted: the process running {phase} exited"));
-                    detail.finished_at = Some(now.as_str().to_string());
-                } else if i > first_running
-                    && matches!(status, PhaseStatus::Pending | PhaseStatus::Running)
-                {
-                    release.phases.insert(phase.clone(), PhaseStatus::Skipped);
-                    let detail = release.phase_details.entry(phase.clone()).or_default();
-                    detail.summary =
-                        Some(format!("skipped: {} was interrupted", order[first_running]));
+                match (&cause, status) {
+                    (None, PhaseStatus::Failed) => cause = Some(format!("{phase} failed")),
+                    (None, PhaseStatus::Running | PhaseStatus::Pending) => {
+                        let error = match status {
+                            PhaseStatus::Running => note(&release.id, phase).unwrap_or_else(|| {
+                                format!("interrupted: the process running {phase} exited")
+                            }),
+                            _ => format!("interrupted: the process exited before {phase} started"),
+                        };
+                        release.phases.insert(phase.clone(), PhaseStatus::Failed);
+                        let detail = release.phase_details.entry(phase.clone()).or_default();
+                        detail.error = Some(error);
+                        detail.finished_at = Some(now.as_str().to_string());
+                        cause = Some(format!("{phase} was interrupted"));
+                    }
+                    (Some(cause), PhaseStatus::Running | PhaseStatus::Pending) => {
+                        release.phases.insert(phase.clone(), PhaseStatus::Skipped);
+                        release
+                            .phase_details
+                            .entry(phase.clone())
+                            .or_default()
+                            .summary = Some(format!("skipped: {cause}"));
+                    }
+                    _ => {}
                 }
             }
             changed.push(release.id.clone());
@@ -174,8 +225,24 @@ impl State {
     }
 }
 
+/// Allocation order, reversed: ids are allocated in increasing order (see
+/// [`State::allocate_release_id`]); the original tool's ids and timestamps agree, so its files
+/// list as they always did.
 fn newest_first(a: &Release, b: &Release) -> std::cmp::Ordering {
-    b.timestamp.cmp(&a.timestamp).then_with(|| b.id.cmp(&a.id))
+    b.id.cmp(&a.id)
+}
+
+/// No release id can follow the highest one issued: it is the last instant an id can encode
+/// (`rel-99991231-235959999`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "no release id can follow {highest} ({field}), the last id there can be; nothing was \
+     written. Ids must encode a time before the year 10000: repair {field} by hand"
+)]
+pub struct IdsExhausted {
+    pub highest: ReleaseId,
+    /// Where the highest id is: `last_release_id` or `releases[<i>].id`.
+    pub field: String,
 }
 
 #[cfg(test)]
@@ -210,13 +277,19 @@ mod tests {
         let phases = ["build".to_string(), "rollout".to_string()];
         let first = state
             .push_release("prod", "v1", "abc", &phases, now)
+            .unwrap()
             .id
             .clone();
-        let second = state.push_release("prod", "v2", "", &phases, now).clone();
+        let second = state
+            .push_release("prod", "v2", "", &phases, now)
+            .unwrap()
+            .clone();
         assert!(second.id > first, "same millisecond, still a new, later id");
         assert_eq!(second.previous_id.as_ref(), Some(&first));
         assert_eq!(second.phases.get("rollout"), Some(&PhaseStatus::Pending));
-        let other = state.push_release("staging", "v1", "", &phases, now);
+        let other = state
+            .push_release("staging", "v1", "", &phases, now)
+            .unwrap();
         assert_eq!(other.previous_id, None, "previous is per environment");
     }
 
@@ -224,7 +297,9 @@ mod tests {
     fn ids_in_the_same_millisecond_stay_unique_and_ordered() {
         let mut state = State::default();
         let now = time::macros::datetime!(2026-11-25 06:00:00.123 UTC);
-        let ids: Vec<ReleaseId> = (0..1500).map(|_| state.allocate_release_id(now)).collect();
+        let ids: Vec<ReleaseId> = (0..1500)
+            .map(|_| state.allocate_release_id(now).unwrap())
+            .collect();
         assert_eq!(ids[0].as_str(), "rel-20261125-060000123");
         assert_eq!(ids[1].as_str(), "rel-20261125-060000124");
         assert_eq!(ids[1499].as_str(), "rel-20261125-060001622");
@@ -235,9 +310,9 @@ mod tests {
     fn ids_are_never_reused_after_removal() {
         let mut state = State::default();
         let now = time::macros::datetime!(2026-11-25 06:00:00.5 UTC);
-        let first = state.allocate_release_id(now);
+        let first = state.allocate_release_id(now).unwrap();
         state.releases.clear();
-        assert!(state.allocate_release_id(now) > first);
+        assert!(state.allocate_release_id(now).unwrap() > first);
     }
 
     #[test]
@@ -251,7 +326,7 @@ mod tests {
         ));
         let now = time::macros::datetime!(2026-11-25 05:00:00 UTC);
         assert_eq!(
-            state.allocate_release_id(now).as_str(),
+            state.allocate_release_id(now).unwrap().as_str(),
             "rel-20261125-060000001"
         );
     }
@@ -380,6 +455,129 @@ mod tests {
     }
 
     #[test]
+    fn recovery_finishes_a_release_killed_between_two_phases() {
+        use PhaseStatus::*;
+        let mut state = State::default();
+        // Killed after push's end was committed, before migrate_pre's start.
+        state.releases.push(release(
+            "rel-20261125-060000001",
+            "prod",
+            "2026-11-25T06:00:00Z",
+            &[
+                ("build", Completed),
+                ("push", Completed),
+                ("migrate_pre", Pending),
+                ("rollout", Pending),
+                ("migrate_post", Pending),
+                ("finalize", Pending),
+            ],
+        ));
+        // Killed right after it was created: no phase ever started.
+        state.releases.push(release(
+            "rel-20261125-060000002",
+            "prod",
+            "2026-11-25T06:00:01Z",
+            &[("build", Pending)],
+        ));
+        let changed = state.recover_interrupted("prod");
+        assert_eq!(changed.len(), 2);
+        let r = state.get("rel-20261125-060000001").unwrap();
+        assert_eq!(r.status_of("push"), Completed);
+        assert_eq!(r.status_of("migrate_pre"), Failed);
+        assert_eq!(
+            r.phase_details["migrate_pre"].error.as_deref(),
+            Some("interrupted: the process exited before migrate_pre started")
+        );
+        for later in ["rollout", "migrate_post", "finalize"] {
+            assert_eq!(r.status_of(later), Skipped, "{later}");
+            assert_eq!(
+                r.phase_details[later].summary.as_deref(),
+                Some("skipped: migrate_pre was interrupted")
+            );
+        }
+        assert_eq!(r.overall_status(), OverallStatus::Failed);
+        let r = state.get("rel-20261125-060000002").unwrap();
+        assert_eq!(r.status_of("build"), Failed);
+        assert_eq!(r.overall_status(), OverallStatus::Failed);
+        let unfinished = |r: &&Release| {
+            r.phase_statuses()
+                .iter()
+                .any(|(_, s)| matches!(s, Pending | Running))
+        };
+        assert!(!state.list_env("prod").iter().any(unfinished));
+        // Finished releases are left alone: a second pass changes nothing.
+        assert!(state.recover_interrupted("prod").is_empty());
+    }
+
+    #[test]
+    fn current_is_the_release_allocated_last_whatever_the_clock_said() {
+        let mut state = State::default();
+        let phases = ["build".to_string()];
+        // A clock that was a year ahead once...
+        let ahead = time::macros::datetime!(2027-11-25 06:00:00 UTC);
+        let future = state
+            .push_release("prod", "v1", "", &phases, ahead)
+            .unwrap()
+            .id
+            .clone();
+        // ...and is right again for the next two deploys.
+        let now = time::macros::datetime!(2026-11-25 06:00:00 UTC);
+        let second = state
+            .push_release("prod", "v2", "", &phases, now)
+            .unwrap()
+            .clone();
+        assert_eq!(second.previous_id.as_ref(), Some(&future));
+        let third = state
+            .push_release("prod", "v3", "", &phases, now)
+            .unwrap()
+            .clone();
+        assert_eq!(
+            third.previous_id.as_ref(),
+            Some(&second.id),
+            "the previous release is the one allocated before, not the one stamped latest"
+        );
+        assert_eq!(state.current("prod").unwrap().id, third.id);
+        let listed: Vec<&str> = state
+            .list_env("prod")
+            .iter()
+            .map(|r| r.version.as_str())
+            .collect();
+        assert_eq!(listed, ["v3", "v2", "v1"]);
+    }
+
+    #[test]
+    fn the_last_possible_id_is_an_error_not_a_panic() {
+        let mut state = State {
+            last_release_id: Some(ReleaseId::parse("rel-99991231-235959999").unwrap()),
+            ..State::default()
+        };
+        let err = state
+            .allocate_release_id(OffsetDateTime::UNIX_EPOCH)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("last_release_id"), "{err}");
+        assert!(err.contains("rel-99991231-235959999"), "{err}");
+        assert_eq!(
+            state.last_release_id.as_ref().map(ReleaseId::as_str),
+            Some("rel-99991231-235959999"),
+            "unchanged"
+        );
+        // The same when the highest id is only in a release, not in last_release_id.
+        let mut state = State::default();
+        state.releases.push(release(
+            "rel-99991231-235959999",
+            "prod",
+            "2026-11-25T06:00:00Z",
+            &[],
+        ));
+        let err = state
+            .allocate_release_id(OffsetDateTime::UNIX_EPOCH)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("releases[0].id"), "{err}");
+    }
+
+    #[test]
     fn changes_copy_only_the_releases_they_touch_and_never_the_state_they_came_from() {
         use PhaseStatus::*;
         let mut before = State::default();
@@ -388,12 +586,13 @@ mod tests {
             ("rel-20261125-060000002", "prod", Completed),
             ("rel-20261125-060000003", "staging", Running),
         ] {
-            before.releases.push(release(
-                id,
-                env,
-                "2026-11-25T06:00:00Z",
-                &[("build", status)],
-            ));
+            // Every phase but build done, so only build's status decides what recovery does.
+            let mut phases: Vec<(&str, PhaseStatus)> =
+                CANONICAL_PHASES.iter().map(|p| (*p, Completed)).collect();
+            phases[0].1 = status;
+            before
+                .releases
+                .push(release(id, env, "2026-11-25T06:00:00Z", &phases));
         }
         let mut after = before.clone();
         after.recover_interrupted("prod");

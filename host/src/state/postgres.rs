@@ -593,11 +593,18 @@ impl PgStore {
         if state.lineage.is_none() {
             state.lineage = Some(uuid::Uuid::new_v4().to_string());
         }
-        state.serial += 1;
-        write_changes(&mut tx, &before, &state).map_err(|e| TxError::Db("writing releases", e))?;
+        let too_large = |e: String| {
+            TxError::Other(StateError::new(format!("state database {}: {e}", self.location)).into())
+        };
+        state.serial = state.next_serial().map_err(too_large)?;
         let serial = i64::try_from(state.serial).map_err(|_| {
-            TxError::Other(StateError::new(format!("serial {} is too large", state.serial)).into())
+            too_large(format!(
+                "serial is {}, the largest number the database holds, so it cannot count \
+                 another commit; nothing was written",
+                state.serial - 1
+            ))
         })?;
+        write_changes(&mut tx, &before, &state).map_err(|e| TxError::Db("writing releases", e))?;
         tx.execute(
             "UPDATE stagecraft_store
              SET format_version = $1, lineage = $2, serial = $3, last_release_id = $4, extra = $5
@@ -846,6 +853,10 @@ impl StateStore for PgStore {
         self.location.clone()
     }
 
+    fn describe(&self) -> String {
+        format!("state database {}", self.location)
+    }
+
     fn read(&self) -> anyhow::Result<State> {
         let (mut client, pooled) = self.client()?;
         if !self.ensure_schema(&mut client, false)? {
@@ -953,6 +964,8 @@ struct PgLeaseGuard {
     id: u64,
     registry: Arc<Mutex<Vec<HeldLease>>>,
 }
+
+impl super::LeaseGuard for PgLeaseGuard {}
 
 impl Drop for PgLeaseGuard {
     fn drop(&mut self) {

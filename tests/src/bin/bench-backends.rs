@@ -149,11 +149,13 @@ fn writer(spec: &str, n: usize) {
 
 fn append(state: &mut State, env: &str) {
     let phases: Vec<String> = CANONICAL_PHASES.iter().map(|p| p.to_string()).collect();
-    state.push_release(
-        env,
-        "v1.2.3",
-        "3f2c1a9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a",
-        &phases,
-        Timestamp::now().datetime(),
-    );
+    state
+        .push_release(
+            env,
+            "v1.2.3",
+            "3f2c1a9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a",
+            &phases,
+            Timestamp::now().datetime(),
+        )
+        .expect("a release id is left");
 }

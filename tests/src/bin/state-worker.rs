@@ -16,6 +16,9 @@
 //!   state-worker deploy-hang <store> <env>
 //!       takes the lease, adds a release whose `build` is running, prints `running <id>`, and
 //!       waits on stdin: a deploy caught mid-phase, for the parent to kill
+//!   state-worker commit-hang <store>
+//!       inside a transaction (holding the commit lock), prints `in commit` and waits on stdin;
+//!       then commits the state as it was
 
 use std::io::{BufRead, Write};
 use std::sync::{Arc, Barrier};
@@ -125,6 +128,15 @@ fn run() -> anyhow::Result<()> {
             while std::io::stdin().lock().read_line(&mut sink)? > 0 {}
             drop(lease);
         }
+        "commit-hang" => {
+            store()?.transact(|_| {
+                println!("in commit");
+                std::io::stdout().flush()?;
+                let mut sink = String::new();
+                while std::io::stdin().lock().read_line(&mut sink)? > 0 {}
+                Ok(())
+            })?;
+        }
         other => bail!("unknown mode {other:?}"),
     }
     Ok(())
@@ -135,6 +147,7 @@ fn add_release(state: &mut State, env: &str, version: &str) -> String {
     let now = Timestamp::now().datetime();
     state
         .push_release(env, version, "", &phases, now)
+        .expect("a release id is left")
         .id
         .to_string()
 }

@@ -441,3 +441,108 @@ pub fn unsafe_environment_names_are_refused(backend: &dyn Backend) -> Fresh {
     }
     fresh
 }
+
+/// A holder killed between two phases (one phase's end committed, the next one's start not)
+/// leaves phases `pending` and none `running`; a release killed right after it was created has
+/// every phase pending. The next lease of the environment finishes both in one transaction: the
+/// first unfinished phase `failed`, the rest `skipped`, so nothing of the environment is left
+/// unfinished. Other environments are not touched.
+pub fn a_release_killed_between_phases_is_finished_by_the_next_lease(backend: &dyn Backend) {
+    use PhaseStatus::*;
+    let fresh = backend.fresh("lease_between");
+    let store = fresh.open();
+    store
+        .transact(|s| {
+            let mut between = release("rel-20261125-060000000", "prod", "v1", &all(Pending));
+            for done in ["build", "push"] {
+                between.phases.insert(done.into(), Completed);
+            }
+            s.releases.push(between.into());
+            s.releases
+                .push(release("rel-20261125-060100000", "prod", "v2", &all(Pending)).into());
+            s.releases
+                .push(release("rel-20261125-060200000", "staging", "v1", &all(Pending)).into());
+            Ok(())
+        })
+        .unwrap();
+    let serial_before = store.read().unwrap().serial;
+
+    let _lease = store.lease("prod", Duration::ZERO).unwrap();
+    let state = store.read().unwrap();
+    assert_eq!(
+        state.serial,
+        serial_before + 1,
+        "recovery is one transaction"
+    );
+    let r = state.get("rel-20261125-060000000").unwrap();
+    assert_eq!(r.status_of("push"), Completed);
+    assert_eq!(r.status_of("migrate_pre"), Failed);
+    assert_eq!(
+        r.phase_details["migrate_pre"].error.as_deref(),
+        Some("interrupted: the process exited before migrate_pre started")
+    );
+    for phase in &CANONICAL_PHASES[3..] {
+        assert_eq!(r.status_of(phase), Skipped, "{phase}");
+    }
+    let fresh_one = state.get("rel-20261125-060100000").unwrap();
+    assert_eq!(fresh_one.status_of("build"), Failed);
+    assert_invariants(&state, &[]);
+    assert!(
+        unfinished(&state, "prod").is_empty(),
+        "{:?}",
+        unfinished(&state, "prod")
+    );
+    assert_eq!(
+        state
+            .get("rel-20261125-060200000")
+            .unwrap()
+            .overall_status(),
+        OverallStatus::Pending,
+        "staging is not prod's to finish"
+    );
+}
+
+/// The ids of `env`'s releases that still have a phase `pending` or `running`.
+pub fn unfinished(state: &State, env: &str) -> Vec<String> {
+    state
+        .releases
+        .iter()
+        .filter(|r| r.environment == env)
+        .filter(|r| {
+            r.phase_statuses()
+                .iter()
+                .any(|(_, s)| matches!(s, PhaseStatus::Pending | PhaseStatus::Running))
+        })
+        .map(|r| r.id.to_string())
+        .collect()
+}
+
+/// The invariants every state must keep, whatever was killed when (the torture test checks
+/// them after every round, the suite after its own scenarios):
+///
+/// - ids are unique, and strictly increase in the order releases were appended (allocation
+///   order), never above `last_release_id`;
+/// - every release of `finished`, a list of releases seen completed or failed earlier, is still
+///   there, unchanged.
+pub fn assert_invariants(state: &State, finished: &[stagecraft::state::Release]) {
+    let ids: Vec<&str> = state.releases.iter().map(|r| r.id.as_str()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), ids.len(), "duplicate ids: {ids:?}");
+    let mut appended = ids.clone();
+    appended.sort_unstable();
+    assert_eq!(appended, ids, "ids not in allocation order");
+    if let (Some(last), Some(highest)) = (&state.last_release_id, ids.last()) {
+        assert!(
+            last.as_str() >= *highest,
+            "last_release_id {last} < {highest}"
+        );
+    }
+    for before in finished {
+        let now = state
+            .get(before.id.as_str())
+            .unwrap_or_else(|| panic!("finished release {} was lost", before.id));
+        assert_eq!(now, before, "finished release {} changed", before.id);
+    }
+}
