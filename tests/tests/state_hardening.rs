@@ -570,8 +570,8 @@ fn a_phase_end_lost_to_a_full_disk_is_recorded_as_what_happened() {
         p.path().join("stagecraft.toml"),
         "[environments.prod]\n\
          [phases.build]\nplugin = \"builtin:exec\"\n\
-         config = { command = \"cat gate-{{version}}.fifo\" }\ntimeout = \"10m\"\n\
-         [phases.build.grants]\nexec = [\"cat\"]\n\
+         config = { command = \"cat gates/gate-{{version}}.fifo\" }\ntimeout = \"10m\"\n\
+         [phases.build.grants]\nexec = [\"cat\"]\nread = [\"gates\"]\n\
          [phases.finalize]\nplugin = \"builtin:noop\"\n",
     )
     .unwrap();
@@ -613,7 +613,7 @@ fn a_phase_end_lost_to_a_full_disk_is_recorded_as_what_happened() {
     );
 
     std::fs::remove_file(&filler).unwrap();
-    std::fs::write(p.path().join("gate-v2.fifo"), "").unwrap();
+    std::fs::write(p.path().join("gates/gate-v2.fifo"), "").unwrap();
     let out: Run = deploy("v2").output().unwrap().into();
     assert_eq!(out.code, 0, "{out:?}");
     let listed = run(
