@@ -225,8 +225,8 @@ pub(crate) fn run_to_end(
             }
         }
     }
-    let exit = spawn::wait(&child.pidfd, None)?;
-    Ok(Exit { killed, ..exit })
+    let code = spawn::reap(&child.pidfd)?;
+    Ok(Exit { code, killed })
 }
 
 /// The programs running now: a registration id and a duplicate of each one's pidfd.

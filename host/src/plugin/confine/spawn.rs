@@ -202,7 +202,7 @@ pub(crate) fn spawn(
         }
     }
     if got > 0 {
-        let _ = wait(&pidfd, None);
+        let _ = reap(&pidfd);
         let step = STEPS
             .get(report[0] as usize)
             .copied()
@@ -224,41 +224,13 @@ pub(crate) fn spawn(
 pub(crate) struct Exit {
     /// Its exit code, or `None` when a signal ended it.
     pub code: Option<i32>,
-    /// It was killed because `deadline` passed.
+    /// It was killed because its deadline passed.
     pub killed: bool,
 }
 
-/// Wait for the program to end, killing it (and so its whole namespace) at `deadline`. When
-/// this returns, every process of the namespace is gone.
-pub(crate) fn wait(pidfd: &OwnedFd, deadline: Option<Instant>) -> std::io::Result<Exit> {
-    let mut killed = false;
-    if let Some(deadline) = deadline {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                kill(pidfd);
-                killed = true;
-                break;
-            }
-            let ms = left.as_millis().min(i32::MAX as u128) as i32;
-            let mut pfd = libc::pollfd {
-                fd: pidfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let n = unsafe { libc::poll(&mut pfd, 1, ms.max(1)) };
-            if n > 0 {
-                break;
-            }
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
-    }
+/// Reap the program behind `pidfd` (waiting for it to exit if it has not): its exit code, or
+/// `None` when a signal ended it. When this returns, every process of its namespace is gone.
+pub(crate) fn reap(pidfd: &OwnedFd) -> std::io::Result<Option<i32>> {
     loop {
         // SAFETY: siginfo_t is plain data; waitid fills it.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -275,12 +247,7 @@ pub(crate) fn wait(pidfd: &OwnedFd, deadline: Option<Instant>) -> std::io::Resul
         if r == 0 {
             // SAFETY: after a successful waitid with WEXITED these fields are set.
             let (code, status) = unsafe { (info.si_code, info.si_status()) };
-            let code = if code == libc::CLD_EXITED {
-                Some(status)
-            } else {
-                None
-            };
-            return Ok(Exit { code, killed });
+            return Ok((code == libc::CLD_EXITED).then_some(status));
         }
         let e = std::io::Error::last_os_error();
         if e.kind() != std::io::ErrorKind::Interrupted {
