@@ -9,6 +9,14 @@
 //! - [`state`]: the release model and the transactional `StateStore`.
 //! - [`output`]: human tables and `--json`.
 
+// The sandbox of the programs plugins run (Landlock, user and PID namespaces, seccomp, openat2)
+// exists only on Linux. Elsewhere, refuse to build rather than ship a sandbox with holes.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "stagecraft builds only for Linux: it confines the programs plugins run with Landlock, \
+     user and PID namespaces and seccomp, which other systems do not have"
+);
+
 pub mod cli;
 pub mod error;
 pub mod manifest;
