@@ -27,26 +27,25 @@ use super::open_grants::OpenedGrant;
 
 /// Why confined `exec` cannot work on this machine, if it cannot.
 pub fn unsupported_reason() -> Option<String> {
-    if !cfg!(target_os = "linux") {
-        return Some(
-            "exec'd programs are confined with Linux's Landlock, and this is not Linux".into(),
-        );
+    reason_for_abi(rules::kernel_abi())
+}
+
+/// Why a kernel with Landlock ABI `abi` (0: none) cannot confine exec'd programs, if it cannot.
+fn reason_for_abi(abi: i32) -> Option<String> {
+    if abi >= rules::MIN_ABI {
+        return None;
     }
-    let abi = rules::kernel_abi();
-    if abi < rules::MIN_ABI {
-        return Some(if abi == 0 {
-            "this kernel has no Landlock (it needs Linux 6.2 or later with Landlock enabled: \
-             `lsm=landlock,...` on the kernel command line)"
-                .to_string()
-        } else {
-            format!(
-                "this kernel's Landlock is ABI {abi}; confining exec'd programs needs ABI {} \
-                 (Linux 6.2) or later",
-                rules::MIN_ABI
-            )
-        });
-    }
-    None
+    Some(if abi <= 0 {
+        "this kernel has no Landlock (it needs Linux 6.2 or later with Landlock enabled: \
+         `lsm=landlock,...` on the kernel command line)"
+            .to_string()
+    } else {
+        format!(
+            "this kernel's Landlock is ABI {abi}; confining exec'd programs needs ABI {} \
+             (Linux 6.2) or later",
+            rules::MIN_ABI
+        )
+    })
 }
 
 /// The confinement of one phase's exec'd programs, built at its first `exec`.
@@ -283,4 +282,26 @@ pub fn kill_running() -> usize {
         spawn::wait_exited(fd.as_raw_fd(), deadline);
     }
     all.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_without_landlock_abi_3_is_named_and_refused() {
+        let none = reason_for_abi(0).unwrap();
+        assert!(none.contains("no Landlock"), "{none}");
+        let old = reason_for_abi(2).unwrap();
+        assert!(old.contains("ABI 2") && old.contains("needs ABI 3"), "{old}");
+        assert_eq!(reason_for_abi(3), None);
+        assert_eq!(reason_for_abi(7), None);
+    }
+
+    #[test]
+    fn this_machine_confines() {
+        // CI and every machine of this project run Linux 6.18 with Landlock ABI 7; if this
+        // fails, the exec tests would fail for the wrong reason.
+        assert_eq!(unsupported_reason(), None);
+    }
 }
