@@ -288,6 +288,7 @@ pub(crate) fn wait_exited(pidfd: RawFd, deadline: Instant) {
 const CHILD_STACK_BYTES: usize = 64 << 10;
 
 /// What `child_main` gets, prepared before the clone.
+#[derive(Clone, Copy)]
 struct ChildArgs<'a> {
     prep: &'a Prepared,
     null: RawFd,
@@ -302,25 +303,20 @@ struct ChildArgs<'a> {
 /// The child's side, between clone and execve. Only system calls on prepared memory.
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `ChildArgs` of `spawn`, alive while the parent waits for us.
-    unsafe {
-        let a = &*(arg as *const ChildArgs<'_>);
-        child(
-            a.prep, a.null, a.out, a.err, a.report, a.cwd, a.ruleset, a.seccomp,
-        )
-    }
+    unsafe { child(&*(arg as *const ChildArgs<'_>)) }
 }
 
-#[allow(clippy::too_many_arguments)]
-unsafe fn child(
-    prep: &Prepared,
-    null: RawFd,
-    out: RawFd,
-    err: RawFd,
-    report: RawFd,
-    cwd: RawFd,
-    ruleset: Option<RawFd>,
-    seccomp: Option<&libc::sock_fprog>,
-) -> ! {
+unsafe fn child(args: &ChildArgs<'_>) -> ! {
+    let ChildArgs {
+        prep,
+        null,
+        out,
+        err,
+        report,
+        cwd,
+        ruleset,
+        seccomp,
+    } = *args;
     const SETGROUPS: &CStr = c"/proc/self/setgroups";
     const UID_MAP: &CStr = c"/proc/self/uid_map";
     const GID_MAP: &CStr = c"/proc/self/gid_map";
