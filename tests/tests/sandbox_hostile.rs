@@ -1120,3 +1120,87 @@ fn a_report_of_aliased_strings_cannot_make_the_host_copy_gigabytes() {
         rss >> 20
     );
 }
+
+/// What Landlock (ABI 7) does not govern, the seccomp filter refuses: changing a file's mode,
+/// owner or extended attributes (anywhere: the state directory, a read grant, a setuid bit in a
+/// write grant), Unix datagram sockets through `socketpair`, the session keyring, and inotify.
+/// Each attack exits 0 only if it got through, which would complete the phase.
+#[test]
+fn exec_cannot_change_metadata_or_reach_keyrings_datagrams_or_inotify() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut attacks = vec![
+        ("chmod the state directory", "chmod 777 .stagecraft"),
+        ("chmod a read grant's file", "chmod 000 site/a.txt"),
+        (
+            "a setuid file in a write grant",
+            "touch dist/x && chmod 4755 dist/x",
+        ),
+        (
+            "an extended attribute on the state file",
+            "/usr/bin/python3 -c \"import os; os.setxattr('.stagecraft/releases.json', 'user.x', b'1')\"",
+        ),
+        (
+            "a Unix datagram socket pair",
+            "/usr/bin/python3 -c \"import socket; socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)\"",
+        ),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    attacks.extend([
+        (
+            "the session keyring (keyctl GET_KEYRING_ID)",
+            "perl -e 'exit(syscall(250, 0, -3, 0) >= 0 ? 0 : 1)'",
+        ),
+        (
+            "an inotify instance (inotify_init1)",
+            "perl -e 'exit(syscall(294, 0) >= 0 ? 0 : 1)'",
+        ),
+    ]);
+    for (what, script) in attacks {
+        let p = HostileProject::new();
+        std::fs::create_dir_all(p.root().join("site")).unwrap();
+        std::fs::write(p.root().join("site/a.txt"), "site").unwrap();
+        exec_attack_manifest(
+            &p,
+            "bash",
+            &["-c", script],
+            &[("read", "site"), ("write", "dist")],
+        );
+        let out = p.deploy("v1");
+        assert_eq!(out.code, 2, "{what}: the attack got through: {out:?}");
+        p.assert_aftermath(&out, 3, &[], what);
+        let mode = |path: &str| {
+            std::fs::metadata(p.root().join(path))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_ne!(mode(".stagecraft"), 0o777, "{what}");
+        assert_eq!(mode("site/a.txt") & 0o400, 0o400, "{what}");
+        if let Ok(meta) = std::fs::metadata(p.root().join("dist/x")) {
+            assert_eq!(meta.permissions().mode() & 0o4000, 0, "{what}: setuid");
+        }
+    }
+}
+
+/// System V IPC objects an exec'd program creates live in its own IPC namespace: the host never
+/// sees them, and they die with the program (no channel between phases with different grants).
+#[test]
+fn exec_sysv_ipc_objects_stay_inside_and_die_with_the_program() {
+    const KEY: u32 = 0x5eca11;
+    let p = HostileProject::new();
+    let script = format!(
+        "perl -e 'use IPC::SysV qw(IPC_CREAT); exit(defined(shmget({KEY}, 4096, IPC_CREAT|0600)) ? 0 : 1)'"
+    );
+    exec_attack_manifest(&p, "bash", &["-c", &script], &[]);
+    let out = p.deploy("v1");
+    assert_eq!(out.code, 0, "creating a segment inside is allowed: {out:?}");
+    let host_segments = std::fs::read_to_string("/proc/sysvipc/shm").unwrap();
+    assert!(
+        !host_segments
+            .lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().next() == Some(&KEY.to_string())),
+        "the program's segment is visible to the host:\n{host_segments}"
+    );
+}

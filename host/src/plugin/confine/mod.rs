@@ -52,7 +52,7 @@ fn reason_for_abi(abi: i32) -> Option<String> {
 pub(crate) struct Jail {
     ruleset: rules::PhaseRuleset,
     ruleset_fd: OwnedFd,
-    seccomp: seccomp::NoSockets,
+    seccomp: seccomp::Filter,
     tmp: tempfile::TempDir,
 }
 
@@ -68,7 +68,7 @@ impl Jail {
         Ok(Jail {
             ruleset,
             ruleset_fd,
-            seccomp: seccomp::NoSockets::new(),
+            seccomp: seccomp::Filter::new(),
             tmp,
         })
     }
@@ -115,14 +115,48 @@ pub fn harden_process() {
     }
 }
 
-/// A directory only this user can enter, for one phase's programs.
+/// A directory only this user can enter, for one phase's programs: `stagecraft-exec-<pid>-*`
+/// in the system's temp dir, removed when the phase ends. Those a killed stagecraft left behind
+/// are removed by the next one that needs its own.
 fn private_tmp() -> Result<tempfile::TempDir, String> {
     use std::os::unix::fs::PermissionsExt;
+    static SWEPT: OnceLock<()> = OnceLock::new();
+    SWEPT.get_or_init(sweep_abandoned_tmp);
     tempfile::Builder::new()
-        .prefix("stagecraft-exec-")
+        .prefix(&format!("{TMP_PREFIX}{}-", std::process::id()))
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir()
         .map_err(|e| format!("cannot create the private temp dir for exec'd programs: {e}"))
+}
+
+const TMP_PREFIX: &str = "stagecraft-exec-";
+
+/// Remove the private temp dirs of stagecraft processes that no longer exist (SIGKILLed ones
+/// cannot clean up), if they are this user's.
+fn sweep_abandoned_tmp() {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    let me = rustix::process::getuid().as_raw();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TMP_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let owned = std::fs::symlink_metadata(entry.path())
+            .map(|m| m.is_dir() && m.uid() == me)
+            .unwrap_or(false);
+        let gone = rustix::process::Pid::from_raw(pid)
+            .map(|pid| rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH))
+            .unwrap_or(false);
+        if owned && gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Start a program the manifest trusts (`exec_unconfined`): namespaces only, so that it still
@@ -293,7 +327,10 @@ mod tests {
         let none = reason_for_abi(0).unwrap();
         assert!(none.contains("no Landlock"), "{none}");
         let old = reason_for_abi(2).unwrap();
-        assert!(old.contains("ABI 2") && old.contains("needs ABI 3"), "{old}");
+        assert!(
+            old.contains("ABI 2") && old.contains("needs ABI 3"),
+            "{old}"
+        );
         assert_eq!(reason_for_abi(3), None);
         assert_eq!(reason_for_abi(7), None);
     }

@@ -42,12 +42,12 @@ pub(crate) fn kernel_abi() -> i32 {
 }
 
 /// System paths every program may read and execute. `/etc` is listed entry by entry so that
-/// its secrets can be left out (see [`ETC_SECRETS`]).
+/// its secrets can be left out (see [`public_etc`]).
 const SYSTEM_DIRS: &[&str] = &[
     "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
 ];
 
-/// `/etc` entries no exec'd program may read, even where the file mode would let this user.
+/// `/etc` entries no exec'd program may read, whatever their mode.
 const ETC_SECRETS: &[&str] = &[
     "shadow",
     "shadow-",
@@ -55,16 +55,70 @@ const ETC_SECRETS: &[&str] = &[
     "gshadow-",
     "sudoers",
     "sudoers.d",
-    "ssh",
-    "ssl",
     "security",
     "credstore",
     "credstore.encrypted",
     "stagecraft",
 ];
 
-/// Of `/etc/ssl`, only the public parts.
-const ETC_SSL_PUBLIC: &[&str] = &["/etc/ssl/certs", "/etc/ssl/openssl.cnf"];
+/// What of `/etc` programs may read: only what every user of the machine may read. A file is
+/// granted when it is world-readable; a directory as a whole when everything beneath it is
+/// (world-readable files, world-searchable directories), and otherwise entry by entry. So a
+/// secret an administrator protected by its mode (`/etc/ssl/private`, a 0600 `admin.conf`, a
+/// keystore password) stays out of reach even of a program run by root, which file modes do not
+/// stop. Symbolic links are not followed: their targets are judged where they live.
+fn public_etc(dir: &Path, top: bool, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = entries.filter_map(|e| e.ok()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        if top
+            && ETC_SECRETS
+                .iter()
+                .any(|s| name.as_encoded_bytes() == s.as_bytes())
+        {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+        if meta.is_file() && mode & 0o004 != 0 {
+            out.push(path);
+        } else if meta.is_dir() && mode & 0o005 == 0o005 {
+            if all_public(&path) {
+                out.push(path);
+            } else {
+                public_etc(&path, false, out);
+            }
+        }
+    }
+}
+
+/// Whether every file beneath `dir` is world-readable and every directory world-searchable.
+fn all_public(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.filter_map(|e| e.ok()).all(|entry| {
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            return false;
+        };
+        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+        if meta.is_dir() {
+            mode & 0o005 == 0o005 && all_public(&entry.path())
+        } else if meta.is_file() {
+            mode & 0o004 != 0
+        } else {
+            // Links are not followed by a rule; other kinds (sockets, FIFOs) are harmless.
+            true
+        }
+    })
+}
 
 /// Device files a program may read and write (`/dev/null` above all).
 const RW_DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full"];
@@ -86,24 +140,9 @@ fn system_paths() -> &'static [SystemPath] {
         for dir in SYSTEM_DIRS {
             paths.push((PathBuf::from(dir), false));
         }
-        if let Ok(entries) = std::fs::read_dir("/etc") {
-            let mut names: Vec<_> = entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name())
-                .filter(|n| {
-                    !ETC_SECRETS
-                        .iter()
-                        .any(|s| n.as_encoded_bytes() == s.as_bytes())
-                })
-                .collect();
-            names.sort();
-            for name in names {
-                paths.push((Path::new("/etc").join(name), false));
-            }
-        }
-        for p in ETC_SSL_PUBLIC {
-            paths.push((PathBuf::from(p), false));
-        }
+        let mut etc = Vec::new();
+        public_etc(Path::new("/etc"), true, &mut etc);
+        paths.extend(etc.into_iter().map(|p| (p, false)));
         for p in RW_DEVICES {
             paths.push((PathBuf::from(p), true));
         }
@@ -221,4 +260,47 @@ impl PhaseRuleset {
 /// Whether `program` lies under a system directory (already readable and executable).
 pub(crate) fn is_system_program(program: &Path) -> bool {
     SYSTEM_DIRS.iter().any(|d| program.starts_with(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn only_what_every_user_may_read_of_etc_is_granted() {
+        let etc = tempfile::tempdir().unwrap();
+        let etc = etc.path();
+        std::fs::write(etc.join("passwd"), "root:x:0:0").unwrap();
+        std::fs::write(etc.join("shadow"), "root:$6$").unwrap();
+        mode(&etc.join("shadow"), 0o644); // named secrets are left out whatever their mode
+        std::fs::write(etc.join("keystore"), "secret").unwrap();
+        mode(&etc.join("keystore"), 0o600);
+        std::fs::create_dir_all(etc.join("ssl/certs")).unwrap();
+        std::fs::write(etc.join("ssl/certs/ca.pem"), "cert").unwrap();
+        std::fs::create_dir_all(etc.join("ssl/private")).unwrap();
+        mode(&etc.join("ssl/private"), 0o700);
+        std::fs::create_dir_all(etc.join("kube")).unwrap();
+        std::fs::write(etc.join("kube/admin.conf"), "token").unwrap();
+        mode(&etc.join("kube/admin.conf"), 0o600);
+        std::fs::write(etc.join("kube/README"), "public").unwrap();
+        std::fs::create_dir_all(etc.join("public.d")).unwrap();
+        std::fs::write(etc.join("public.d/a.conf"), "a").unwrap();
+
+        let mut out = Vec::new();
+        public_etc(etc, true, &mut out);
+        let names: Vec<String> = out
+            .iter()
+            .map(|p| p.strip_prefix(etc).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["kube/README", "passwd", "public.d", "ssl/certs"],
+            "a wholly public directory is one rule; others are opened entry by entry"
+        );
+    }
 }

@@ -1,4 +1,4 @@
-//! Starting a program in its own user and PID namespaces, so that it is PID 1 of a namespace:
+//! Starting a program in its own user, PID and IPC namespaces, so that it is PID 1 of a namespace:
 //! when it exits or is killed, the kernel kills everything it started (background jobs, double
 //! forks, `setsid`) before its exit is even visible. `std::process::Command` cannot create
 //! namespaces for a child, so the clone and the child's few steps are written here.
@@ -17,7 +17,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
-use super::seccomp::NoSockets;
+use super::seccomp::Filter;
 
 /// Everything the child needs, prepared before the fork.
 pub(crate) struct Prepared {
@@ -78,7 +78,7 @@ impl Prepared {
 /// What confines the child, if anything.
 pub(crate) struct Confine<'a> {
     pub ruleset: &'a OwnedFd,
-    pub seccomp: &'a NoSockets,
+    pub seccomp: &'a Filter,
 }
 
 /// A started program: PID 1 of its own namespace.
@@ -169,6 +169,9 @@ pub(crate) fn spawn(
                 | libc::CLONE_PIDFD
                 | libc::CLONE_NEWUSER
                 | libc::CLONE_NEWPID
+                // System V IPC objects are per namespace: none of the host's, none that
+                // outlive the program.
+                | libc::CLONE_NEWIPC
                 | libc::SIGCHLD,
             &args as *const ChildArgs as *mut libc::c_void,
             &mut pidfd as *mut libc::c_int,
