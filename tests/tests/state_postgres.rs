@@ -374,6 +374,47 @@ fn a_recent_heartbeat_from_another_host_is_waited_out_on_the_database_clock() {
     );
 }
 
+/// A transaction that holds the store row and never ends (a stopped process mid-commit) makes a
+/// commit fail after the commit wait, naming what to do, instead of hanging every deploy.
+#[test]
+fn a_stuck_transaction_on_the_store_row_is_waited_for_within_the_commit_wait() {
+    let pg = PgBackend::start();
+    let fresh = pg.fresh("stuck_row");
+    let store = fresh.open();
+    store.transact(|_| Ok(())).unwrap();
+    let mut stuck = pg.server.client("stuck_row");
+    let mut tx = stuck.transaction().unwrap();
+    tx.execute(
+        "SELECT 1 FROM stagecraft_store WHERE id = 1 FOR UPDATE",
+        &[],
+    )
+    .unwrap();
+    store.set_lock_wait(Duration::from_millis(500));
+    // In a thread, so that a regression fails below instead of hanging the test.
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(
+            store
+                .transact(|_| Ok(()))
+                .map_err(|e| (e.to_string(), exit_code_for(&e))),
+        );
+    });
+    let result = outcome
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the commit still waits for the stuck transaction");
+    let (message, code) = result.unwrap_err();
+    assert!(
+        message.starts_with("cannot commit to PostgreSQL at postgres://postgres@")
+            && message.contains(
+                "another transaction held the store row (stagecraft_store) for more than 0.5s"
+            )
+            && message.contains("--lock-wait <seconds>"),
+        "{message}"
+    );
+    assert_eq!(code, ExitCode::State);
+    tx.rollback().unwrap();
+}
+
 #[test]
 fn an_unreachable_server_is_a_state_error_naming_it() {
     let pg = PgBackend::start();

@@ -32,7 +32,7 @@ use super::file::check_environment_name;
 use super::heartbeat::{self, Heartbeat, LEASE_BOUND, MARGIN};
 use super::{
     busy_error, Lease, LeaseHolder, Release, ReleaseId, State, StateError, StateStore,
-    FORMAT_VERSION,
+    DEFAULT_COMMIT_WAIT, FORMAT_VERSION,
 };
 use crate::error::input_error;
 
@@ -269,6 +269,8 @@ pub struct PgStore {
     schema_ready: AtomicBool,
     leases: Arc<Mutex<Vec<HeldLease>>>,
     next_lease_id: AtomicU64,
+    /// How long a commit waits for the store row (another transaction's commit).
+    commit_wait: Mutex<Duration>,
 }
 
 /// A lease taken through this store, checked before each of its commits.
@@ -336,6 +338,7 @@ impl PgStore {
             schema_ready: AtomicBool::new(false),
             leases: Arc::new(Mutex::new(Vec::new())),
             next_lease_id: AtomicU64::new(0),
+            commit_wait: Mutex::new(DEFAULT_COMMIT_WAIT),
         })
     }
 
@@ -586,7 +589,31 @@ impl PgStore {
         let mut tx = client
             .transaction()
             .map_err(|e| TxError::Db("starting a transaction", e))?;
-        let before = self.load(&mut tx, true)?;
+        // Bounded like the file backend's commit lock: a transaction that holds the store row
+        // and never ends (a stopped process) must not hang every deploy.
+        let wait = *self.commit_wait.lock().unwrap_or_else(|p| p.into_inner());
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = {}",
+            wait.as_millis().clamp(1, i32::MAX as u128)
+        ))
+        .map_err(|e| TxError::Db("starting a transaction", e))?;
+        let before = match self.load(&mut tx, true) {
+            Err(TxError::Db(_, e)) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                return Err(TxError::Other(
+                    StateError::new(format!(
+                        "cannot commit to PostgreSQL at {}: another transaction held the store \
+                         row (stagecraft_store) for more than {}s. A commit takes milliseconds, \
+                         so that transaction is probably stuck (a stopped process, an open \
+                         session): find it in pg_stat_activity and end it, or wait longer with \
+                         --lock-wait <seconds>; nothing was written",
+                        self.location,
+                        wait.as_secs_f64()
+                    ))
+                    .into(),
+                ))
+            }
+            other => other?,
+        };
         let mut state = before.clone();
         if !f(&mut state).map_err(TxError::Closure)? {
             return Ok(()); // Dropping `tx` rolls back; nothing was written.
@@ -909,6 +936,10 @@ impl StateStore for PgStore {
 
     fn describe(&self) -> String {
         format!("state database {}", self.location)
+    }
+
+    fn set_lock_wait(&self, wait: Duration) {
+        *self.commit_wait.lock().unwrap_or_else(|p| p.into_inner()) = wait;
     }
 
     fn read(&self) -> anyhow::Result<State> {
