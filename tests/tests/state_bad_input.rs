@@ -79,7 +79,7 @@ fn cases() -> Vec<Case> {
                 "\"build\": \"completed\"",
                 "\"build\": \"completed\",\n        \"build\": \"failed\"",
             ),
-            expect: " does not match the state format: duplicate key \"build\" in releases[0].phases at line 11, column ",
+            expect: " does not match the state format: duplicate key \"build\" in phases at line 11, column ",
         },
         Case {
             name: "duplicate unknown field",
@@ -87,12 +87,12 @@ fn cases() -> Vec<Case> {
                 "\"version\": \"v1\",",
                 "\"version\": \"v1\", \"deployed_by\": \"a\", \"deployed_by\": \"b\",",
             ),
-            expect: " does not match the state format: duplicate key \"deployed_by\" in releases[0] at line 6, column ",
+            expect: " does not match the state format: duplicate key \"deployed_by\" in the unknown fields at line ",
         },
         Case {
             name: "duplicate top-level field",
             content: GOOD.replacen("{", "{\"serial\": 1, \"serial\": 2,", 1),
-            expect: " does not match the state format: duplicate key \"serial\" at line 1, column ",
+            expect: " does not match the state format: duplicate field `serial` at line 1, column ",
         },
         Case {
             name: "huge number",

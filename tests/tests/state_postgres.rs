@@ -271,11 +271,64 @@ fn the_whole_model_round_trips() {
 /// The lease's connection dies (the server ends its session) while the deploy still runs: its
 /// next commit fails with a clear error and writes nothing.
 #[test]
-fn a_dropped_lease_connection_stops_every_later_commit() {
+fn a_dropped_lease_connection_stops_its_holder_before_the_next_one_recovers() {
     let pg = PgBackend::start();
     let fresh = pg.fresh("lost_lease");
+    // A holder in the middle of a phase, in its own process: losing the lease stops it.
+    let (mut holder, _lines, ready) = suite::holder("deploy-hang", &fresh.spec, "prod");
+    let id = ready.strip_prefix("running ").expect(&ready).to_string();
     let store = fresh.open();
-    let lease = store.lease("prod", Duration::ZERO).unwrap();
+    let before = store.read().unwrap();
+    let mut db = pg.server.client("lost_lease");
+    let terminated: bool = db
+        .query_one(
+            "SELECT pg_terminate_backend(holder_backend_pid) FROM stagecraft_environments \
+             WHERE name = 'prod'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(terminated);
+    // The lock dies with the session at once; the heartbeat is recent, so the next holder
+    // waits until the old holder is gone before recovering its release.
+    let taken = store
+        .lease("prod", Duration::from_secs(30))
+        .expect("the lock died with the session");
+    let exited = holder.try_wait().unwrap();
+    assert!(
+        exited.is_some(),
+        "the old holder still ran when the new one took over"
+    );
+    assert_eq!(exited.unwrap().code(), Some(3));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut holder.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("lost the lease on environment \"prod\": its connection to PostgreSQL at postgres://postgres@")
+            && stderr.contains("nothing was written after that"),
+        "{stderr}"
+    );
+    let after = store.read().unwrap();
+    assert_eq!(
+        after.get(&id).unwrap().status_of("build"),
+        PhaseStatus::Failed
+    );
+    assert_eq!(
+        after.serial,
+        before.serial + 1,
+        "only the recovery committed"
+    );
+    drop(taken);
+}
+
+/// A previous holder on another machine, whose heartbeat is recent, cannot be seen to be gone:
+/// the next holder waits until the bound has passed on the database's clock (the old holder
+/// stops itself within it) before it recovers anything.
+#[test]
+fn a_recent_heartbeat_from_another_host_is_waited_out_on_the_database_clock() {
+    let pg = PgBackend::start();
+    let fresh = pg.fresh("heartbeat_wait");
+    let store = fresh.open();
+    drop(store.lease("prod", Duration::ZERO).unwrap());
     store
         .transact(|s| {
             let mut r = release(
@@ -289,47 +342,77 @@ fn a_dropped_lease_connection_stops_every_later_commit() {
             Ok(())
         })
         .unwrap();
-    let before = store.read().unwrap();
-    let mut db = pg.server.client("lost_lease");
-    let terminated: bool = db
+    // What a holder on another machine leaves when its session ends under it.
+    let mut db = pg.server.client("heartbeat_wait");
+    let heartbeat: std::time::SystemTime = db
         .query_one(
-            "SELECT pg_terminate_backend(holder_backend_pid) FROM stagecraft_environments \
-             WHERE name = 'prod'",
+            "UPDATE stagecraft_environments
+             SET holder = '{\"pid\": 1, \"host\": \"elsewhere\", \"user\": \"ci\", \"command\": \"stagecraft deploy\", \"since\": \"2026-11-25T06:00:00Z\"}',
+                 heartbeat_at = clock_timestamp()
+             WHERE name = 'prod' RETURNING heartbeat_at",
             &[],
         )
         .unwrap()
         .get(0);
-    assert!(terminated);
-    // pg_terminate_backend returns before the session is gone; the lock goes with it.
-    let other = fresh.open();
-    let taken = other
-        .lease("prod", Duration::from_secs(30))
-        .expect("the lock died with the session");
-    let err = store
-        .transact(|s| {
-            Arc::make_mut(&mut s.releases[0])
-                .phases
-                .insert("build".into(), PhaseStatus::Completed);
-            Ok(())
-        })
-        .unwrap_err();
-    let message = err.to_string();
+    let _lease = store.lease("prod", Duration::ZERO).unwrap();
+    let bound = stagecraft::state::PG_LEASE_BOUND.as_secs_f64();
+    let waited_out: bool = db
+        .query_one(
+            "SELECT clock_timestamp() >= $1::timestamptz + make_interval(secs => $2)",
+            &[&heartbeat, &bound],
+        )
+        .unwrap()
+        .get(0);
     assert!(
-        message.starts_with("lost the lease on environment \"prod\": its connection to PostgreSQL at postgres://postgres@"),
+        waited_out,
+        "recovered before the old holder's bound had passed"
+    );
+    let r = store.read().unwrap();
+    assert_eq!(
+        r.get("rel-20261125-060000000").unwrap().status_of("build"),
+        PhaseStatus::Failed
+    );
+}
+
+/// A transaction that holds the store row and never ends (a stopped process mid-commit) makes a
+/// commit fail after the commit wait, naming what to do, instead of hanging every deploy.
+#[test]
+fn a_stuck_transaction_on_the_store_row_is_waited_for_within_the_commit_wait() {
+    let pg = PgBackend::start();
+    let fresh = pg.fresh("stuck_row");
+    let store = fresh.open();
+    store.transact(|_| Ok(())).unwrap();
+    let mut stuck = pg.server.client("stuck_row");
+    let mut tx = stuck.transaction().unwrap();
+    tx.execute(
+        "SELECT 1 FROM stagecraft_store WHERE id = 1 FOR UPDATE",
+        &[],
+    )
+    .unwrap();
+    store.set_lock_wait(Duration::from_millis(500));
+    // In a thread, so that a regression fails below instead of hanging the test.
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(
+            store
+                .transact(|_| Ok(()))
+                .map_err(|e| (e.to_string(), exit_code_for(&e))),
+        );
+    });
+    let result = outcome
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the commit still waits for the stuck transaction");
+    let (message, code) = result.unwrap_err();
+    assert!(
+        message.starts_with("cannot commit to PostgreSQL at postgres://postgres@")
+            && message.contains(
+                "another transaction held the store row (stagecraft_store) for more than 0.5s"
+            )
+            && message.contains("--lock-wait <seconds>"),
         "{message}"
     );
-    assert!(message.contains("nothing was written"), "{message}");
-    assert_eq!(exit_code_for(&err), ExitCode::State);
-    let after = store.read().unwrap();
-    // Only the new holder's recovery may have changed anything: nothing of ours.
-    assert_eq!(after.releases[0].status_of("build"), PhaseStatus::Failed);
-    assert_eq!(
-        after.serial,
-        before.serial + 1,
-        "only the recovery committed"
-    );
-    drop(taken);
-    drop(lease);
+    assert_eq!(code, ExitCode::State);
+    tx.rollback().unwrap();
 }
 
 #[test]

@@ -415,3 +415,60 @@ fn state_migrate_round_trips_file_to_postgres_to_file() {
         "one history, one lineage"
     );
 }
+
+/// Issue 13: after a server restart during a slow phase, a second deploy used to take the
+/// lease at once and mark the first interrupted while the first process and the program its
+/// phase ran were still running. Now the first stops (it cannot renew its heartbeat: it kills
+/// its phase's programs and exits 3) before the second recovers anything: the second, finding
+/// a recent heartbeat, waits until that process is gone. No overlap, by construction.
+#[test]
+fn a_lost_lease_stops_its_holder_before_anyone_else_starts() {
+    let mut p = Project::new("lost_lease_overlap");
+    let mut first = BlockedDeploy::start(deploy_cmd(&p, "prod", "v1"), p.path(), "v1");
+    p.server.stop();
+    p.server.start_again();
+    p.open_gate("v2");
+    // Started at once: it may take the advisory lock before the first has noticed anything.
+    let second: Run = deploy_cmd(&p, "prod", "v2")
+        .args(["--lock-wait", "60"])
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(second.code, 0, "{second:?}");
+    // By the time the second deploy ran its phases, the first process had stopped: its exit
+    // is already there to collect, and the program its phase ran is gone too.
+    let exited = first.child.try_wait().unwrap();
+    let gate_readers = processes_reading("gate-v1.fifo");
+    // Let a `cat` that is still there finish, so that a regression fails below, not hangs.
+    first.release_gate();
+    let exit = first.child.wait().unwrap();
+    let stderr = first.rest_of_stderr();
+    assert!(exited.is_some(), "the first deploy still ran: {stderr}");
+    assert_eq!(gate_readers, Vec::<u32>::new(), "its `cat` still ran");
+    assert_eq!(exit.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("lost the lease on environment \"prod\"")
+            && stderr.contains("Stopped the running phase"),
+        "{stderr}"
+    );
+    let releases = p.releases("prod");
+    assert_eq!(status(&releases[1], "build"), "failed");
+    assert_eq!(status(&releases[0], "build"), "completed");
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_reading(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(needle) && pid != std::process::id() {
+            found.push(pid);
+        }
+    }
+    found
+}

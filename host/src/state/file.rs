@@ -863,9 +863,8 @@ pub fn parse_state(
              []}}); {recover}"
         ));
     }
-    // Duplicate keys first: serde would silently keep the last of two.
-    let parsed = super::unique_keys::check(bytes).and_then(|()| serde_json::from_slice(bytes));
-    let state: State = match parsed {
+    // The model refuses duplicate keys as it parses (see unique_keys.rs).
+    let state: State = match serde_json::from_slice(bytes) {
         Ok(state) => state,
         Err(e) => {
             // A newer format may fail to parse as ours; name the version rather than the symptom.

@@ -2,6 +2,7 @@
 //! backends. No code outside this module opens the state file.
 
 mod file;
+mod heartbeat;
 mod model;
 mod ops;
 mod postgres;
@@ -12,6 +13,7 @@ pub use file::{
     check_environment_name, parse_state, resolve_state_path, FileStore, DEFAULT_STATE_PATH,
     STATE_FILE_ENV,
 };
+pub use heartbeat::{lease_lost, LEASE_BOUND as PG_LEASE_BOUND};
 pub use model::*;
 pub use ops::IdsExhausted;
 pub use postgres::{

@@ -10,6 +10,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use super::unique_keys;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
@@ -49,7 +51,7 @@ pub struct State {
     #[serde(default)]
     pub releases: Vec<Arc<Release>>,
     /// Fields we do not know, kept verbatim.
-    #[serde(flatten)]
+    #[serde(flatten, deserialize_with = "unique_keys::unknown_fields")]
     pub extra: Map<String, Value>,
 }
 
@@ -318,7 +320,11 @@ pub struct PhaseDetail {
     /// The plugin's one-line summary, or why the phase was skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "unique_keys::outputs"
+    )]
     pub outputs: BTreeMap<String, String>,
     /// Why the phase failed, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -326,7 +332,7 @@ pub struct PhaseDetail {
     /// When a budget tripped: its name (`timeout`, `memory`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
-    #[serde(flatten)]
+    #[serde(flatten, deserialize_with = "unique_keys::unknown_fields")]
     pub extra: Map<String, Value>,
 }
 
@@ -340,7 +346,7 @@ pub struct Release {
     pub commit_sha: String,
     pub timestamp: Timestamp,
     /// Phase -> status. Absent in some original records, meaning every phase is pending.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys::phases")]
     pub phases: BTreeMap<String, PhaseStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_id: Option<ReleaseId>,
@@ -353,9 +359,13 @@ pub struct Release {
     /// The phase order this release ran with; absent in original records (canonical order).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pipeline: Vec<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "unique_keys::phase_details"
+    )]
     pub phase_details: BTreeMap<String, PhaseDetail>,
-    #[serde(flatten)]
+    #[serde(flatten, deserialize_with = "unique_keys::unknown_fields")]
     pub extra: Map<String, Value>,
 }
 

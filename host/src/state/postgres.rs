@@ -12,6 +12,9 @@
 //!   behind. The holder is recorded in `stagecraft_environments` and named in "busy" errors.
 //! - Before every commit, the leases this store holds are checked to still be held by their
 //!   sessions; a deploy whose lease connection died stops instead of writing without it.
+//! - A lease also has a heartbeat (heartbeat.rs): a holder that cannot renew it kills its
+//!   phase's programs and exits, and a new holder waits out a recent heartbeat before it
+//!   recovers, so a lost session never lets two deploys of one environment overlap.
 //!
 //! Schema, semantics and errors are specified in spec/state-postgres.md.
 
@@ -26,9 +29,10 @@ use postgres::{Client, Config, GenericClient, IsolationLevel, Transaction};
 use serde_json::Value;
 
 use super::file::check_environment_name;
+use super::heartbeat::{self, Heartbeat, LEASE_BOUND, MARGIN};
 use super::{
     busy_error, Lease, LeaseHolder, Release, ReleaseId, State, StateError, StateStore,
-    FORMAT_VERSION,
+    DEFAULT_COMMIT_WAIT, FORMAT_VERSION,
 };
 use crate::error::input_error;
 
@@ -46,10 +50,11 @@ const MAX_ATTEMPTS: u32 = 10;
 
 /// The schema's versions, applied in order, each in the same transaction as its row in
 /// `stagecraft_schema`. Never edit a shipped migration: add the next one.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "store row, releases, environments with lease holders",
-    "CREATE TABLE stagecraft_store (
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "store row, releases, environments with lease holders",
+        "CREATE TABLE stagecraft_store (
          id smallint PRIMARY KEY CHECK (id = 1),
          format_version integer,
          lineage text,
@@ -73,7 +78,13 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
          holder jsonb,
          holder_backend_pid integer
      );",
-)];
+    ),
+    (
+        2,
+        "lease heartbeats",
+        "ALTER TABLE stagecraft_environments ADD COLUMN heartbeat_at timestamptz;",
+    ),
+];
 
 /// The newest schema version this build knows.
 pub fn latest_schema_version() -> i32 {
@@ -258,6 +269,8 @@ pub struct PgStore {
     schema_ready: AtomicBool,
     leases: Arc<Mutex<Vec<HeldLease>>>,
     next_lease_id: AtomicU64,
+    /// How long a commit waits for the store row (another transaction's commit).
+    commit_wait: Mutex<Duration>,
 }
 
 /// A lease taken through this store, checked before each of its commits.
@@ -325,6 +338,7 @@ impl PgStore {
             schema_ready: AtomicBool::new(false),
             leases: Arc::new(Mutex::new(Vec::new())),
             next_lease_id: AtomicU64::new(0),
+            commit_wait: Mutex::new(DEFAULT_COMMIT_WAIT),
         })
     }
 
@@ -575,7 +589,31 @@ impl PgStore {
         let mut tx = client
             .transaction()
             .map_err(|e| TxError::Db("starting a transaction", e))?;
-        let before = self.load(&mut tx, true)?;
+        // Bounded like the file backend's commit lock: a transaction that holds the store row
+        // and never ends (a stopped process) must not hang every deploy.
+        let wait = *self.commit_wait.lock().unwrap_or_else(|p| p.into_inner());
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = {}",
+            wait.as_millis().clamp(1, i32::MAX as u128)
+        ))
+        .map_err(|e| TxError::Db("starting a transaction", e))?;
+        let before = match self.load(&mut tx, true) {
+            Err(TxError::Db(_, e)) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                return Err(TxError::Other(
+                    StateError::new(format!(
+                        "cannot commit to PostgreSQL at {}: another transaction held the store \
+                         row (stagecraft_store) for more than {}s. A commit takes milliseconds, \
+                         so that transaction is probably stuck (a stopped process, an open \
+                         session): find it in pg_stat_activity and end it, or wait longer with \
+                         --lock-wait <seconds>; nothing was written",
+                        self.location,
+                        wait.as_secs_f64()
+                    ))
+                    .into(),
+                ))
+            }
+            other => other?,
+        };
         let mut state = before.clone();
         if !f(&mut state).map_err(TxError::Closure)? {
             return Ok(()); // Dropping `tx` rolls back; nothing was written.
@@ -721,6 +759,49 @@ impl PgStore {
         serde_json::from_value(holder?).ok()
     }
 
+    /// Just after taking `env`'s advisory lock: if the previous holder's heartbeat is recent (it
+    /// lost its session, but its process may still be running its phase), wait until it must
+    /// have stopped, on the database's clock (see heartbeat.rs), unless that process is visibly
+    /// gone (same host, pid not running). A holder that let go cleanly left no heartbeat.
+    fn wait_out_previous_holder(&self, client: &mut Client, env: &str) -> anyhow::Result<()> {
+        let bound = (LEASE_BOUND + MARGIN).as_secs_f64();
+        let err = |e: postgres::Error| self.db_error("reading the previous lease holder", &e);
+        let mut said = false;
+        loop {
+            let row = client
+                .query_one(
+                    "SELECT holder, extract(epoch FROM
+                         (heartbeat_at + make_interval(secs => $2) - clock_timestamp()))::float8
+                     FROM stagecraft_environments WHERE name = $1",
+                    &[&env, &bound],
+                )
+                .map_err(err)?;
+            let holder: Option<LeaseHolder> = row
+                .get::<_, Option<Value>>(0)
+                .and_then(|h| serde_json::from_value(h).ok());
+            let left: Option<f64> = row.get(1);
+            let Some(left) = left.filter(|l| *l > 0.0) else {
+                return Ok(());
+            };
+            let here = LeaseHolder::current().host;
+            if let Some(h) = &holder {
+                if h.host == here && !heartbeat::running_here(h.pid) {
+                    return Ok(());
+                }
+            }
+            if !said {
+                let who =
+                    holder.map_or_else(|| "its previous holder".to_string(), |h| h.to_string());
+                eprintln!(
+                    "The lease on environment \"{env}\" was lost by {who} moments ago; waiting \
+                     up to {left:.0}s for it to stop its phase before recovering its release..."
+                );
+                said = true;
+            }
+            std::thread::sleep(Duration::from_secs_f64(left.min(0.25)));
+        }
+    }
+
     /// Take the advisory lock on `client`'s session, waiting at most `wait`.
     fn acquire(
         &self,
@@ -857,6 +938,10 @@ impl StateStore for PgStore {
         format!("state database {}", self.location)
     }
 
+    fn set_lock_wait(&self, wait: Duration) {
+        *self.commit_wait.lock().unwrap_or_else(|p| p.into_inner()) = wait;
+    }
+
     fn read(&self) -> anyhow::Result<State> {
         let (mut client, pooled) = self.client()?;
         if !self.ensure_schema(&mut client, false)? {
@@ -925,10 +1010,13 @@ impl StateStore for PgStore {
             .map_err(err)?
             .get(0);
         self.acquire(&mut client, env, lock_key, wait)?;
+        self.wait_out_previous_holder(&mut client, env)?;
         let holder = serde_json::to_value(LeaseHolder::current()).expect("holder serializes");
         let backend_pid: i32 = client
             .query_one(
-                "UPDATE stagecraft_environments SET holder = $2, holder_backend_pid = pg_backend_pid()
+                "UPDATE stagecraft_environments
+                 SET holder = $2, holder_backend_pid = pg_backend_pid(),
+                     heartbeat_at = clock_timestamp()
                  WHERE name = $1 RETURNING holder_backend_pid",
                 &[&env, &holder],
             )
@@ -941,8 +1029,37 @@ impl StateStore for PgStore {
             lock_key,
             backend_pid,
         });
+        let client = Arc::new(Mutex::new(client));
+        let heartbeat = {
+            let (client, env, location) = (client.clone(), env.to_string(), self.location.clone());
+            let lost_env = env.clone();
+            Heartbeat::start(
+                move || {
+                    let mut client = client.lock().unwrap_or_else(|p| p.into_inner());
+                    match client.execute(
+                        "UPDATE stagecraft_environments SET heartbeat_at = clock_timestamp()
+                         WHERE name = $1 AND holder_backend_pid = pg_backend_pid()",
+                        &[&env],
+                    ) {
+                        Ok(1) => Ok(()),
+                        Ok(_) => Err("its session no longer holds the environment".to_string()),
+                        Err(e) => Err(with_causes(&e)),
+                    }
+                },
+                move |why| {
+                    format!(
+                        "lost the lease on environment \"{lost_env}\": its connection to \
+                         PostgreSQL at {location} ended or stopped answering ({why}), so \
+                         another deploy may take the environment. Stopped the running phase \
+                         and every program it started, and exited; nothing was written after \
+                         that. The next deploy of \"{lost_env}\" marks this release interrupted"
+                    )
+                },
+            )
+        };
         let guard = PgLeaseGuard {
             client: Some(client),
+            heartbeat: Some(heartbeat),
             env: env.to_string(),
             lock_key,
             id,
@@ -958,7 +1075,9 @@ impl StateStore for PgStore {
 /// Owns the lease's session. Dropping it clears the holder and unlocks; if the process dies
 /// instead, the server ends the session and the lock with it.
 struct PgLeaseGuard {
-    client: Option<Client>,
+    client: Option<Arc<Mutex<Client>>>,
+    /// Renews the lease until dropped (first, before the session lets go).
+    heartbeat: Option<Heartbeat>,
     env: String,
     lock_key: i32,
     id: u64,
@@ -972,10 +1091,13 @@ impl Drop for PgLeaseGuard {
         if let Ok(mut leases) = self.registry.lock() {
             leases.retain(|l| l.id != self.id);
         }
-        if let Some(mut client) = self.client.take() {
+        drop(self.heartbeat.take());
+        if let Some(client) = self.client.take() {
+            let mut client = client.lock().unwrap_or_else(|p| p.into_inner());
             if !client.is_closed() {
                 let _ = client.execute(
-                    "UPDATE stagecraft_environments SET holder = NULL, holder_backend_pid = NULL
+                    "UPDATE stagecraft_environments
+                     SET holder = NULL, holder_backend_pid = NULL, heartbeat_at = NULL
                      WHERE name = $1 AND holder_backend_pid = pg_backend_pid()",
                     &[&self.env],
                 );

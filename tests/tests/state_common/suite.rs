@@ -281,6 +281,7 @@ pub fn holder(mode: &str, spec: &str, env: &str) -> (Child, Lines<BufReader<Chil
         .args([mode, spec, env])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
