@@ -357,9 +357,12 @@ fn read_tail(mut from: impl Read) -> String {
 }
 
 /// The first executable file named `program` in `path` (a PATH value).
+/// Relative entries (`.`, `bin`) are skipped: they would resolve against the project root, where
+/// a phase with a write grant could plant a program for a later phase to run (unconfined, if
+/// the name is in `exec_unconfined`).
 pub(crate) fn find_on_path(program: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
     std::env::split_paths(path)
-        .filter(|dir| !dir.as_os_str().is_empty())
+        .filter(|dir| dir.is_absolute())
         .map(|dir| dir.join(program))
         .find(|candidate| is_executable(candidate))
 }
@@ -394,6 +397,33 @@ mod tests {
             std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
             assert_eq!(find_on_path("tool", &path), Some(prog));
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn relative_path_entries_are_never_searched() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let prog = dir.path().join("tool");
+        std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let relative = pathdiff(dir.path(), &cwd);
+        let path = std::env::join_paths([relative.as_path(), Path::new(".")]).unwrap();
+        assert_eq!(find_on_path("tool", &path), None, "{}", relative.display());
+        let path = std::env::join_paths([dir.path()]).unwrap();
+        assert_eq!(find_on_path("tool", &path), Some(prog));
+    }
+
+    /// `to` relative to `from` (both absolute), with `..` as needed.
+    fn pathdiff(to: &Path, from: &Path) -> PathBuf {
+        let up = from.components().count() - 1;
+        let mut out = PathBuf::new();
+        for _ in 0..up {
+            out.push("..");
+        }
+        out.push(to.strip_prefix("/").unwrap());
+        out
     }
 
     #[test]
