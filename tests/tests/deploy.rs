@@ -453,6 +453,15 @@ fn every_rollback_error_message_and_exit_code() {
              finalize=skipped)"
         ),
     );
+    // ... and names the way out: the last fully deployed release before the current one.
+    expect(
+        rb(&["--env", "prod", "--to-previous"]),
+        1,
+        &format!(
+            "The last fully deployed release of prod is {first} (v1): stagecraft rollback \
+             --env prod --to-release {first}"
+        ),
+    );
     // The environment is required for rollback even when STAGECRAFT_ENV is set.
     let out: Run = stagecraft(p.path())
         .args(["rollback", "--to-version", "v1"])

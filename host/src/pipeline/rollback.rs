@@ -98,11 +98,31 @@ pub fn resolve_target<'s>(
             .collect::<Vec<_>>()
             .join(", ");
         return Err(input_error(format!(
-            "rollback target {:?} is not fully deployed (phases: {phases})",
-            target.id.as_str()
+            "rollback target {:?} is not fully deployed (phases: {phases})\n{}",
+            target.id.as_str(),
+            way_out(state, env, current)
         )));
     }
     Ok(target)
+}
+
+/// What to do instead of rolling back onto a release that did not finish: the newest fully
+/// deployed release of `env` other than the current one, and the command that rolls back to it.
+fn way_out(state: &State, env: &str, current: Option<&Release>) -> String {
+    let candidate = state
+        .list_env(env)
+        .into_iter()
+        .find(|r| current.is_none_or(|c| c.id != r.id) && r.unfinished_phases().is_empty());
+    match candidate {
+        Some(r) => format!(
+            "The last fully deployed release of {env} is {} ({}): stagecraft rollback --env \
+             {env} --to-release {}",
+            r.id.as_str(),
+            r.version,
+            r.id.as_str()
+        ),
+        None => format!("{env} has no other fully deployed release to roll back to."),
+    }
 }
 
 #[cfg(test)]
@@ -250,8 +270,20 @@ mod tests {
             format!(
                 "rollback target \"{B}\" is not fully deployed (phases: build=completed, \
                  push=completed, migrate_pre=completed, rollout=failed, migrate_post=skipped, \
-                 finalize=completed)"
+                 finalize=completed)\nThe last fully deployed release of prod is {A} (v1): \
+                 stagecraft rollback --env prod --to-release {A}"
             )
+        );
+        // With nothing else fully deployed, it says so.
+        s.get_mut(A)
+            .unwrap()
+            .phases
+            .insert("build".into(), PhaseStatus::Failed);
+        assert!(
+            err(&s, "prod", TargetSelector::Previous)
+                .ends_with("\nprod has no other fully deployed release to roll back to."),
+            "{}",
+            err(&s, "prod", TargetSelector::Previous)
         );
     }
 }
