@@ -18,7 +18,12 @@ pub struct CompletionsArgs {
 }
 
 pub fn run(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
     let mut cmd = Cli::command();
-    clap_complete::generate(args.shell, &mut cmd, "stagecraft", &mut std::io::stdout());
+    // clap_complete panics when its writer fails (a closed pipe): generate into memory, then
+    // write with an error the caller can judge.
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "stagecraft", &mut script);
+    std::io::stdout().lock().write_all(&script)?;
     Ok(ExitCode::Ok)
 }

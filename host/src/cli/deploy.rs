@@ -61,7 +61,7 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
     };
     if args.flags.dry_run {
         release::check_grants(global, &target.manifest)?;
-        release::print_plan(&target, &version, &commit, None, args.flags.json);
+        release::print_plan(&target, &version, &commit, None, args.flags.json)?;
         return Ok(ExitCode::Ok);
     }
     let store = release::open_store(global, &target.manifest)?;

@@ -19,6 +19,7 @@ pub struct InitArgs {}
 pub const STARTER: &str = include_str!("starter.toml");
 
 pub fn run(global: &GlobalArgs, _args: InitArgs) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
     let path = global
         .config
         .clone()
@@ -45,10 +46,11 @@ pub fn run(global: &GlobalArgs, _args: InitArgs) -> anyhow::Result<ExitCode> {
     file.write_all(STARTER.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|e| input_error(format!("writing {}: {e}", path.display())))?;
-    println!(
+    writeln!(
+        stdout,
         "Wrote {}. Next: stagecraft deploy --env staging --version v1 --dry-run",
         path.display()
-    );
+    )?;
     Ok(ExitCode::Ok)
 }
 

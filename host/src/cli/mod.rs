@@ -80,6 +80,10 @@ pub fn main() -> i32 {
     };
     match run(cli) {
         Ok(code) => code as i32,
+        // Whoever read our standard output stopped reading (`stagecraft plugin check x | head`):
+        // that ends the output, it is not a failure (ripgrep's rule). Anything the command did
+        // before it printed is already done.
+        Err(err) if is_broken_pipe(&err) => 0,
         Err(err) => {
             // An error may quote plugin text or a value read from state: shown escaped. A phase
             // failure is one line, like the phase's own; other errors keep their line breaks (a
@@ -95,6 +99,15 @@ pub fn main() -> i32 {
             exit_code_for(&err) as i32
         }
     }
+}
+
+/// Whether `err` is, or was caused by, writing to a pipe nobody reads any more.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

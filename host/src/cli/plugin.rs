@@ -3,6 +3,7 @@
 //! plus a match arm in [`run`].
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -121,6 +122,7 @@ fn import_meaning(name: &str) -> &'static str {
 }
 
 fn check(global: &GlobalArgs, args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
     let host = PluginHost::new(None)?;
     let source = parse_source(&args.plugin);
     let plugin = host.load(&source)?;
@@ -143,35 +145,46 @@ fn check(global: &GlobalArgs, args: CheckArgs) -> anyhow::Result<ExitCode> {
             "info": info,
             "imports": imports,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?;
         return Ok(ExitCode::Ok);
     }
-    println!("plugin       {}", plugin.name());
-    println!(
+    writeln!(stdout, "plugin       {}", plugin.name())?;
+    writeln!(
+        stdout,
         "contract     stagecraft:phase@{} (this stagecraft runs {SUPPORTED_WIT})",
         summary.wit_version
-    );
-    println!("sha256       {}", plugin.digest());
-    println!("size         {:.1} KiB", summary.size as f64 / 1024.0);
+    )?;
+    writeln!(stdout, "sha256       {}", plugin.digest())?;
+    writeln!(
+        stdout,
+        "size         {:.1} KiB",
+        summary.size as f64 / 1024.0
+    )?;
     // What describe() returned is plugin text: shown escaped, like every plugin string.
-    println!("name         {}", escape_controls(&info.name));
-    println!("version      {}", escape_controls(&info.version));
-    println!("description  {}", escape_controls(&info.description));
-    println!(
+    writeln!(stdout, "name         {}", escape_controls(&info.name))?;
+    writeln!(stdout, "version      {}", escape_controls(&info.version))?;
+    writeln!(
+        stdout,
+        "description  {}",
+        escape_controls(&info.description)
+    )?;
+    writeln!(
+        stdout,
         "phases       {}",
         if info.phases.is_empty() {
             "any".to_string()
         } else {
             escape_controls(&info.phases.join(", ")).into_owned()
         }
-    );
-    println!("imports");
+    )?;
+    writeln!(stdout, "imports")?;
     let width = summary.imports.iter().map(|i| i.len()).max().unwrap_or(0);
     for import in &summary.imports {
-        println!("  {import:width$}  {}", import_meaning(import));
+        writeln!(stdout, "  {import:width$}  {}", import_meaning(import))?;
     }
     if global.verbose {
-        println!(
+        writeln!(
+            stdout,
             "loaded in {:.1} ms ({})",
             plugin.load_time().as_secs_f64() * 1000.0,
             if plugin.was_cached() {
@@ -179,9 +192,9 @@ fn check(global: &GlobalArgs, args: CheckArgs) -> anyhow::Result<ExitCode> {
             } else {
                 "compiled"
             }
-        );
+        )?;
         if let Some(note) = plugin.cache_note() {
-            println!("cache: {note}");
+            writeln!(stdout, "cache: {note}")?;
         }
     }
     Ok(ExitCode::Ok)
@@ -344,6 +357,7 @@ fn report_load(plugin: &LoadedPlugin) {
 }
 
 fn test(global: &GlobalArgs, args: TestArgs) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
     crate::pipeline::kill_programs_on_signal()?;
     let config = config_from(&args)?;
     let limits = Limits {
@@ -546,20 +560,25 @@ fn test(global: &GlobalArgs, args: TestArgs) -> anyhow::Result<ExitCode> {
             "passed": verdicts.len() - failed,
             "failed": failed,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?;
     } else {
-        println!("{} (phase {phase})", plugin.name());
+        writeln!(stdout, "{} (phase {phase})", plugin.name())?;
         let width = verdicts.iter().map(|v| v.scenario.len()).max().unwrap_or(0);
-        println!("{:width$}  result  detail", "scenario");
+        writeln!(stdout, "{:width$}  result  detail", "scenario")?;
         for v in &verdicts {
-            println!(
+            writeln!(
+                stdout,
                 "{:width$}  {:6}  {}",
                 v.scenario,
                 if v.pass { "pass" } else { "FAIL" },
                 escape_controls(&v.detail)
-            );
+            )?;
         }
-        println!("{} passed, {failed} failed", verdicts.len() - failed);
+        writeln!(
+            stdout,
+            "{} passed, {failed} failed",
+            verdicts.len() - failed
+        )?;
     }
     Ok(if failed == 0 {
         ExitCode::Ok

@@ -308,7 +308,9 @@ pub fn print_plan(
     commit: &str,
     rollback_target: Option<&Release>,
     json: bool,
-) {
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
     let phases: Vec<(String, Option<String>, Vec<String>)> = target
         .manifest
         .pipeline
@@ -336,51 +338,60 @@ pub fn print_plan(
                 "exec_unconfined": unconfined,
             })).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&plan).expect("json"));
-        return;
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&plan)?)?;
+        return Ok(());
     }
-    println!("Dry run: nothing is written and no plugin runs.");
-    println!("Environment:     {}", escape_controls(&target.environment));
-    println!("Version:         {}", escape_controls(version));
-    println!(
+    writeln!(stdout, "Dry run: nothing is written and no plugin runs.")?;
+    writeln!(
+        stdout,
+        "Environment:     {}",
+        escape_controls(&target.environment)
+    )?;
+    writeln!(stdout, "Version:         {}", escape_controls(version))?;
+    writeln!(
+        stdout,
         "Commit SHA:      {}",
         if commit.is_empty() {
             "N/A".into()
         } else {
             escape_controls(commit)
         }
-    );
+    )?;
     if let Some(t) = rollback_target {
-        println!(
+        writeln!(
+            stdout,
             "Rollback target: {} ({})",
             t.id,
             escape_controls(&t.version)
-        );
+        )?;
     }
-    println!("Phases:");
+    writeln!(stdout, "Phases:")?;
     let mut unconfined_any = false;
     for (phase, plugin, unconfined) in phases {
         match plugin {
-            Some(plugin) => println!("  {phase:<13} {}", escape_controls(&plugin)),
-            None => println!("  {phase:<13} skipped (no plugin configured)"),
+            Some(plugin) => writeln!(stdout, "  {phase:<13} {}", escape_controls(&plugin))?,
+            None => writeln!(stdout, "  {phase:<13} skipped (no plugin configured)")?,
         }
         // Loud on purpose: these programs reach everything the user running stagecraft can.
         for program in unconfined {
             unconfined_any = true;
-            println!(
+            writeln!(
+                stdout,
                 "  {:<13} WARNING: runs `{}` UNCONFINED (exec_unconfined): it can read and \
                  write anything this user can, including the release history",
                 "",
                 escape_controls(&program)
-            );
+            )?;
         }
     }
     if unconfined_any {
-        println!(
+        writeln!(
+            stdout,
             "Programs run through exec are otherwise confined to their phase's grants; see \
              docs/manifest.md, \"What a program run through exec can reach\"."
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// The git HEAD commit of the work tree containing `dir`, if there is one.

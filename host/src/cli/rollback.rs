@@ -52,7 +52,7 @@ pub fn run(global: &GlobalArgs, args: RollbackArgs) -> anyhow::Result<ExitCode> 
             &to.commit_sha,
             Some(to),
             args.flags.json,
-        );
+        )?;
         return Ok(ExitCode::Ok);
     }
     // Validate before loading plugins, so a bad target fails fast; then again under the lease,

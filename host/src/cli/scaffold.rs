@@ -3,6 +3,7 @@
 //! replaced) and are compiled into the binary; every scaffold gets a copy of this binary's
 //! `wit/phase.wit`, so the plugin targets exactly the contract the host runs.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -147,6 +148,7 @@ fn ensure_empty(dir: &Path) -> anyhow::Result<()> {
 }
 
 pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
     let name = plugin_name(&args)?;
     ensure_empty(&args.dir)?;
     let crate_name = name.replace('-', "_");
@@ -168,15 +170,17 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
         }
         Lang::Js => "npm install && npm run build".to_string(),
     };
-    println!(
+    writeln!(
+        stdout,
         "Created {} plugin {name} in {}",
         lang_name(args.lang),
         args.dir.display()
-    );
-    println!("Build it:  cd {} && {build}", args.dir.display());
-    println!(
+    )?;
+    writeln!(stdout, "Build it:  cd {} && {build}", args.dir.display())?;
+    writeln!(
+        stdout,
         "Then run:  stagecraft plugin test <the .wasm> --set target=world (see its README.md)"
-    );
+    )?;
     Ok(ExitCode::Ok)
 }
 

@@ -2,6 +2,7 @@
 //! place every command chooses its store (`--state-url`, `--state-file`, the manifest's
 //! `[state]`, the default file).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -106,6 +107,7 @@ fn target_without_manifest(global: &GlobalArgs) -> anyhow::Result<StoreTarget> {
 /// One read snapshot of the source, one transaction on the destination, then a read-back that
 /// must match.
 fn migrate(global: &GlobalArgs, to: &str, replace: bool) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
     let to = to.trim();
     if to.is_empty() {
         return Err(input_error(
@@ -150,11 +152,12 @@ fn migrate(global: &GlobalArgs, to: &str, replace: bool) -> anyhow::Result<ExitC
         ))
         .into());
     }
-    println!(
+    writeln!(
+        stdout,
         "Migrated {count} release{} from {} to {dest_location}",
         if count == 1 { "" } else { "s" },
         source.location()
-    );
+    )?;
     Ok(ExitCode::Ok)
 }
 

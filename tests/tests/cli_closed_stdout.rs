@@ -1,0 +1,93 @@
+//! Every command, run with its standard output closed by the reader (`stagecraft … | head -0`),
+//! ends without a panic: a closed pipe ends the output, it is not a failure (exit 0 where the
+//! command succeeded). Before, most commands exited 101 with "failed printing to stdout".
+
+use std::path::Path;
+use std::process::Command;
+
+use stagecraft_tests::{stagecraft, wasm_plugins_dir};
+
+/// Run `stagecraft args` in `cwd` with a stdout pipe whose reading end is already closed.
+fn with_closed_stdout(cwd: &Path, args: &[&str]) -> (i32, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut cmd: Command = stagecraft(cwd);
+    let out = cmd
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn no_command_panics_on_a_closed_stdout() {
+    let project = tempfile::tempdir().unwrap();
+    let p = project.path();
+    std::fs::write(
+        p.join("stagecraft.toml"),
+        "[environments.prod]\n[phases.build]\nplugin = \"builtin:noop\"\n",
+    )
+    .unwrap();
+    let noop = wasm_plugins_dir().join("builtin/noop.wasm");
+    let noop = noop.to_str().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let scaffold = tempfile::tempdir().unwrap();
+    let scaffold_dir = scaffold.path().join("new-plugin");
+    let scaffold_dir = scaffold_dir.to_str().unwrap();
+
+    // Two real releases first, so that rollback and releases have something to show.
+    for version in ["v1", "v2"] {
+        let (code, stderr) =
+            with_closed_stdout(p, &["deploy", "--env", "prod", "--version", version]);
+        assert_eq!(code, 0, "deploy {version}: {stderr}");
+    }
+    let commands: Vec<(&Path, Vec<&str>)> = vec![
+        (p, vec!["--help"]),
+        (p, vec!["deploy", "--help"]),
+        (
+            p,
+            vec!["deploy", "--env", "prod", "--version", "v3", "--dry-run"],
+        ),
+        (
+            p,
+            vec![
+                "deploy",
+                "--env",
+                "prod",
+                "--version",
+                "v3",
+                "--dry-run",
+                "--json",
+            ],
+        ),
+        (
+            p,
+            vec!["deploy", "--env", "prod", "--version", "v3", "--json"],
+        ),
+        (
+            p,
+            vec!["rollback", "--env", "prod", "--to-previous", "--dry-run"],
+        ),
+        (p, vec!["rollback", "--env", "prod", "--to-version", "v1"]),
+        (p, vec!["releases", "list"]),
+        (p, vec!["releases", "list", "--json"]),
+        (p, vec!["plugin", "check", noop]),
+        (p, vec!["plugin", "check", noop, "--json"]),
+        (p, vec!["plugin", "test", noop]),
+        (p, vec!["plugin", "test", noop, "--json"]),
+        (p, vec!["completions", "bash"]),
+        (empty.path(), vec!["init"]),
+        (p, vec!["plugin", "new", "--lang", "rust", scaffold_dir]),
+    ];
+    for (cwd, args) in commands {
+        let (code, stderr) = with_closed_stdout(cwd, &args);
+        assert_ne!(code, 101, "{args:?} panicked: {stderr}");
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
