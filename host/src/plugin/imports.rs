@@ -159,7 +159,7 @@ fn run_program(
         ))
     })?;
 
-    let child = if confined {
+    let started = if confined {
         let grants = policy.grants.clone();
         let jail = policy.jail.get_or_insert_with(|| Jail::new(&grants));
         let jail = match jail {
@@ -176,7 +176,7 @@ fn run_program(
         let prep = Prepared::new(&resolved, program, args, &env)
             .map_err(|why| ExecRefused::Failed(format!("cannot start `{program}`: {why}")))?;
         match jail.spawn(&prep, &resolved, &cwd) {
-            Ok(child) => child,
+            Ok(started) => started,
             Err(SpawnError::Namespaces(e)) => {
                 return Err(ExecRefused::Denied(format!(
                     "exec of `{program}` refused: exec'd programs run in their own user and PID \
@@ -195,7 +195,7 @@ fn run_program(
         let prep = Prepared::new(&resolved, program, args, &env)
             .map_err(|why| ExecRefused::Failed(format!("cannot start `{program}`: {why}")))?;
         match confine::spawn_unconfined(&prep, &cwd) {
-            Ok(child) => child,
+            Ok(started) => started,
             // Without namespaces a trusted program still runs, in its own process group.
             Err(SpawnError::Namespaces(_)) => {
                 return run_in_process_group(policy, &resolved, program, args, &env)
@@ -208,7 +208,7 @@ fn run_program(
         }
     };
     let mut tails = [Tail::default(), Tail::default()];
-    let exit = confine::run_to_end(child, policy.deadline, &mut |stream, bytes| {
+    let exit = confine::run_to_end(started, policy.deadline, &mut |stream, bytes| {
         tails[stream].push(bytes)
     });
     let [stdout, stderr] = tails.map(Tail::finish);

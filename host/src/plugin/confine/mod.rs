@@ -84,20 +84,22 @@ impl Jail {
         prep: &Prepared,
         program: &Path,
         cwd: &OwnedFd,
-    ) -> Result<Child, SpawnError> {
+    ) -> Result<Started, SpawnError> {
         if !rules::is_system_program(program) {
             self.ruleset
                 .allow_program(program)
                 .map_err(SpawnError::Failed)?;
         }
-        spawn::spawn(
-            prep,
-            cwd,
-            Some(spawn::Confine {
-                ruleset: &self.ruleset_fd,
-                seccomp: &self.seccomp,
-            }),
-        )
+        spawn_registered(|| {
+            spawn::spawn(
+                prep,
+                cwd,
+                Some(spawn::Confine {
+                    ruleset: &self.ruleset_fd,
+                    seccomp: &self.seccomp,
+                }),
+            )
+        })
     }
 }
 
@@ -161,8 +163,40 @@ fn sweep_abandoned_tmp() {
 
 /// Start a program the manifest trusts (`exec_unconfined`): namespaces only, so that it still
 /// cannot outlive its phase.
-pub(crate) fn spawn_unconfined(prep: &Prepared, cwd: &OwnedFd) -> Result<Child, SpawnError> {
-    spawn::spawn(prep, cwd, None)
+pub(crate) fn spawn_unconfined(prep: &Prepared, cwd: &OwnedFd) -> Result<Started, SpawnError> {
+    spawn_registered(|| spawn::spawn(prep, cwd, None))
+}
+
+/// A started program, known to [`kill_running`] until it is dropped.
+pub(crate) struct Started {
+    pub child: Child,
+    _registration: Registration,
+}
+
+/// Start a program with `start` and register it for [`kill_running`], all under the registry's
+/// lock: a SIGINT handler that runs meanwhile waits, then finds and kills it (it may already be
+/// running its first instructions). After [`kill_running`] nothing new starts.
+fn spawn_registered(
+    start: impl FnOnce() -> Result<Child, SpawnError>,
+) -> Result<Started, SpawnError> {
+    let mut running = running().lock().unwrap_or_else(|p| p.into_inner());
+    if running.stopping {
+        return Err(SpawnError::Failed(
+            "stagecraft is stopping (it received SIGINT or SIGTERM)".into(),
+        ));
+    }
+    let child = start()?;
+    let dup = child.pidfd.try_clone().map_err(|e| {
+        spawn::kill(&child.pidfd);
+        SpawnError::Failed(format!("keeping track of it: {e}"))
+    })?;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    running.programs.push((id, Arc::new(dup)));
+    Ok(Started {
+        child,
+        _registration: Registration(id),
+    })
 }
 
 /// Run `child` to its end on this thread: hand each piece of its stdout (stream 0) and stderr
@@ -170,11 +204,14 @@ pub(crate) fn spawn_unconfined(prep: &Prepared, cwd: &OwnedFd) -> Result<Child, 
 /// reap it. While it runs, a SIGINT or SIGTERM handler can kill it through [`kill_running`].
 /// When this returns, every process of its namespace is gone.
 pub(crate) fn run_to_end(
-    child: Child,
+    started: Started,
     deadline: Instant,
     output: &mut dyn FnMut(usize, &[u8]),
 ) -> std::io::Result<Exit> {
-    let _registration = Registration::new(&child.pidfd);
+    let Started {
+        child,
+        _registration,
+    } = started;
     let streams = [child.stdout.as_raw_fd(), child.stderr.as_raw_fd()];
     for fd in streams {
         // SAFETY: fcntl on descriptors we own.
@@ -262,39 +299,29 @@ pub(crate) fn run_to_end(
     Ok(Exit { code, killed })
 }
 
-/// The programs running now: a registration id and a duplicate of each one's pidfd.
-type Running = Mutex<Vec<(u64, Arc<OwnedFd>)>>;
-
-fn running() -> &'static Running {
-    static RUNNING: OnceLock<Running> = OnceLock::new();
-    RUNNING.get_or_init(|| Mutex::new(Vec::new()))
+/// The programs running now (a registration id and a duplicate of each one's pidfd), and
+/// whether the process is stopping.
+#[derive(Default)]
+struct Registry {
+    programs: Vec<(u64, Arc<OwnedFd>)>,
+    stopping: bool,
 }
 
-struct Registration(Option<u64>);
-
-impl Registration {
-    fn new(pidfd: &OwnedFd) -> Registration {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let Ok(dup) = pidfd.try_clone() else {
-            return Registration(None);
-        };
-        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        running()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((id, Arc::new(dup)));
-        Registration(Some(id))
-    }
+fn running() -> &'static Mutex<Registry> {
+    static RUNNING: OnceLock<Mutex<Registry>> = OnceLock::new();
+    RUNNING.get_or_init(|| Mutex::new(Registry::default()))
 }
+
+/// A program's place in the registry, given up when its run ends.
+struct Registration(u64);
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Some(id) = self.0 {
-            running()
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|(i, _)| *i != id);
-        }
+        running()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .programs
+            .retain(|(i, _)| *i != self.0);
     }
 }
 
@@ -302,12 +329,11 @@ impl Drop for Registration {
 /// wait (a bounded time) until they are gone. Called on SIGINT/SIGTERM before the release is
 /// marked interrupted and the lease released. Returns how many were running.
 pub fn kill_running() -> usize {
-    let all: Vec<Arc<OwnedFd>> = running()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(_, fd)| fd.clone())
-        .collect();
+    let all: Vec<Arc<OwnedFd>> = {
+        let mut running = running().lock().unwrap_or_else(|p| p.into_inner());
+        running.stopping = true;
+        running.programs.iter().map(|(_, fd)| fd.clone()).collect()
+    };
     for fd in &all {
         spawn::kill(fd);
     }
