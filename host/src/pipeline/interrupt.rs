@@ -139,19 +139,7 @@ fn mark_interrupted(
     let detail = release.phase_details.entry(phase.clone()).or_default();
     detail.error = Some(message);
     detail.finished_at = Some(crate::state::Timestamp::now().as_str().to_string());
-    for later in &order[at + 1..] {
-        if matches!(
-            release.status_of(later),
-            PhaseStatus::Pending | PhaseStatus::Running
-        ) {
-            release.phases.insert(later.clone(), PhaseStatus::Skipped);
-            release
-                .phase_details
-                .entry(later.clone())
-                .or_default()
-                .summary = Some(format!("skipped: {phase} was interrupted"));
-        }
-    }
+    release.skip_unfinished_after(&phase, &format!("{phase} was interrupted"));
     Some(phase)
 }
 

@@ -342,18 +342,7 @@ fn finish_phase(
     r.phases.insert(phase.to_string(), status);
     r.phase_details.insert(phase.to_string(), detail);
     if status == PhaseStatus::Failed {
-        let order = r.phase_order();
-        let at = order.iter().position(|p| p == phase).unwrap_or(order.len());
-        for later in &order[at + 1..] {
-            if matches!(
-                r.status_of(later),
-                PhaseStatus::Pending | PhaseStatus::Running
-            ) {
-                r.phases.insert(later.clone(), PhaseStatus::Skipped);
-                r.phase_details.entry(later.clone()).or_default().summary =
-                    Some(format!("skipped: {phase} failed"));
-            }
-        }
+        r.skip_unfinished_after(phase, &format!("{phase} failed"));
     }
     Ok(r.clone())
 }

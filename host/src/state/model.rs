@@ -457,4 +457,22 @@ impl Release {
             .filter(|(_, s)| !matches!(s, PhaseStatus::Completed | PhaseStatus::Skipped))
             .collect()
     }
+
+    /// Every phase after `phase` that is still pending or running becomes `skipped`, its summary
+    /// `skipped: <cause>`. The one rule for what follows a phase that failed or was interrupted,
+    /// shared by the pipeline, the signal handler and recovery.
+    pub fn skip_unfinished_after(&mut self, phase: &str, cause: &str) {
+        let order = self.phase_order();
+        let at = order.iter().position(|p| p == phase).unwrap_or(order.len());
+        for later in &order[(at + 1).min(order.len())..] {
+            if matches!(
+                self.status_of(later),
+                PhaseStatus::Pending | PhaseStatus::Running
+            ) {
+                self.phases.insert(later.clone(), PhaseStatus::Skipped);
+                self.phase_details.entry(later.clone()).or_default().summary =
+                    Some(format!("skipped: {cause}"));
+            }
+        }
+    }
 }

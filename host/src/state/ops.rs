@@ -163,13 +163,18 @@ impl State {
             }
             // Copied only now that it changes, so untouched releases stay shared.
             let release = Arc::make_mut(shared);
-            // Why the phases after the first failure are skipped.
-            let mut cause: Option<String> = None;
-            for phase in &order {
-                let status = release.status_of(phase);
-                match (&cause, status) {
-                    (None, PhaseStatus::Failed) => cause = Some(format!("{phase} failed")),
-                    (None, PhaseStatus::Running | PhaseStatus::Pending) => {
+            // The first phase that did not finish: failed already, or interrupted now. Every
+            // unfinished phase after it is skipped.
+            let first = order.iter().find(|p| {
+                matches!(
+                    release.status_of(p),
+                    PhaseStatus::Failed | PhaseStatus::Running | PhaseStatus::Pending
+                )
+            });
+            if let Some(phase) = first {
+                let cause = match release.status_of(phase) {
+                    PhaseStatus::Failed => format!("{phase} failed"),
+                    status => {
                         let error = match status {
                             PhaseStatus::Running => note(&release.id, phase).unwrap_or_else(|| {
                                 format!("interrupted: the process running {phase} exited")
@@ -180,18 +185,10 @@ impl State {
                         let detail = release.phase_details.entry(phase.clone()).or_default();
                         detail.error = Some(error);
                         detail.finished_at = Some(now.as_str().to_string());
-                        cause = Some(format!("{phase} was interrupted"));
+                        format!("{phase} was interrupted")
                     }
-                    (Some(cause), PhaseStatus::Running | PhaseStatus::Pending) => {
-                        release.phases.insert(phase.clone(), PhaseStatus::Skipped);
-                        release
-                            .phase_details
-                            .entry(phase.clone())
-                            .or_default()
-                            .summary = Some(format!("skipped: {cause}"));
-                    }
-                    _ => {}
-                }
+                };
+                release.skip_unfinished_after(phase, &cause);
             }
             changed.push(release.id.clone());
         }
