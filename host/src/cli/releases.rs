@@ -81,13 +81,11 @@ pub fn run(global: &GlobalArgs, args: ReleasesArgs) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::Ok)
 }
 
-/// A closed pipe (`stagecraft releases list | head`) ends the output quietly; it is not an error.
+/// Write `text` to stdout. A closed pipe (`stagecraft releases list | head`) is judged where
+/// every command's is, in `cli::main`.
 fn print_stdout(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(anyhow::Error::new(e).context("writing to standard output"))
-        }
-        _ => Ok(()),
-    }
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| anyhow::Error::new(e).context("writing to standard output"))
 }
