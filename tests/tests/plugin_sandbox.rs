@@ -3,6 +3,7 @@
 
 mod plugin_support;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use plugin_support::*;
@@ -331,6 +332,34 @@ fn exec_is_killed_at_the_phase_deadline() {
         &[("mode", "exec"), ("program", "sleep"), ("args", "600")],
     );
     assert_eq!(failure(&run), "timeout limit of 300ms exceeded");
+}
+
+/// A guest waiting in a WASI call (here an `open` of a FIFO nobody writes to, which blocks in the
+/// kernel) cannot be interrupted by the epoch deadline; the host drops the whole run instead.
+#[test]
+fn a_guest_blocked_in_a_wasi_call_fails_at_the_phase_deadline() {
+    let host = shared_host();
+    let project = Project::new();
+    std::fs::create_dir_all(project.root().join("dist")).unwrap();
+    let fifo = project.root().join("dist/never-written.fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let mut sandbox = project.sandbox(grants_rw(&[], &["dist"]));
+    sandbox.limits = short_timeout(300);
+    let run = fs_op(&host, &sandbox, "read", "dist/never-written.fifo", "");
+    assert_eq!(failure(&run), "timeout limit of 300ms exceeded");
+    // The open the guest started is still blocked on the host's blocking pool: a writer lets
+    // it finish (a non-blocking open fails at once if it has not reached the kernel yet).
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(&fifo);
 }
 
 #[test]

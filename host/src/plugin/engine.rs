@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine};
 
-/// How often the epoch advances. A timeout trips within one tick of its deadline; a shorter tick
-/// costs a wake-up per tick for the whole process.
+/// How often the epoch advances. A running guest hands control back to its caller at every tick
+/// and traps at the first tick past its deadline; a shorter tick costs a wake-up per tick for the
+/// whole process.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// The process-wide engine: compiled code, the compatibility hash of the on-disk cache and the
@@ -43,24 +44,5 @@ fn start_ticker(engine: &Engine) {
     // bigger problems, but say what broke rather than hang later.
     if let Err(e) = spawned {
         eprintln!("warning: cannot start the plugin timeout ticker: {e}; phase timeouts are off");
-    }
-}
-
-/// Epoch ticks that cover `timeout`, rounded up, plus one so a deadline never trips early.
-pub(crate) fn ticks_for(timeout: Duration) -> u64 {
-    let tick = EPOCH_TICK.as_nanos();
-    (timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ticks_round_up() {
-        assert_eq!(ticks_for(Duration::ZERO), 1);
-        assert_eq!(ticks_for(Duration::from_millis(10)), 2);
-        assert_eq!(ticks_for(Duration::from_millis(11)), 3);
-        assert_eq!(ticks_for(Duration::from_secs(30)), 3001);
     }
 }

@@ -62,7 +62,7 @@ impl WasiView for RunState {
 impl wit_types::Host for RunState {}
 
 impl wit_host::Host for RunState {
-    fn log(&mut self, level: wit_host::LogLevel, message: String) {
+    async fn log(&mut self, level: wit_host::LogLevel, message: String) {
         let level = match level {
             wit_host::LogLevel::Trace => LogLevel::Trace,
             wit_host::LogLevel::Debug => LogLevel::Debug,
@@ -73,6 +73,9 @@ impl wit_host::Host for RunState {
         if let Ok(mut budget) = self.log.lock() {
             budget.emit(level, &message);
         }
+        // The guest waits here once, so the caller prints the line now rather than when the
+        // guest next waits on something (which may be a long `exec`).
+        tokio::task::yield_now().await;
     }
 
     fn exec(&mut self, program: String, args: Vec<String>) -> Result<ExecResult, String> {

@@ -19,7 +19,6 @@ mod load;
 mod open_grants;
 mod run;
 mod types;
-mod worker;
 
 pub use builtin::builtin_names;
 pub use confine::{
@@ -58,8 +57,6 @@ pub struct PluginHost {
     compile_timeout: Duration,
     /// Components already loaded by this host, by sha256.
     loaded: Mutex<HashMap<String, LoadedPlugin>>,
-    /// Threads that phase runs execute on.
-    workers: worker::Workers,
 }
 
 /// A checked, compiled and linked component, ready to instantiate. Cheap to clone.
@@ -117,7 +114,7 @@ impl PluginHost {
     pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<PluginHost> {
         let engine = engine::shared_engine()?;
         let mut linker = Linker::<RunState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI: {e:#}"))?;
         PhasePlugin::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("cannot link the host interface: {e:#}"))?;
@@ -128,7 +125,6 @@ impl PluginHost {
             private_cache: OnceLock::new(),
             compile_timeout: load::COMPILE_TIMEOUT,
             loaded: Mutex::new(HashMap::new()),
-            workers: worker::Workers::default(),
         })
     }
 

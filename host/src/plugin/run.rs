@@ -1,15 +1,24 @@
 //! One phase run: a fresh sandboxed `Store`, the call, and the translation of whatever happened
 //! (report, guest error, trap, tripped limit) into a [`PhaseRun`].
+//!
+//! A run is a future driven on the caller's thread: wasmtime runs the guest on a fiber and hands
+//! control back whenever the guest waits (a WASI call, a log line, every epoch tick). Between
+//! those the caller prints the run's log lines, and at the deadline it drops the future, which
+//! ends the guest wherever it is, even blocked in a WASI call (that call's host-side I/O runs on
+//! tokio's blocking pool and is left to finish there).
 
+use std::future::Future;
+use std::pin::pin;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::stagecraft::phase::types as wit;
-use super::engine::ticks_for;
+use super::engine::EPOCH_TICK;
 use super::grants::wasi_context;
 use super::imports::{ExecPolicy, RunState};
 use super::limits::{self, LogBudget, MemoryLimiter};
@@ -17,10 +26,10 @@ use super::open_grants::open_grants;
 use super::types::*;
 use super::{LoadedPlugin, PluginHost};
 
-/// How long past its timeout a run may take before the caller stops waiting for it. Wasm code
-/// stops within one epoch tick and exec'd programs are killed at the deadline; only a guest
-/// blocked inside a WASI call (a long sleep) can outlive this, and its thread is then abandoned.
-const ABANDON_GRACE: Duration = Duration::from_secs(5);
+/// How long past its deadline a run's future is kept before it is dropped. A guest running wasm
+/// traps at the first epoch tick past the deadline and is reported with what it wrote to stderr;
+/// only a guest waiting on something is ended by the drop.
+const DROP_GRACE: Duration = Duration::from_millis(2 * EPOCH_TICK.as_millis() as u64);
 
 /// The outcome of one [`PluginHost::run`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,11 +40,6 @@ pub struct PhaseRun {
     pub duration: Duration,
     /// Log lines were dropped because the log limit was reached (the sink got a final note).
     pub log_truncated: bool,
-}
-
-enum Event {
-    Log(LogLevel, String),
-    Finished(Result<PhaseReport, PhaseFailure>, bool),
 }
 
 impl PluginHost {
@@ -50,129 +54,74 @@ impl PluginHost {
         sink: &dyn LogSink,
     ) -> PhaseRun {
         let start = Instant::now();
-        let (tx, rx) = mpsc::channel::<Event>();
-        let engine = self.engine.clone();
-        let plugin = plugin.clone();
-        let ctx = ctx.clone();
-        let limits = sandbox.limits.clone();
-        let sandbox = sandbox.clone();
-        let log_tx = tx.clone();
-        let worker = match self.workers.take() {
-            Ok(worker) => worker,
-            Err(e) => {
-                return PhaseRun {
-                    result: Err(PhaseFailure::Load(format!(
-                        "cannot start the phase thread: {e}"
-                    ))),
-                    duration: start.elapsed(),
-                    log_truncated: false,
-                }
-            }
-        };
-        let job: super::worker::Job = Box::new(move || {
-            let emit: limits::Emit = Box::new(move |level, message| {
-                let _ = log_tx.send(Event::Log(level, message));
-            });
-            let (result, truncated) = execute(&engine, &plugin, &ctx, &sandbox, emit);
-            let _ = tx.send(Event::Finished(result, truncated));
+        let (tx, logs) = mpsc::channel::<(LogLevel, String)>();
+        let emit: limits::Emit = Box::new(move |level, message| {
+            let _ = tx.send((level, message));
         });
-        if worker.submit(job).is_err() {
-            return PhaseRun {
-                result: Err(PhaseFailure::Load(
-                    "the phase thread exited unexpectedly".into(),
-                )),
+        let deadline = start + sandbox.limits.timeout;
+        let work = execute(&self.engine, plugin, ctx, sandbox, deadline, emit);
+        let finished = drive(work, deadline + DROP_GRACE, || {
+            for (level, message) in logs.try_iter() {
+                sink.log(level, &message);
+            }
+        });
+        match finished {
+            Some((result, log_truncated)) => PhaseRun {
+                result,
+                duration: start.elapsed(),
+                log_truncated,
+            },
+            // Still waiting on something past its deadline: the run was dropped with its store.
+            None => PhaseRun {
+                result: Err(PhaseFailure::Limit {
+                    limit: LimitKind::Timeout,
+                    value: sandbox.limits.timeout_text.clone(),
+                }),
                 duration: start.elapsed(),
                 log_truncated: false,
-            };
-        }
-        let give_up = start + limits.timeout + ABANDON_GRACE;
-        loop {
-            let wait = give_up.saturating_duration_since(Instant::now());
-            match super::worker::recv_spinning(&rx, wait) {
-                Ok(Event::Log(level, message)) => sink.log(level, &message),
-                Ok(Event::Finished(result, log_truncated)) => {
-                    self.workers.give_back(worker);
-                    return PhaseRun {
-                        result,
-                        duration: start.elapsed(),
-                        log_truncated,
-                    };
-                }
-                // The job ended without a result: a bug in the host (a panic), never the
-                // plugin's doing. Say so rather than blame a limit.
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    self.workers.give_back(worker);
-                    return PhaseRun {
-                        result: Err(PhaseFailure::Load(
-                            "the host failed while running the phase (an internal error; \
-                             please report it with the plugin that triggered it)"
-                                .into(),
-                        )),
-                        duration: start.elapsed(),
-                        log_truncated: false,
-                    };
-                }
-                // Still running past its deadline and grace: abandon the worker with it.
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    drop(worker);
-                    return PhaseRun {
-                        result: Err(PhaseFailure::Limit {
-                            limit: LimitKind::Timeout,
-                            value: limits.timeout_text.clone(),
-                        }),
-                        duration: start.elapsed(),
-                        log_truncated: false,
-                    };
-                }
-            }
+            },
         }
     }
 
-    /// Ask the plugin about itself: a fresh store with no grants and default limits, on a
-    /// phase thread, bounded like a run. A describe() still running [`DESCRIBE_TIMEOUT`] plus a
-    /// second after it started (a guest blocked in a WASI sleep, which the epoch deadline
-    /// cannot interrupt) is abandoned with its thread.
+    /// Ask the plugin about itself: a fresh store with no grants and default limits, bounded
+    /// like a run by [`DESCRIBE_TIMEOUT`].
     pub fn describe(&self, plugin: &LoadedPlugin) -> anyhow::Result<PluginInfo> {
         let name = plugin.name();
-        let worker = self
-            .workers
-            .take()
-            .map_err(|e| anyhow::anyhow!("{name}: cannot start the describe() thread: {e}"))?;
-        let (tx, rx) = mpsc::channel();
-        let engine = self.engine.clone();
-        let job_plugin = plugin.clone();
-        let job: super::worker::Job = Box::new(move || {
-            let _ = tx.send(describe_in_store(&engine, &job_plugin));
-        });
-        if worker.submit(job).is_err() {
-            anyhow::bail!("{name}: the describe() thread exited unexpectedly");
-        }
-        match rx.recv_timeout(DESCRIBE_TIMEOUT + DESCRIBE_GRACE) {
-            Ok(answer) => {
-                self.workers.give_back(worker);
-                answer.map_err(|why| anyhow::anyhow!("{name}: {why}"))
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                self.workers.give_back(worker);
-                anyhow::bail!(
-                    "{name}: the host failed while calling describe() (an internal error; \
-                     please report it with the plugin)"
-                )
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                drop(worker);
-                anyhow::bail!("{name}: {}", describe_late())
-            }
+        let deadline = Instant::now() + DESCRIBE_TIMEOUT;
+        let work = describe_in_store(&self.engine, plugin, deadline);
+        match drive(work, deadline + DROP_GRACE, || {}) {
+            Some(answer) => answer.map_err(|why| anyhow::anyhow!("{name}: {why}")),
+            None => anyhow::bail!("{name}: {}", describe_late()),
         }
     }
 }
 
+/// Drive `work` to its end on this thread, calling `handed_back` each time the guest hands
+/// control back and once at the end; `None` if it was still unfinished at `give_up` (it is then
+/// dropped, which ends the guest).
+fn drive<T>(
+    work: impl Future<Output = T>,
+    give_up: Instant,
+    mut handed_back: impl FnMut(),
+) -> Option<T> {
+    wasmtime_wasi::runtime::in_tokio(async {
+        let mut work = pin!(work);
+        let mut late = pin!(tokio::time::sleep_until(give_up.into()));
+        std::future::poll_fn(|cx| {
+            let polled = work.as_mut().poll(cx);
+            handed_back();
+            match polled {
+                Poll::Ready(value) => Poll::Ready(Some(value)),
+                Poll::Pending if late.as_mut().poll(cx).is_ready() => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    })
+}
+
 /// How long `describe()` may take, instantiation included (`plugin check`, `plugin test`).
 pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long past [`DESCRIBE_TIMEOUT`] the caller waits for the epoch deadline to stop the guest
-/// before abandoning its thread. No `exec` can run in describe(), so one second is plenty.
-const DESCRIBE_GRACE: Duration = Duration::from_secs(1);
 
 fn describe_late() -> String {
     format!(
@@ -182,11 +131,11 @@ fn describe_late() -> String {
     )
 }
 
-/// The body of [`PluginHost::describe`], on the phase thread. `Err` is the reason, without the
-/// plugin's name.
-fn describe_in_store(
+/// The body of [`PluginHost::describe`]. `Err` is the reason, without the plugin's name.
+async fn describe_in_store(
     engine: &wasmtime::Engine,
     plugin: &LoadedPlugin,
+    deadline: Instant,
 ) -> Result<PluginInfo, String> {
     let sandbox = Sandbox {
         project_root: std::env::temp_dir(),
@@ -197,8 +146,8 @@ fn describe_in_store(
             ..Limits::default()
         },
     };
-    let mut store =
-        new_store(engine, &sandbox, Box::new(|_, _| {})).map_err(|failure| failure.to_string())?;
+    let mut store = new_store(engine, &sandbox, deadline, Box::new(|_, _| {}))
+        .map_err(|failure| failure.to_string())?;
     let timed_out = |failure: &PhaseFailure| {
         matches!(
             failure,
@@ -208,25 +157,32 @@ fn describe_in_store(
             }
         )
     };
-    let instance = plugin.pre.instantiate(&mut store).map_err(|e| {
-        let failure = failure_from_error(&e, &mut store, &sandbox.limits);
-        if timed_out(&failure) {
-            describe_late()
-        } else {
-            format!("cannot be instantiated: {e:#}")
+    let instance = match plugin.pre.instantiate_async(&mut store).await {
+        Ok(instance) => instance,
+        Err(e) => {
+            let failure = failure_from_error(&e, &mut store, &sandbox.limits);
+            return Err(if timed_out(&failure) {
+                describe_late()
+            } else {
+                format!("cannot be instantiated: {e:#}")
+            });
         }
-    })?;
-    let info = instance
+    };
+    let info = match instance
         .stagecraft_phase_phase()
         .call_describe(&mut store)
-        .map_err(|e| {
+        .await
+    {
+        Ok(info) => info,
+        Err(e) => {
             let failure = failure_from_error(&e, &mut store, &sandbox.limits);
-            if timed_out(&failure) {
+            return Err(if timed_out(&failure) {
                 describe_late()
             } else {
                 format!("describe() failed: {failure}")
-            }
-        })?;
+            });
+        }
+    };
     Ok(bounded_info(info))
 }
 
@@ -260,6 +216,7 @@ fn bounded_info(info: wit::PluginInfo) -> PluginInfo {
 fn new_store(
     engine: &wasmtime::Engine,
     sandbox: &Sandbox,
+    deadline: Instant,
     emit: limits::Emit,
 ) -> Result<Store<RunState>, PhaseFailure> {
     let budget = Arc::new(Mutex::new(LogBudget::new(emit, sandbox.limits.log_bytes)));
@@ -286,7 +243,7 @@ fn new_store(
             project_root: sandbox.project_root.clone(),
             grants: opened,
             jail: None,
-            deadline: Instant::now() + sandbox.limits.timeout,
+            deadline,
             timeout_text: sandbox.limits.timeout_text.clone(),
         },
         refusals,
@@ -294,7 +251,16 @@ fn new_store(
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);
-    store.set_epoch_deadline(ticks_for(sandbox.limits.timeout));
+    // At every epoch tick the guest hands control back to the caller (which prints its log
+    // lines); the first tick past the deadline traps instead.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
     // What one call may copy from the guest into the host (a report, an exec call's
     // arguments), whatever the guest's memory holds: a list whose strings all point at the same
     // bytes would otherwise be copied once per element. Said explicitly, not left to the
@@ -303,25 +269,27 @@ fn new_store(
     Ok(store)
 }
 
-/// The body of a run, on the phase thread.
-fn execute(
+/// The body of a run: a future the caller drives (see [`drive`]).
+async fn execute(
     engine: &wasmtime::Engine,
     plugin: &LoadedPlugin,
     ctx: &PhaseContext,
     sandbox: &Sandbox,
+    deadline: Instant,
     emit: limits::Emit,
 ) -> (Result<PhaseReport, PhaseFailure>, bool) {
-    let mut store = match new_store(engine, sandbox, emit) {
+    let mut store = match new_store(engine, sandbox, deadline, emit) {
         Ok(store) => store,
         Err(failure) => return (Err(failure), false),
     };
-    let result = match plugin.pre.instantiate(&mut store) {
+    let result = match plugin.pre.instantiate_async(&mut store).await {
         Err(e) => Err(failure_from_error(&e, &mut store, &sandbox.limits)),
         Ok(instance) => {
             let wit_ctx = to_wit(ctx);
             match instance
                 .stagecraft_phase_phase()
                 .call_run(&mut store, &wit_ctx)
+                .await
             {
                 Err(e) => Err(failure_from_error(&e, &mut store, &sandbox.limits)),
                 Ok(Err(err)) => Err(guest_failure(err, &mut store, &sandbox.limits)),

@@ -2,8 +2,7 @@
 //! host, cold (compile and cache), warm (load the cached compilation) and per run (instantiate
 //! and call in a fresh store), against spawning `/bin/true` as a process. One run measures all
 //! of them, so the ratios compare like with like. Prints a Markdown table for
-//! docs/performance.md ("Plugin host"), with the cost of starting a thread for scale (runs reuse
-//! the host's worker threads instead; see host/src/plugin/worker.rs).
+//! docs/performance.md ("Plugin host").
 //!
 //! Run: `cargo build -p stagecraft && cargo run -p stagecraft-tests --bin bench-plugin-host`
 
@@ -73,20 +72,6 @@ fn main() {
         runs.push(took);
     }
 
-    // For scale: what each run paid before runs reused worker threads.
-    let mut threads = Vec::new();
-    for _ in 0..RUNS {
-        let (took, joined) = timed(|| {
-            std::thread::Builder::new()
-                .stack_size(8 << 20)
-                .spawn(|| ())
-                .unwrap()
-                .join()
-        });
-        assert!(joined.is_ok());
-        threads.push(took);
-    }
-
     // Exec: the hostile fixture's `exec-repeat` mode runs `true` through the host's exec,
     // confined (Landlock, namespaces, seccomp) or `exec_unconfined` (namespaces only). A phase
     // of EXECS execs minus a phase of one is the cost of EXECS - 1 execs, without the phase's
@@ -151,7 +136,6 @@ fn main() {
     let cold = ms(median(&mut cold));
     let warm = ms(median(&mut warm));
     let run = ms(median(&mut runs));
-    let thread = ms(median(&mut threads));
     let spawn = ms(median(&mut spawns));
     let captured = ms(median(&mut captured));
     println!(
@@ -173,11 +157,6 @@ fn main() {
         "run: fresh store, instantiate, call `run`",
         &RUNS.to_string(),
         run,
-    );
-    row(
-        "(for scale: start and join a thread with an 8 MiB stack, which runs no longer pay)",
-        &RUNS.to_string(),
-        thread,
     );
     row(
         "warm phase in a new process: cached load + run",
