@@ -11,7 +11,7 @@ use crate::output::deploy::ConsoleEvents;
 use crate::output::terminal::escape_controls;
 use crate::pipeline::{self, Pipeline, Request};
 use crate::plugin::{PluginHost, PluginSource, Protected, RefusedGrant};
-use crate::state::{Operation, Release, StateStore};
+use crate::state::{Operation, Release, StateStore, StateStoreExt};
 
 /// The variable a running release exports to the programs its plugins exec, naming the
 /// environment and release, so a hook that calls stagecraft cannot deadlock on its own lease.
@@ -264,8 +264,39 @@ pub fn run_release(
     };
     if let Some(release) = &record {
         print_result(release, flags.json);
+        if let Some(keep) = target.manifest.history_max {
+            apply_history_max(store, &target.environment, keep);
+        }
     }
     result.map(|_| ExitCode::Ok)
+}
+
+/// `[state] history_max`: prune the environment after its release, still under its lease. The
+/// release is recorded whatever happens here, so a failure is a warning, not the command's
+/// outcome; the next deploy tries again.
+fn apply_history_max(store: &dyn StateStore, env: &str, keep: usize) {
+    let pruned = store.transact_if_changed(|state| {
+        let retention = state.prune(env, keep);
+        let changed = !retention.removed.is_empty();
+        Ok((retention, changed))
+    });
+    match pruned {
+        Ok(retention) if retention.removed.is_empty() => {}
+        Ok(retention) => {
+            let n = retention.removed.len();
+            let ids: Vec<&str> = retention.removed.iter().map(|id| id.as_str()).collect();
+            eprintln!(
+                "Pruned {n} old release{} of {env} (history_max = {keep}): {}",
+                if n == 1 { "" } else { "s" },
+                ids.join(", ")
+            );
+        }
+        Err(e) => eprintln!(
+            "warning: could not prune {env} to history_max = {keep}: {e:#}. The release is \
+             recorded; the next deploy tries again, or run `stagecraft releases prune --env \
+             {env} --keep {keep}`"
+        ),
+    }
 }
 
 fn print_result(release: &Release, json: bool) {

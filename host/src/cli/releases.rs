@@ -1,11 +1,12 @@
-//! `stagecraft releases list|show`: read the release history and print it. Reading never creates
-//! the state file, and needs no manifest.
+//! `stagecraft releases list|show|prune`: read the release history and print it, or remove an
+//! environment's old releases. Reading never creates the state file, and needs no manifest.
 
 use std::io::Write;
 
 use super::GlobalArgs;
 use crate::error::{input_error, ExitCode};
 use crate::output::releases as render;
+use crate::state::{check_environment_name, Release, Retention, State, StateStore, StateStoreExt};
 
 /// Show the release history.
 #[derive(Debug, clap::Args)]
@@ -46,10 +47,49 @@ Exit codes: 0 shown, 1 no release with that id, 3 state error.")]
         #[arg(long)]
         json: bool,
     },
+    /// Remove an environment's old releases, keeping the newest N and every release that
+    /// must stay (the live and current releases, unfinished ones, rollback targets).
+    #[command(after_help = "\
+Never removed, whatever --keep says: the current release, the live release (newest fully
+deployed), any release with a phase pending or running, the release `rollback --to-previous`
+goes to from any kept release, and the target of an unfinished rollback. Removed releases are
+gone from the history for good; release ids are never reused.
+
+`[state] history_max = N` in stagecraft.toml does the same after every deploy and rollback.
+
+Examples:
+  stagecraft releases prune --env prod --keep 20 --dry-run
+  stagecraft releases prune --env prod --keep 20
+
+Exit codes: 0 pruned (also when nothing had to go), 1 bad input (no releases in that
+environment, --keep 0), 3 state error.")]
+    Prune {
+        /// The environment to prune.
+        #[arg(long, short = 'e', value_name = "ENV")]
+        env: String,
+        /// How many of the newest releases to keep (at least 1).
+        #[arg(long, value_name = "N")]
+        keep: usize,
+        /// Say what would be removed, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(global: &GlobalArgs, args: ReleasesArgs) -> anyhow::Result<ExitCode> {
     let store = super::state::open_without_manifest(global)?;
+    if let ReleasesCommand::Prune {
+        env,
+        keep,
+        dry_run,
+        json,
+    } = args.command
+    {
+        return prune(store.as_ref(), env.trim(), keep, dry_run, json);
+    }
     // The store's errors already name the file and what to do about it.
     let state = store.read()?;
     let text = match args.command {
@@ -76,9 +116,82 @@ pub fn run(global: &GlobalArgs, args: ReleasesArgs) -> anyhow::Result<ExitCode> 
                 render::show_text(release)
             }
         }
+        ReleasesCommand::Prune { .. } => unreachable!("handled above"),
     };
     print_stdout(&text)?;
     Ok(ExitCode::Ok)
+}
+
+/// `releases prune`: one transaction that removes what [`State::retention`] lets go.
+fn prune(
+    store: &dyn StateStore,
+    env: &str,
+    keep: usize,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if keep == 0 {
+        return Err(input_error(
+            "--keep must be at least 1: the live release is always kept",
+        ));
+    }
+    check_environment_name(env)?;
+    let no_releases = |state: &State| {
+        let mut known: Vec<&str> = state
+            .releases
+            .iter()
+            .map(|r| r.environment.as_str())
+            .collect();
+        known.sort_unstable();
+        known.dedup();
+        let known = if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        };
+        input_error(format!(
+            "environment \"{env}\" has no releases in {}; nothing to prune (environments \
+             with releases: {known})",
+            store.describe()
+        ))
+    };
+    let (retention, removed) = if dry_run {
+        let state = store.read()?;
+        if state.list_env(env).is_empty() {
+            return Err(no_releases(&state));
+        }
+        let retention = state.retention(env, keep);
+        let removed = retained_records(&state, &retention);
+        (retention, removed)
+    } else {
+        store.transact_if_changed(|state| {
+            if state.list_env(env).is_empty() {
+                return Err(no_releases(state));
+            }
+            let retention = state.retention(env, keep);
+            let removed = retained_records(state, &retention);
+            state.prune(env, keep);
+            let changed = !removed.is_empty();
+            Ok(((retention, removed), changed))
+        })?
+    };
+    let text = if json {
+        render::prune_json(&retention, dry_run)
+    } else {
+        render::prune_text(&retention, &removed, dry_run)
+    };
+    print_stdout(&text)?;
+    Ok(ExitCode::Ok)
+}
+
+/// The records of the releases `retention` removes, newest first (as `releases list` shows).
+fn retained_records(state: &State, retention: &Retention) -> Vec<Release> {
+    retention
+        .removed
+        .iter()
+        .rev()
+        .filter_map(|id| state.get(id.as_str()).cloned())
+        .collect()
 }
 
 /// Write `text` to stdout. A closed pipe (`stagecraft releases list | head`) is judged where

@@ -32,6 +32,9 @@ pub struct Manifest {
     /// Configured phases; a pipeline phase without an entry is skipped ("no plugin configured").
     pub phases: BTreeMap<String, PhaseSpec>,
     pub state: StateBackend,
+    /// `[state] history_max`: releases each environment keeps after a deploy or rollback (see
+    /// [`crate::state::State::retention`]); `None` keeps everything.
+    pub history_max: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -62,6 +65,9 @@ pub enum StateBackend {
     /// PostgreSQL; the URL comes from the named environment variable, never from the manifest.
     Postgres { url_env: String },
 }
+
+/// The largest `[state] history_max` (a bound against typos, not a limit anyone needs).
+pub const MAX_HISTORY_MAX: i64 = 1_000_000;
 
 /// The built-in plugins this binary embeds.
 pub const BUILTIN_PLUGINS: [&str; 4] = ["noop", "exec", "render", "switch"];
@@ -244,9 +250,25 @@ pub fn parse(text: &str, path: &Path, project_root: &Path) -> anyhow::Result<Man
         phases.insert(name.into_inner(), phase);
     }
 
+    let history_max = match raw.state.as_ref().and_then(|s| s.history_max.as_ref()) {
+        None => None,
+        Some(n) if *n.get_ref() >= 1 && *n.get_ref() <= MAX_HISTORY_MAX => {
+            Some(*n.get_ref() as usize)
+        }
+        Some(n) => {
+            return Err(input_error(at.message(
+                Some(n.span()),
+                &format!(
+                    "history_max must be between 1 and {MAX_HISTORY_MAX} (releases kept per \
+                     environment; the live release is always kept); remove it to keep every \
+                     release"
+                ),
+            )))
+        }
+    };
     let state = match raw.state {
         None => StateBackend::File,
-        Some(s) => match s.backend.get_ref().as_str() {
+        Some(s) => match s.backend.as_ref().map_or("file", |b| b.get_ref().as_str()) {
             "file" => {
                 if let Some(url_env) = s.url_env {
                     return Err(input_error(at.message(
@@ -264,7 +286,7 @@ pub fn parse(text: &str, path: &Path, project_root: &Path) -> anyhow::Result<Man
             },
             other => {
                 return Err(input_error(at.message(
-                    Some(s.backend.span()),
+                    s.backend.as_ref().map(|b| b.span()),
                     &format!("unknown state backend {other:?}; use \"file\" or \"postgres\""),
                 )))
             }
@@ -278,6 +300,7 @@ pub fn parse(text: &str, path: &Path, project_root: &Path) -> anyhow::Result<Man
         pipeline,
         phases,
         state,
+        history_max,
     })
 }
 

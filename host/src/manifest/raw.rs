@@ -64,8 +64,13 @@ pub struct RawGrants {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawState {
-    pub backend: Spanned<String>,
+    /// `file` (the default) or `postgres`.
+    #[serde(default)]
+    pub backend: Option<Spanned<String>>,
     /// The environment variable holding the PostgreSQL URL (never the URL itself).
     #[serde(default)]
     pub url_env: Option<Spanned<String>>,
+    /// Releases kept per environment after each deploy or rollback (default: all).
+    #[serde(default)]
+    pub history_max: Option<Spanned<i64>>,
 }

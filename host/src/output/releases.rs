@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::terminal::escape_controls;
 
-use crate::state::{OverallStatus, PhaseStatus, Release};
+use crate::state::{OverallStatus, PhaseStatus, Release, Retention};
 
 /// The table of `releases list`; `with_environment` is false when `--env` narrowed it to one.
 pub fn list_table(releases: &[&Release], with_environment: bool) -> String {
@@ -203,4 +203,71 @@ impl<'a> ReleaseView<'a> {
             phases,
         }
     }
+}
+
+/// What `releases prune` says: the releases it removed (or would remove, `dry_run`), as a
+/// `releases list` table, then the older releases it kept and why.
+pub fn prune_text(retention: &Retention, removed: &[Release], dry_run: bool) -> String {
+    let env = escape_controls(&retention.environment);
+    let keep = retention.keep;
+    let mut out = String::new();
+    if removed.is_empty() {
+        out.push_str(&format!(
+            "Nothing to prune in {env}: retention keeps every release (the newest {keep} and \
+             those listed below).\n"
+        ));
+    } else {
+        let verb = if dry_run { "Would remove" } else { "Removed" };
+        let n = removed.len();
+        let noun = if n == 1 { "release" } else { "releases" };
+        out.push_str(&format!(
+            "{verb} {n} {noun} of {env}, keeping the newest {keep}:\n"
+        ));
+        let refs: Vec<&Release> = removed.iter().collect();
+        out.push_str(&list_table(&refs, false));
+    }
+    if !retention.kept_beyond.is_empty() {
+        out.push_str(&format!("Kept although older than the newest {keep}:\n"));
+        for (id, why) in &retention.kept_beyond {
+            out.push_str(&format!("  {id}  {why}\n"));
+        }
+    }
+    if dry_run {
+        out.push_str("Dry run: nothing was changed.\n");
+    }
+    out
+}
+
+/// `releases prune --json`: one object.
+pub fn prune_json(retention: &Retention, dry_run: bool) -> String {
+    #[derive(Serialize)]
+    struct Kept<'a> {
+        id: &'a str,
+        reason: String,
+    }
+    #[derive(Serialize)]
+    struct Pruned<'a> {
+        environment: &'a str,
+        keep: usize,
+        dry_run: bool,
+        removed: Vec<&'a str>,
+        kept_beyond: Vec<Kept<'a>>,
+    }
+    let value = Pruned {
+        environment: &retention.environment,
+        keep: retention.keep,
+        dry_run,
+        removed: retention.removed.iter().map(|id| id.as_str()).collect(),
+        kept_beyond: retention
+            .kept_beyond
+            .iter()
+            .map(|(id, why)| Kept {
+                id: id.as_str(),
+                reason: why.to_string(),
+            })
+            .collect(),
+    };
+    let mut text = serde_json::to_string_pretty(&value).expect("plain data serializes");
+    text.push('\n');
+    text
 }

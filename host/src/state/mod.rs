@@ -15,7 +15,7 @@ pub use file::{
 };
 pub use heartbeat::{lease_lost, LEASE_BOUND as PG_LEASE_BOUND};
 pub use model::*;
-pub use ops::IdsExhausted;
+pub use ops::{IdsExhausted, KeptBecause, Retention};
 pub use postgres::{
     is_postgres_url, latest_schema_version, redact_url, PgStore, DATABASE_URL_ENV, MIGRATIONS,
 };
@@ -181,6 +181,15 @@ pub trait StateStore: Send + Sync {
         f: &mut dyn FnMut(&mut State) -> anyhow::Result<()>,
     ) -> anyhow::Result<()>;
 
+    /// [`StateStore::transact_dyn`] for a change that may turn out to be none: `f` returns
+    /// whether it changed anything, and when it did not nothing is written (no new serial).
+    fn transact_if_changed_dyn(
+        &self,
+        f: &mut dyn FnMut(&mut State) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        self.transact_dyn(&mut |state| f(state).map(drop))
+    }
+
     /// Take `env`'s exclusive lease, waiting at most `wait`. On success, every release of `env`
     /// left unfinished (a phase `pending` or `running`) by a process that is gone has been
     /// finished in one transaction: the first unfinished phase `failed` ("interrupted"), the
@@ -202,6 +211,21 @@ pub trait StateStoreExt: StateStore {
             Ok(())
         })?;
         Ok(out.expect("transact_dyn returned Ok without running the closure"))
+    }
+
+    /// Typed [`StateStore::transact_if_changed_dyn`]: `f` returns its value and whether it
+    /// changed the state.
+    fn transact_if_changed<T>(
+        &self,
+        mut f: impl FnMut(&mut State) -> anyhow::Result<(T, bool)>,
+    ) -> anyhow::Result<T> {
+        let mut out = None;
+        self.transact_if_changed_dyn(&mut |state| {
+            let (value, changed) = f(state)?;
+            out = Some(value);
+            Ok(changed)
+        })?;
+        Ok(out.expect("transact_if_changed_dyn returned Ok without running the closure"))
     }
 }
 

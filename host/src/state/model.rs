@@ -450,6 +450,17 @@ impl Release {
         }
     }
 
+    /// A phase is still `pending` or `running`: the release is being deployed, or was left so
+    /// by a process that died (recovery finishes it).
+    pub fn is_unfinished(&self) -> bool {
+        self.phase_order().iter().any(|p| {
+            matches!(
+                self.status_of(p),
+                PhaseStatus::Pending | PhaseStatus::Running
+            )
+        })
+    }
+
     /// Phases that are not done (neither completed nor skipped), with their statuses.
     pub fn unfinished_phases(&self) -> Vec<(String, PhaseStatus)> {
         self.phase_statuses()

@@ -155,12 +155,11 @@ impl State {
     ) -> Vec<ReleaseId> {
         let now = Timestamp::now();
         let mut changed = Vec::new();
-        let unfinished = |s: PhaseStatus| matches!(s, PhaseStatus::Pending | PhaseStatus::Running);
         for shared in self.releases.iter_mut().filter(|r| r.environment == env) {
-            let order = shared.phase_order();
-            if !order.iter().any(|p| unfinished(shared.status_of(p))) {
+            if !shared.is_unfinished() {
                 continue;
             }
+            let order = shared.phase_order();
             // Copied only now that it changes, so untouched releases stay shared.
             let release = Arc::make_mut(shared);
             // The first phase that did not finish: failed already, or interrupted now. Every
@@ -195,6 +194,90 @@ impl State {
         changed
     }
 
+    /// What keeping `keep` releases of `env` means (see [`Retention`]): the newest `keep` by
+    /// allocation order stay, and so does every release one of the rules below needs, whatever
+    /// its age. Changes nothing; [`State::prune`] applies it.
+    pub fn retention(&self, env: &str, keep: usize) -> Retention {
+        let newest = self.list_env(env);
+        let mut kept: Vec<(ReleaseId, KeptBecause)> = Vec::new();
+        let keep_as = |kept: &mut Vec<(ReleaseId, KeptBecause)>, id: &ReleaseId, why| {
+            if !kept.iter().any(|(k, _)| k == id) {
+                kept.push((id.clone(), why));
+            }
+        };
+        for release in newest.iter().take(keep) {
+            keep_as(&mut kept, &release.id, KeptBecause::Newest);
+        }
+        if let Some(current) = newest.first() {
+            keep_as(&mut kept, &current.id, KeptBecause::Current);
+        }
+        if let Some(live) = newest.iter().find(|r| r.unfinished_phases().is_empty()) {
+            keep_as(&mut kept, &live.id, KeptBecause::Live);
+        }
+        for release in newest.iter().filter(|r| r.is_unfinished()) {
+            keep_as(&mut kept, &release.id, KeptBecause::Unfinished);
+        }
+        // What the releases kept so far point back to: `--to-previous` from any of them, and
+        // the target an unfinished rollback is running. Not followed further: a release only
+        // becomes current by being created, so no older link can ever be needed.
+        let mut links = Vec::new();
+        for (id, _) in &kept {
+            let Some(release) = self.get(id.as_str()) else {
+                continue;
+            };
+            if let Some(previous) = &release.previous_id {
+                links.push((
+                    previous.clone(),
+                    KeptBecause::PreviousOf(release.id.clone()),
+                ));
+            }
+            if release.is_unfinished() {
+                if let Some(target) = &release.rollback_target {
+                    links.push((target.clone(), KeptBecause::TargetOf(release.id.clone())));
+                }
+            }
+        }
+        for (id, why) in links {
+            if self.get(id.as_str()).is_some_and(|r| r.environment == env) {
+                keep_as(&mut kept, &id, why);
+            }
+        }
+        let removed = newest
+            .iter()
+            .rev()
+            .filter(|r| !kept.iter().any(|(k, _)| *k == r.id))
+            .map(|r| r.id.clone())
+            .collect();
+        let beyond = kept
+            .into_iter()
+            .filter(|(id, _)| !newest.iter().take(keep).any(|r| r.id == *id))
+            .collect();
+        Retention {
+            environment: env.to_string(),
+            keep,
+            removed,
+            kept_beyond: beyond,
+        }
+    }
+
+    /// Apply [`State::retention`]: remove what it would remove, and return it. Ids stay
+    /// monotonic: `last_release_id` keeps the highest id ever issued.
+    pub fn prune(&mut self, env: &str, keep: usize) -> Retention {
+        let retention = self.retention(env, keep);
+        if retention.removed.is_empty() {
+            return retention;
+        }
+        let highest = self.releases.iter().map(|r| r.id.clone()).max();
+        if let Some(highest) = highest {
+            if self.last_release_id.as_ref().is_none_or(|l| *l < highest) {
+                self.last_release_id = Some(highest);
+            }
+        }
+        let gone: HashSet<&ReleaseId> = retention.removed.iter().collect();
+        self.releases.retain(|r| !gone.contains(&r.id));
+        retention
+    }
+
     /// Checks what the type system cannot: unique ids, non-empty environment and version.
     pub fn validate(&self) -> Result<(), String> {
         let mut seen = HashSet::new();
@@ -219,6 +302,49 @@ impl State {
             }
         }
         Ok(())
+    }
+}
+
+/// What retention keeps and removes in one environment (see [`State::retention`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub environment: String,
+    /// How many of the newest releases are kept whatever they are.
+    pub keep: usize,
+    /// Removed (or to remove), oldest first.
+    pub removed: Vec<ReleaseId>,
+    /// Releases kept although they are older than the newest `keep`, each with the first rule
+    /// that keeps it.
+    pub kept_beyond: Vec<(ReleaseId, KeptBecause)>,
+}
+
+/// Why retention keeps a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeptBecause {
+    /// Among the newest `keep`.
+    Newest,
+    /// The environment's current release (allocated last).
+    Current,
+    /// The newest fully deployed release: what is live.
+    Live,
+    /// A phase is pending or running.
+    Unfinished,
+    /// `rollback --to-previous` from this kept release goes there.
+    PreviousOf(ReleaseId),
+    /// This unfinished rollback is rolling back to it.
+    TargetOf(ReleaseId),
+}
+
+impl std::fmt::Display for KeptBecause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeptBecause::Newest => write!(f, "one of the newest"),
+            KeptBecause::Current => write!(f, "the current release"),
+            KeptBecause::Live => write!(f, "the live release (newest fully deployed)"),
+            KeptBecause::Unfinished => write!(f, "unfinished"),
+            KeptBecause::PreviousOf(id) => write!(f, "rollback --to-previous target of {id}"),
+            KeptBecause::TargetOf(id) => write!(f, "rollback target of {id}, still running"),
+        }
     }
 }
 
@@ -265,6 +391,135 @@ mod tests {
             phase_details: BTreeMap::new(),
             extra: Default::default(),
         })
+    }
+
+    /// `count` releases of `env` pushed one millisecond apart, each completed unless `unfinished`
+    /// names its index, with `previous_id` links as deploys make them. Returns their ids, oldest
+    /// first.
+    fn history(state: &mut State, env: &str, count: usize, failed: &[usize]) -> Vec<ReleaseId> {
+        let phases = ["build".to_string(), "rollout".to_string()];
+        let mut ids = Vec::new();
+        for i in 0..count {
+            let at = OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(i as i64);
+            let release = state
+                .push_release(env, &format!("v{i}"), "", &phases, at)
+                .unwrap();
+            let status = if failed.contains(&i) {
+                PhaseStatus::Failed
+            } else {
+                PhaseStatus::Completed
+            };
+            release.pipeline = phases.to_vec();
+            release.phases.insert("build".into(), status);
+            release
+                .phases
+                .insert("rollout".into(), PhaseStatus::Completed);
+            ids.push(release.id.clone());
+        }
+        ids
+    }
+
+    fn because(retention: &Retention, id: &ReleaseId) -> Option<KeptBecause> {
+        retention
+            .kept_beyond
+            .iter()
+            .find(|(k, _)| k == id)
+            .map(|(_, why)| why.clone())
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_what_they_roll_back_to_and_nothing_else() {
+        let mut state = State::default();
+        let prod = history(&mut state, "prod", 6, &[]);
+        let staging = history(&mut state, "staging", 3, &[]);
+        let retention = state.prune("prod", 2);
+        // Kept: prod[5], prod[4] (newest two) and prod[3] (--to-previous of prod[4]).
+        assert_eq!(retention.removed, prod[..3].to_vec());
+        assert_eq!(
+            because(&retention, &prod[3]),
+            Some(KeptBecause::PreviousOf(prod[4].clone()))
+        );
+        assert_eq!(retention.kept_beyond.len(), 1, "{retention:?}");
+        let left: Vec<&ReleaseId> = state.list_env("prod").iter().map(|r| &r.id).collect();
+        assert_eq!(left, vec![&prod[5], &prod[4], &prod[3]]);
+        assert_eq!(
+            state.list_env("staging").len(),
+            3,
+            "another environment is untouched"
+        );
+        // Pruning again removes nothing, and ids never go back.
+        assert!(state.prune("prod", 2).removed.is_empty());
+        assert!(
+            state
+                .allocate_release_id(OffsetDateTime::UNIX_EPOCH)
+                .unwrap()
+                > staging[2]
+        );
+    }
+
+    #[test]
+    fn retention_never_removes_the_live_release_behind_failed_ones() {
+        let mut state = State::default();
+        // v0..v2 completed, then v3..v5 failed: v2 is live.
+        let prod = history(&mut state, "prod", 6, &[3, 4, 5]);
+        let retention = state.retention("prod", 1);
+        assert_eq!(
+            because(&retention, &prod[2]),
+            Some(KeptBecause::Live),
+            "{retention:?}"
+        );
+        assert_eq!(
+            because(&retention, &prod[4]),
+            Some(KeptBecause::PreviousOf(prod[5].clone()))
+        );
+        assert_eq!(
+            because(&retention, &prod[1]),
+            Some(KeptBecause::PreviousOf(prod[2].clone()))
+        );
+        assert_eq!(retention.removed, vec![prod[0].clone(), prod[3].clone()]);
+    }
+
+    #[test]
+    fn retention_never_removes_an_unfinished_release_or_the_target_it_rolls_back_to() {
+        let mut state = State::default();
+        let prod = history(&mut state, "prod", 8, &[]);
+        // prod[1] was left running long ago; prod[7] is a rollback to prod[2], still running.
+        state
+            .get_mut(prod[1].as_str())
+            .unwrap()
+            .phases
+            .insert("rollout".into(), PhaseStatus::Running);
+        let rollback = state.get_mut(prod[7].as_str()).unwrap();
+        rollback
+            .phases
+            .insert("rollout".into(), PhaseStatus::Pending);
+        rollback.rollback_target = Some(prod[2].clone());
+        let retention = state.prune("prod", 1);
+        assert_eq!(because(&retention, &prod[1]), Some(KeptBecause::Unfinished));
+        assert_eq!(
+            because(&retention, &prod[2]),
+            Some(KeptBecause::TargetOf(prod[7].clone()))
+        );
+        assert_eq!(because(&retention, &prod[6]), Some(KeptBecause::Live));
+        assert!(state.get(prod[1].as_str()).is_some() && state.get(prod[2].as_str()).is_some());
+        assert_eq!(
+            because(&retention, &prod[0]),
+            Some(KeptBecause::PreviousOf(prod[1].clone()))
+        );
+        assert_eq!(
+            retention.removed,
+            vec![prod[3].clone(), prod[4].clone()],
+            "{retention:?}"
+        );
+    }
+
+    #[test]
+    fn retention_of_an_environment_with_few_releases_removes_nothing() {
+        let mut state = State::default();
+        history(&mut state, "prod", 3, &[]);
+        assert!(state.prune("prod", 3).removed.is_empty());
+        assert!(state.prune("prod", 10).removed.is_empty());
+        assert!(state.prune("nowhere", 1).removed.is_empty());
     }
 
     #[test]

@@ -982,6 +982,13 @@ impl StateStore for PgStore {
         self.commit_with(&mut |state| f(state).map(|()| true))
     }
 
+    fn transact_if_changed_dyn(
+        &self,
+        f: &mut dyn FnMut(&mut State) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        self.commit_with(f)
+    }
+
     fn lease(&self, env: &str, wait: Duration) -> anyhow::Result<Lease> {
         check_environment_name(env)?;
         // A connection of its own: the advisory lock lives exactly as long as this session.
