@@ -223,7 +223,7 @@ fn numbers_at_their_limits_are_state_errors_naming_the_field() {
         ),
         (
             good.replace("rel-20261125-060000000", "rel-99991231-235959999"),
-            "releases[0].id",
+            "the id of release rel-99991231-235959999 (prod)",
         ),
     ];
     for (content, field) in cases {

@@ -11,7 +11,7 @@ use crate::output::deploy::ConsoleEvents;
 use crate::output::terminal::escape_controls;
 use crate::pipeline::{self, Pipeline, Request};
 use crate::plugin::{PluginHost, PluginSource, Protected, RefusedGrant};
-use crate::state::{Operation, Release, StateStore, StateStoreExt};
+use crate::state::{Operation, Release, StateStore, StateStoreExt, Window};
 
 /// The variable a running release exports to the programs its plugins exec, naming the
 /// environment and release, so a hook that calls stagecraft cannot deadlock on its own lease.
@@ -275,7 +275,7 @@ pub fn run_release(
 /// release is recorded whatever happens here, so a failure is a warning, not the command's
 /// outcome; the next deploy tries again.
 fn apply_history_max(store: &dyn StateStore, env: &str, keep: usize) {
-    let pruned = store.transact_if_changed(|state| {
+    let pruned = store.transact_env_if_changed(env, Window::Whole, |state| {
         let retention = state.prune(env, keep);
         let changed = !retention.removed.is_empty();
         Ok((retention, changed))

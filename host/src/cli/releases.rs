@@ -6,7 +6,9 @@ use std::io::Write;
 use super::GlobalArgs;
 use crate::error::{input_error, ExitCode};
 use crate::output::releases as render;
-use crate::state::{check_environment_name, Release, Retention, State, StateStore, StateStoreExt};
+use crate::state::{
+    check_environment_name, Release, Retention, State, StateStore, StateStoreExt, Window,
+};
 
 /// Show the release history.
 #[derive(Debug, clap::Args)]
@@ -136,7 +138,12 @@ fn prune(
         ));
     }
     check_environment_name(env)?;
-    let no_releases = |state: &State| {
+    // Only on that error path is the whole history read, to name the environments it has.
+    let no_releases = || -> anyhow::Error {
+        let state = match store.read() {
+            Ok(state) => state,
+            Err(e) => return e,
+        };
         let mut known: Vec<&str> = state
             .releases
             .iter()
@@ -158,15 +165,15 @@ fn prune(
     let (retention, removed) = if dry_run {
         let state = store.read()?;
         if state.list_env(env).is_empty() {
-            return Err(no_releases(&state));
+            return Err(no_releases());
         }
         let retention = state.retention(env, keep);
         let removed = retained_records(&state, &retention);
         (retention, removed)
     } else {
-        store.transact_if_changed(|state| {
+        store.transact_env_if_changed(env, Window::Whole, |state| {
             if state.list_env(env).is_empty() {
-                return Err(no_releases(state));
+                return Err(no_releases());
             }
             let retention = state.retention(env, keep);
             let removed = retained_records(state, &retention);

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
 
-use crate::state::{PhaseStatus, Release, ReleaseId, State, StateStore, StateStoreExt};
+use crate::state::{PhaseStatus, Release, ReleaseId, State, StateStore, StateStoreExt, Window};
 
 /// Where the release is, as far as the signal handler needs to know.
 struct Progress {
@@ -21,21 +21,28 @@ struct Progress {
 /// Serializes the pipeline's state writes with the signal handler's.
 pub struct Guard<'a> {
     store: &'a dyn StateStore,
+    /// The release's environment and id: every write is a transaction on that environment that
+    /// sees this release.
+    env: String,
+    id: ReleaseId,
     progress: Arc<Mutex<Progress>>,
     handle: Handle,
 }
 
 impl<'a> Guard<'a> {
-    /// Runs `body` with signal handling in place for release `id`.
+    /// Runs `body` with signal handling in place for `release`.
     pub fn run<T>(
         store: &'a dyn StateStore,
-        id: &ReleaseId,
+        release: &Release,
         body: impl FnOnce(&Guard<'a>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
+        let (env, id) = (release.environment.as_str(), &release.id);
         let mut signals = Signals::new([SIGINT, SIGTERM])
             .map_err(|e| anyhow::anyhow!("installing the SIGINT/SIGTERM handler: {e}"))?;
         let guard = Guard {
             store,
+            env: env.to_string(),
+            id: id.clone(),
             progress: Arc::new(Mutex::new(Progress { running: None })),
             handle: signals.handle(),
         };
@@ -50,7 +57,9 @@ impl<'a> Guard<'a> {
                     // lease lets another deploy in. The lock is taken first: the phase sees its
                     // program die, and its own record of that must not win over this one.
                     crate::plugin::kill_running();
-                    let result = store.transact(|s| Ok(mark_interrupted(s, id, lock.running.as_deref(), name)));
+                    let result = store.transact_env(env, Window::Recent(std::slice::from_ref(id)), |s| {
+                        Ok(mark_interrupted(s, id, lock.running.as_deref(), name))
+                    });
                     match result {
                         Ok(Some(phase)) => {
                             eprintln!(
@@ -89,7 +98,7 @@ impl<'a> Guard<'a> {
         f: impl FnMut(&mut State) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let mut progress = self.lock();
-        self.store.transact(f)?;
+        self.store.transact_env(&self.env, self.window(), f)?;
         progress.running = Some(phase.to_string());
         Ok(())
     }
@@ -100,9 +109,13 @@ impl<'a> Guard<'a> {
         f: impl FnMut(&mut State) -> anyhow::Result<Release>,
     ) -> anyhow::Result<Release> {
         let mut progress = self.lock();
-        let release = self.store.transact(f)?;
+        let release = self.store.transact_env(&self.env, self.window(), f)?;
         progress.running = None;
         Ok(release)
+    }
+
+    fn window(&self) -> Window<'_> {
+        Window::Recent(std::slice::from_ref(&self.id))
     }
 }
 

@@ -27,7 +27,7 @@ use crate::plugin::{
 };
 use crate::state::{
     Operation, PhaseDetail, PhaseStatus, Release, StateStore, StateStoreExt, Timestamp,
-    UnrecordedEnd,
+    UnrecordedEnd, Window,
 };
 
 /// Loads and runs plugins. The real one is [`crate::plugin::PluginHost`]; tests script one.
@@ -124,7 +124,7 @@ impl<R: Runner> Pipeline<'_, R> {
     ) -> anyhow::Result<Release> {
         let release = self.create_release(req)?;
         self.events.release_created(&release);
-        interrupt::Guard::run(self.store, &release.id, |guard| {
+        interrupt::Guard::run(self.store, &release, |guard| {
             self.run_phases(guard, loaded, req, &release)
         })
     }
@@ -240,23 +240,24 @@ impl<R: Runner> Pipeline<'_, R> {
 
     fn create_release(&self, req: &Request) -> anyhow::Result<Release> {
         let pipeline = self.manifest.pipeline.clone();
-        self.store.transact(|state| {
-            let release = state
-                .push_release(
-                    &req.environment,
-                    &req.version,
-                    &req.commit,
-                    &pipeline,
-                    OffsetDateTime::now_utc(),
-                )
-                .map_err(|e| {
-                    crate::state::StateError::new(format!("{}: {e}", self.store.describe()))
-                })?;
-            release.operation = Some(req.operation);
-            release.rollback_target = req.rollback_target.as_ref().map(|t| t.id.clone());
-            release.pipeline = pipeline.clone();
-            Ok(release.clone())
-        })
+        self.store
+            .transact_env(&req.environment, Window::Recent(&[]), |state| {
+                let release = state
+                    .push_release(
+                        &req.environment,
+                        &req.version,
+                        &req.commit,
+                        &pipeline,
+                        OffsetDateTime::now_utc(),
+                    )
+                    .map_err(|e| {
+                        crate::state::StateError::new(format!("{}: {e}", self.store.describe()))
+                    })?;
+                release.operation = Some(req.operation);
+                release.rollback_target = req.rollback_target.as_ref().map(|t| t.id.clone());
+                release.pipeline = pipeline.clone();
+                Ok(release.clone())
+            })
     }
 
     fn context(

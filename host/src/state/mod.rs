@@ -181,6 +181,23 @@ pub trait StateStore: Send + Sync {
         f: &mut dyn FnMut(&mut State) -> anyhow::Result<()>,
     ) -> anyhow::Result<()>;
 
+    /// A transaction on one environment: `f` sees only `env`'s releases that `window` names
+    /// (plus the header: `last_release_id` for id allocation), may change them, remove them or
+    /// add releases of `env`, and returns whether it changed anything. A release of another
+    /// environment in what `f` leaves is refused and nothing is written. Release ids stay
+    /// globally unique and increasing. Backends that can (PostgreSQL) read and write only those
+    /// rows and lock only `env`, so transactions on different environments run in parallel and
+    /// cost the same whatever the length of the history; the default runs it inside a
+    /// whole-state transaction.
+    fn transact_env_dyn(
+        &self,
+        env: &str,
+        window: Window<'_>,
+        f: &mut dyn FnMut(&mut State) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        self.transact_if_changed_dyn(&mut |state| state.scoped(env, window, &mut *f))
+    }
+
     /// [`StateStore::transact_dyn`] for a change that may turn out to be none: `f` returns
     /// whether it changed anything, and when it did not nothing is written (no new serial).
     fn transact_if_changed_dyn(
@@ -213,6 +230,33 @@ pub trait StateStoreExt: StateStore {
         Ok(out.expect("transact_dyn returned Ok without running the closure"))
     }
 
+    /// Typed [`StateStore::transact_env_dyn`] for a change that always changes something.
+    fn transact_env<T>(
+        &self,
+        env: &str,
+        window: Window<'_>,
+        mut f: impl FnMut(&mut State) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        self.transact_env_if_changed(env, window, |state| Ok((f(state)?, true)))
+    }
+
+    /// Typed [`StateStore::transact_env_dyn`]: `f` returns its value and whether it changed
+    /// the state.
+    fn transact_env_if_changed<T>(
+        &self,
+        env: &str,
+        window: Window<'_>,
+        mut f: impl FnMut(&mut State) -> anyhow::Result<(T, bool)>,
+    ) -> anyhow::Result<T> {
+        let mut out = None;
+        self.transact_env_dyn(env, window, &mut |state| {
+            let (value, changed) = f(state)?;
+            out = Some(value);
+            Ok(changed)
+        })?;
+        Ok(out.expect("transact_env_dyn returned Ok without running the closure"))
+    }
+
     /// Typed [`StateStore::transact_if_changed_dyn`]: `f` returns its value and whether it
     /// changed the state.
     fn transact_if_changed<T>(
@@ -230,6 +274,18 @@ pub trait StateStoreExt: StateStore {
 }
 
 impl<S: StateStore + ?Sized> StateStoreExt for S {}
+
+/// Which of an environment's releases a scoped transaction ([`StateStore::transact_env_dyn`])
+/// sees, besides those it adds.
+#[derive(Debug, Clone, Copy)]
+pub enum Window<'a> {
+    /// The environment's current release, every release of it with a phase pending or running,
+    /// and the releases named here (those of other environments are not loaded). Enough for a
+    /// deploy, a rollback, recovery and the signal handler.
+    Recent(&'a [ReleaseId]),
+    /// Every release of the environment (retention).
+    Whole,
+}
 
 /// The "busy" error every backend gives when `env`'s lease is held: who holds it, and what to do.
 pub fn busy_error(env: &str, holder: Option<LeaseHolder>) -> anyhow::Error {

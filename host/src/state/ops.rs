@@ -107,9 +107,12 @@ impl State {
             .last_release_id
             .clone()
             .map(|id| (id, "last_release_id".to_string()));
-        for (i, r) in self.releases.iter().enumerate() {
+        for r in &self.releases {
             if highest.as_ref().is_none_or(|(h, _)| r.id > *h) {
-                highest = Some((r.id.clone(), format!("releases[{i}].id")));
+                highest = Some((
+                    r.id.clone(),
+                    format!("the id of release {} ({})", r.id, r.environment),
+                ));
             }
         }
         let mut candidate = ReleaseId::at(now);
@@ -278,6 +281,117 @@ impl State {
         retention
     }
 
+    /// The part of this state a transaction on `env` sees (see [`super::Window`]): the same
+    /// header, and `env`'s releases that `window` names, in their order. Releases are shared,
+    /// not copied.
+    pub fn window(&self, env: &str, window: super::Window<'_>) -> State {
+        let current = self.current(env).map(|r| r.id.clone());
+        let wanted = |r: &Release| match window {
+            super::Window::Whole => true,
+            super::Window::Recent(ids) => {
+                Some(&r.id) == current.as_ref() || r.is_unfinished() || ids.contains(&r.id)
+            }
+        };
+        State {
+            releases: self
+                .releases
+                .iter()
+                .filter(|r| r.environment == env && wanted(r))
+                .cloned()
+                .collect(),
+            format_version: self.format_version,
+            lineage: self.lineage.clone(),
+            serial: self.serial,
+            // An id allocated in the window must be new across every environment: when the
+            // highest id issued is a release the window leaves out (an original file records
+            // no last_release_id), the window's last_release_id says so.
+            last_release_id: self
+                .highest_release_id()
+                .filter(|h| {
+                    !self
+                        .releases
+                        .iter()
+                        .any(|r| r.id == *h && r.environment == env)
+                })
+                .max(self.last_release_id.clone()),
+            extra: self.extra.clone(),
+        }
+    }
+
+    /// The highest release id this state has issued: `last_release_id`, or a release's id if
+    /// higher.
+    pub fn highest_release_id(&self) -> Option<ReleaseId> {
+        let highest = self.releases.iter().map(|r| &r.id).max();
+        match (&self.last_release_id, highest) {
+            (Some(last), Some(h)) => Some(last.max(h).clone()),
+            (last, h) => last.clone().or_else(|| h.cloned()),
+        }
+    }
+
+    /// Run `f` on [`State::window`] of `env` and put what it left back in place: releases it
+    /// changed replace theirs where they were, those it removed are removed, new ones are
+    /// appended in its order, and an id it allocated is recorded. Fails, changing nothing, if
+    /// `f` fails or leaves a release of another environment. Returns whether `f` changed
+    /// anything.
+    pub fn scoped(
+        &mut self,
+        env: &str,
+        window: super::Window<'_>,
+        f: &mut dyn FnMut(&mut State) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<bool> {
+        let mut scoped = self.window(env, window);
+        let seen: HashSet<ReleaseId> = scoped.releases.iter().map(|r| r.id.clone()).collect();
+        if !f(&mut scoped)? {
+            return Ok(false);
+        }
+        self.merge_window(env, &seen, scoped)?;
+        Ok(true)
+    }
+
+    /// Put a scoped transaction's result back (see [`State::scoped`]). `seen` is what the
+    /// transaction was shown.
+    pub fn merge_window(
+        &mut self,
+        env: &str,
+        seen: &HashSet<ReleaseId>,
+        scoped: State,
+    ) -> Result<(), super::StateError> {
+        if let Some(other) = scoped.releases.iter().find(|r| r.environment != env) {
+            return Err(super::StateError::new(format!(
+                "a transaction on environment \"{env}\" cannot change releases of \"{}\" \
+                 (release {}); nothing was written",
+                other.environment, other.id
+            )));
+        }
+        let highest_before = self.highest_release_id();
+        let mut by_id: std::collections::HashMap<ReleaseId, Arc<Release>> = scoped
+            .releases
+            .iter()
+            .map(|r| (r.id.clone(), r.clone()))
+            .collect();
+        let mut merged = Vec::with_capacity(self.releases.len() + 1);
+        for release in self.releases.drain(..) {
+            if !seen.contains(&release.id) {
+                merged.push(release);
+            } else if let Some(kept) = by_id.remove(&release.id) {
+                merged.push(kept);
+            }
+        }
+        merged.extend(
+            scoped
+                .releases
+                .into_iter()
+                .filter(|r| by_id.contains_key(&r.id)),
+        );
+        self.releases = merged;
+        // Recorded only when the transaction allocated an id (the window's value is the
+        // highest issued, which an original file does not record until an id is allocated).
+        if scoped.last_release_id > highest_before {
+            self.last_release_id = scoped.last_release_id;
+        }
+        Ok(())
+    }
+
     /// Checks what the type system cannot: unique ids, non-empty environment and version.
     pub fn validate(&self) -> Result<(), String> {
         let mut seen = HashSet::new();
@@ -364,7 +478,7 @@ fn newest_first(a: &Release, b: &Release) -> std::cmp::Ordering {
 )]
 pub struct IdsExhausted {
     pub highest: ReleaseId,
-    /// Where the highest id is: `last_release_id` or `releases[<i>].id`.
+    /// Where the highest id is: `last_release_id` or `the id of release <id> (<env>)`.
     pub field: String,
 }
 
@@ -520,6 +634,78 @@ mod tests {
         assert!(state.prune("prod", 3).removed.is_empty());
         assert!(state.prune("prod", 10).removed.is_empty());
         assert!(state.prune("nowhere", 1).removed.is_empty());
+    }
+
+    #[test]
+    fn a_scoped_transaction_sees_its_window_and_changes_only_its_environment() {
+        use crate::state::Window;
+        let mut state = State::default();
+        let prod = history(&mut state, "prod", 4, &[]);
+        let staging = history(&mut state, "staging", 2, &[]);
+        // An original file: no last_release_id, and staging holds the highest id.
+        state.last_release_id = None;
+        state
+            .get_mut(prod[1].as_str())
+            .unwrap()
+            .phases
+            .insert("rollout".into(), PhaseStatus::Running);
+
+        let window = state.window("prod", Window::Recent(std::slice::from_ref(&prod[0])));
+        let ids: Vec<&ReleaseId> = window.releases.iter().map(|r| &r.id).collect();
+        assert_eq!(
+            ids,
+            vec![&prod[0], &prod[1], &prod[3]],
+            "named, unfinished, current"
+        );
+        assert_eq!(window.last_release_id.as_ref(), Some(&staging[1]));
+        assert_eq!(state.window("prod", Window::Whole).releases.len(), 4);
+
+        // Changes go back in place; a new release follows every id issued anywhere.
+        let before = state.clone();
+        let phases = ["build".to_string(), "rollout".to_string()];
+        state
+            .scoped("prod", Window::Recent(&[]), &mut |s| {
+                s.get_mut(prod[1].as_str())
+                    .unwrap()
+                    .phases
+                    .insert("rollout".into(), PhaseStatus::Failed);
+                let id = s
+                    .push_release("prod", "v9", "", &phases, OffsetDateTime::UNIX_EPOCH)
+                    .unwrap()
+                    .id
+                    .clone();
+                assert!(id > staging[1], "{id}");
+                Ok(true)
+            })
+            .unwrap();
+        assert_eq!(state.releases.len(), 7);
+        assert_eq!(state.releases[1].id, prod[1]);
+        assert_eq!(state.releases[1].status_of("rollout"), PhaseStatus::Failed);
+        assert_eq!(state.releases[6].version, "v9");
+        assert_eq!(state.last_release_id.as_ref(), Some(&state.releases[6].id));
+        assert_eq!(
+            state.releases[4..6],
+            before.releases[4..6],
+            "staging untouched"
+        );
+
+        // A release of another environment is refused, and nothing changes.
+        let before = state.clone();
+        let err = state
+            .scoped("prod", Window::Recent(&[]), &mut |s| {
+                s.push_release("staging", "x", "", &phases, OffsetDateTime::UNIX_EPOCH)
+                    .unwrap();
+                Ok(true)
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "a transaction on environment \"prod\" cannot change releases of \"staging\""
+            ),
+            "{err}"
+        );
+        assert_eq!(state, before);
     }
 
     #[test]
@@ -826,7 +1012,10 @@ mod tests {
             .allocate_release_id(OffsetDateTime::UNIX_EPOCH)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("releases[0].id"), "{err}");
+        assert!(
+            err.contains("the id of release rel-99991231-235959999 (prod)"),
+            "{err}"
+        );
     }
 
     #[test]
