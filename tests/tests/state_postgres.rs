@@ -34,6 +34,23 @@ fn no_lost_updates_under_many_processes_and_threads() {
     suite::no_lost_updates(&PgBackend::start(), 1, 8, 3, 50);
 }
 
+/// 8 threads on four environments x 50 scoped commits, beside whole-state commits: every id
+/// race between environments ends in unique, increasing ids.
+#[test]
+fn scoped_commits_lose_nothing_across_environments() {
+    suite::scoped_commits_lose_nothing_across_environments(&PgBackend::start(), 8, 50);
+}
+
+#[test]
+fn a_scoped_transaction_changes_only_its_environment() {
+    suite::a_scoped_transaction_changes_only_its_environment(&PgBackend::start());
+}
+
+#[test]
+fn environments_commit_without_waiting_for_each_other() {
+    suite::environments_commit_without_waiting_for_each_other(&PgBackend::start());
+}
+
 #[test]
 fn a_failing_transaction_writes_nothing() {
     suite::a_failing_transaction_writes_nothing(&PgBackend::start());
@@ -541,4 +558,133 @@ fn tls_follows_the_urls_sslmode() {
         "{err}"
     );
     assert_eq!(exit_code_for(&err), ExitCode::Invalid);
+}
+
+/// A database the previous version wrote (schema 2: the migrations as shipped, rows as it wrote
+/// them, including a release a killed deploy left running) is upgraded in place on first use,
+/// reads the same history, and works with scoped commits: recovery finds the running release
+/// through the backfilled flag, and a new release gets an id after every existing one.
+#[test]
+fn a_database_at_schema_2_is_upgraded_in_place_and_reads_the_same_history() {
+    let pg = PgBackend::start();
+    let fresh = pg.fresh("upgrade");
+    let mut db = pg.server.client("upgrade");
+    db.batch_execute(
+        "CREATE TABLE stagecraft_schema (
+             version integer PRIMARY KEY,
+             description text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .unwrap();
+    for (version, description, sql) in stagecraft::state::MIGRATIONS.iter().take(2) {
+        db.batch_execute(sql).unwrap();
+        db.execute(
+            "INSERT INTO stagecraft_schema (version, description) VALUES ($1, $2)",
+            &[version, description],
+        )
+        .unwrap();
+    }
+    let mut running = all(PhaseStatus::Completed);
+    running[3].1 = PhaseStatus::Running;
+    let old = [
+        release(
+            "rel-20261125-060000000",
+            "prod",
+            "v1",
+            &all(PhaseStatus::Completed),
+        ),
+        release("rel-20261125-070000000", "prod", "v2", &running),
+        // Not current: only the upgrade's unfinished flag puts the running release above in
+        // the window recovery reads.
+        release(
+            "rel-20261125-073000000",
+            "prod",
+            "v3",
+            &all(PhaseStatus::Completed),
+        ),
+        release(
+            "rel-20261125-080000000",
+            "staging",
+            "v1",
+            &all(PhaseStatus::Completed),
+        ),
+    ];
+    for (position, r) in old.iter().enumerate() {
+        db.execute(
+            "INSERT INTO stagecraft_releases (id, environment, position, record)
+             VALUES ($1, $2, $3, $4)",
+            &[
+                &r.id.as_str(),
+                &r.environment,
+                &(position as i64),
+                &serde_json::to_value(r).unwrap(),
+            ],
+        )
+        .unwrap();
+    }
+    db.execute(
+        "UPDATE stagecraft_store SET format_version = 2, lineage = 'lineage-of-old', serial = 5,
+         last_release_id = 'rel-20261125-080000000' WHERE id = 1",
+        &[],
+    )
+    .unwrap();
+
+    let store = fresh.open();
+    let state = store.read().unwrap();
+    let ids: Vec<&str> = state.releases.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "rel-20261125-060000000",
+            "rel-20261125-070000000",
+            "rel-20261125-073000000",
+            "rel-20261125-080000000"
+        ]
+    );
+    assert_eq!(
+        state.releases.iter().map(|r| &**r).collect::<Vec<_>>(),
+        old.iter().collect::<Vec<_>>()
+    );
+    assert_eq!(state.serial, 5);
+    assert_eq!(state.lineage.as_deref(), Some("lineage-of-old"));
+    let version: i32 = db
+        .query_one("SELECT max(version) FROM stagecraft_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, latest_schema_version());
+
+    // Recovery reads prod's window, which holds the running release only if the upgrade
+    // flagged it unfinished.
+    drop(store.lease("prod", Duration::from_secs(5)).unwrap());
+    let state = store.read().unwrap();
+    assert_eq!(
+        state.get("rel-20261125-070000000").unwrap().phases["rollout"],
+        PhaseStatus::Failed
+    );
+    let new = store
+        .transact_env("prod", stagecraft::state::Window::Recent(&[]), |s| {
+            let phases = vec!["build".to_string()];
+            Ok(
+                s.push_release("prod", "v4", "", &phases, time::OffsetDateTime::UNIX_EPOCH)
+                    .unwrap()
+                    .clone(),
+            )
+        })
+        .unwrap();
+    assert!(new.id.as_str() > "rel-20261125-080000000", "{}", new.id);
+    assert_eq!(
+        new.previous_id.as_ref().map(|id| id.as_str()),
+        Some("rel-20261125-073000000")
+    );
+    let state = store.read().unwrap();
+    assert_eq!(
+        state.releases.last().unwrap().id,
+        new.id,
+        "appended after the old rows"
+    );
+    assert_eq!(
+        state.serial, 7,
+        "the old serial, recovery and the new release"
+    );
 }

@@ -233,3 +233,14 @@ fn planted_symlinks_cannot_redirect_writes() {
         .is_err());
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "do not touch");
 }
+
+/// 8 threads on four environments x 50 scoped commits, beside whole-state commits.
+#[test]
+fn scoped_commits_lose_nothing_across_environments() {
+    suite::scoped_commits_lose_nothing_across_environments(&FileBackend, 8, 50);
+}
+
+#[test]
+fn a_scoped_transaction_changes_only_its_environment() {
+    suite::a_scoped_transaction_changes_only_its_environment(&FileBackend);
+}

@@ -344,25 +344,37 @@ impl State {
         if !f(&mut scoped)? {
             return Ok(false);
         }
-        self.merge_window(env, &seen, scoped)?;
+        scoped.check_window(env, self)?;
+        self.merge_window(&seen, scoped);
         Ok(true)
     }
 
-    /// Put a scoped transaction's result back (see [`State::scoped`]). `seen` is what the
-    /// transaction was shown.
-    pub fn merge_window(
-        &mut self,
-        env: &str,
-        seen: &HashSet<ReleaseId>,
-        scoped: State,
-    ) -> Result<(), super::StateError> {
-        if let Some(other) = scoped.releases.iter().find(|r| r.environment != env) {
+    /// What a transaction on `env` left (`self`, from `before`) holds only releases of `env`,
+    /// and the store's own fields as they were: those belong to whole-state transactions.
+    pub fn check_window(&self, env: &str, before: &State) -> Result<(), super::StateError> {
+        if let Some(other) = self.releases.iter().find(|r| r.environment != env) {
             return Err(super::StateError::new(format!(
                 "a transaction on environment \"{env}\" cannot change releases of \"{}\" \
                  (release {}); nothing was written",
                 other.environment, other.id
             )));
         }
+        if self.extra != before.extra
+            || self.lineage != before.lineage
+            || self.format_version != before.format_version
+            || self.serial != before.serial
+        {
+            return Err(super::StateError::new(format!(
+                "a transaction on environment \"{env}\" cannot change the store's own fields \
+                 (serial, lineage, format_version, unknown fields); nothing was written"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Put a scoped transaction's result back (see [`State::scoped`]), once
+    /// [`State::check_window`] accepted it. `seen` is what the transaction was shown.
+    fn merge_window(&mut self, seen: &HashSet<ReleaseId>, scoped: State) {
         let highest_before = self.highest_release_id();
         let mut by_id: std::collections::HashMap<ReleaseId, Arc<Release>> = scoped
             .releases
@@ -389,7 +401,6 @@ impl State {
         if scoped.last_release_id > highest_before {
             self.last_release_id = scoped.last_release_id;
         }
-        Ok(())
     }
 
     /// Checks what the type system cannot: unique ids, non-empty environment and version.

@@ -12,7 +12,7 @@ use serde_json::Value;
 use stagecraft::error::{exit_code_for, ExitCode};
 use stagecraft::state::{
     is_postgres_url, OverallStatus, PhaseStatus, State, StateStore, StateStoreExt, StoreTarget,
-    CANONICAL_PHASES,
+    Window, CANONICAL_PHASES,
 };
 use stagecraft_tests::pg::PgServer;
 use stagecraft_tests::run;
@@ -546,4 +546,185 @@ pub fn assert_invariants(state: &State, finished: &[stagecraft::state::Release])
             .unwrap_or_else(|| panic!("finished release {} was lost", before.id));
         assert_eq!(now, before, "finished release {} changed", before.id);
     }
+}
+
+/// A new release of `env` through a scoped transaction, every phase completed at once (so the
+/// window stays the current release): what a deploy's commits amount to.
+fn deploy_scoped(store: &dyn StateStore, env: &str, version: &str) -> stagecraft::state::ReleaseId {
+    store
+        .transact_env(env, Window::Recent(&[]), |s| {
+            let phases: Vec<String> = CANONICAL_PHASES.iter().map(|p| p.to_string()).collect();
+            let release = s
+                .push_release(env, version, "", &phases, time::OffsetDateTime::now_utc())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            for phase in &phases {
+                release.phases.insert(phase.clone(), PhaseStatus::Completed);
+            }
+            release.pipeline = phases.clone();
+            Ok(release.id.clone())
+        })
+        .unwrap()
+}
+
+/// `threads` threads (each its own store instance) on four environments, each committing `txns`
+/// new releases through scoped transactions, while one more thread makes whole-state commits:
+/// nothing lost, ids unique across environments and increasing in the order they were issued,
+/// `serial` equal to the number of commits.
+pub fn scoped_commits_lose_nothing_across_environments(
+    backend: &dyn Backend,
+    threads: usize,
+    txns: usize,
+) {
+    let fresh = backend.fresh("scoped_no_lost_updates");
+    let barrier = std::sync::Barrier::new(threads + 1);
+    let issued: Vec<Vec<stagecraft::state::ReleaseId>> = std::thread::scope(|scope| {
+        let whole = scope.spawn(|| {
+            let store = fresh.open();
+            barrier.wait();
+            for i in 0..txns {
+                store
+                    .transact(|s| {
+                        s.extra.insert("whole".into(), Value::from(i + 1));
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+        });
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (fresh, barrier) = (&fresh, &barrier);
+                scope.spawn(move || {
+                    let store = fresh.open();
+                    let env = format!("env{}", t % 4);
+                    barrier.wait();
+                    (0..txns)
+                        .map(|i| deploy_scoped(store.as_ref(), &env, &format!("t{t}-{i}")))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        whole.join().unwrap();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let state = fresh.open().read().unwrap();
+    state.validate().unwrap();
+    assert_eq!(state.releases.len(), threads * txns);
+    for ids in &issued {
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    }
+    for env in 0..4 {
+        let env = format!("env{env}");
+        let expected = (0..threads).filter(|t| t % 4 == env[3..].parse::<usize>().unwrap());
+        assert_eq!(state.list_env(&env).len(), expected.count() * txns, "{env}");
+        // Each release's previous is the one committed before it in that environment.
+        let list = state.list_env(&env);
+        for pair in list.windows(2) {
+            assert_eq!(pair[0].previous_id.as_ref(), Some(&pair[1].id), "{env}");
+        }
+    }
+    assert_eq!(state.extra["whole"], Value::from(txns));
+    assert_eq!(state.serial, ((threads + 1) * txns) as u64);
+}
+
+/// A transaction on one environment can change nothing else: not another environment's
+/// releases, not the store's own fields. Nothing is written either way.
+pub fn a_scoped_transaction_changes_only_its_environment(backend: &dyn Backend) {
+    let fresh = backend.fresh("scoped_only_its_env");
+    let store = fresh.open();
+    add(store.as_ref(), "rel-20261125-060000000", "staging");
+    deploy_scoped(store.as_ref(), "prod", "v1");
+    let before = store.read().unwrap();
+    let err = store
+        .transact_env("prod", Window::Whole, |s| {
+            s.releases.push(
+                release(
+                    "rel-20261125-070000000",
+                    "staging",
+                    "v9",
+                    &all(PhaseStatus::Pending),
+                )
+                .into(),
+            );
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "a transaction on environment \"prod\" cannot change releases of \"staging\""
+        ),
+        "{err}"
+    );
+    assert_eq!(exit_code_for(&err), ExitCode::State);
+    let err = store
+        .transact_env("prod", Window::Recent(&[]), |s| {
+            s.extra.insert("sneaky".into(), Value::Bool(true));
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot change the store's own fields"),
+        "{err}"
+    );
+    // What the window does not show stays as it was: the staging release is not in prod's.
+    store
+        .transact_env("prod", Window::Whole, |s| {
+            assert!(s.releases.iter().all(|r| r.environment == "prod"));
+            Ok(())
+        })
+        .unwrap();
+    let after = store.read().unwrap();
+    assert_eq!(after.releases, before.releases);
+}
+
+/// While a transaction on one environment is open (its closure waits), a transaction on another
+/// environment, allocating a release id, commits: they do not wait on each other. The first then
+/// commits too, after the second's id. (Not for the file backend: one file, one commit lock.)
+pub fn environments_commit_without_waiting_for_each_other(backend: &dyn Backend) {
+    let fresh = backend.fresh("scoped_parallel");
+    let (inside_tx, inside) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go) = std::sync::mpsc::channel::<()>();
+    let (other_tx, other) = std::sync::mpsc::channel::<stagecraft::state::ReleaseId>();
+    let patience = Duration::from_secs(60);
+    let fresh = &fresh;
+    std::thread::scope(|scope| {
+        let first = scope.spawn(move || {
+            let store = fresh.open();
+            let mut tries = 0;
+            store
+                .transact_env("alpha", Window::Recent(&[]), |s| {
+                    tries += 1;
+                    if tries == 1 {
+                        inside_tx.send(()).unwrap();
+                        go.recv_timeout(patience).expect("told to go on");
+                    }
+                    let phases = vec!["build".to_string()];
+                    Ok(
+                        s.push_release("alpha", "a1", "", &phases, time::OffsetDateTime::now_utc())
+                            .unwrap()
+                            .id
+                            .clone(),
+                    )
+                })
+                .unwrap()
+        });
+        inside
+            .recv_timeout(patience)
+            .expect("the first transaction started");
+        scope.spawn(move || {
+            let store = fresh.open();
+            other_tx
+                .send(deploy_scoped(store.as_ref(), "beta", "b1"))
+                .unwrap();
+        });
+        let beta = other
+            .recv_timeout(patience)
+            .expect("beta committed while alpha's transaction was open");
+        go_tx.send(()).unwrap();
+        let alpha = first.join().unwrap();
+        assert!(alpha > beta, "alpha {alpha} allocated after beta {beta}");
+    });
+    let state = fresh.open().read().unwrap();
+    assert_eq!(state.releases.len(), 2);
+    assert_eq!(state.serial, 2);
 }

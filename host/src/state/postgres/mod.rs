@@ -3,10 +3,11 @@
 //!
 //! - The schema is created and upgraded by versioned migrations ([`MIGRATIONS`]) on first use,
 //!   under a transaction-scoped advisory lock, so processes starting at once cannot race.
-//! - A transaction locks the one store row (`stagecraft_store`, `FOR UPDATE`), reads the history
-//!   fresh, applies the closure, and writes only the releases that changed, in one database
-//!   transaction. The closure sees the whole history and `serial` counts every commit, so the
-//!   store row is the unit of locking, exactly like the file backend's one lock file.
+//! - A transaction scoped to one environment (every deploy's, rollback's and recovery's) locks
+//!   that environment's row and reads and writes only the releases it needs, through indexes
+//!   (commit.rs): its cost does not grow with the history, and other environments commit in
+//!   parallel. A whole-state transaction (`state migrate`) locks the one store row
+//!   (`stagecraft_store`, `FOR UPDATE`), which waits for every other transaction.
 //! - A lease is a session advisory lock held on a connection of its own, which the [`Lease`]
 //!   guard owns: it ends with the guard or with the session, so a killed runner never leaves it
 //!   behind. The holder is recorded in `stagecraft_environments` and named in "busy" errors.
@@ -18,20 +19,24 @@
 //!
 //! Schema, semantics and errors are specified in spec/state-postgres.md.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postgres::error::SqlState;
-use postgres::{Client, Config, GenericClient, IsolationLevel, Transaction};
+use postgres::{Client, Config, IsolationLevel, Transaction};
 use serde_json::Value;
+
+mod commit;
+mod schema;
+
+pub use schema::{latest_schema_version, MIGRATIONS};
 
 use super::file::check_environment_name;
 use super::heartbeat::{self, Heartbeat, LEASE_BOUND, MARGIN};
 use super::{
-    busy_error, Lease, LeaseHolder, Release, ReleaseId, State, StateError, StateStore,
+    busy_error, Lease, LeaseHolder, Release, ReleaseId, State, StateError, StateStore, Window,
     DEFAULT_COMMIT_WAIT, FORMAT_VERSION,
 };
 use crate::error::input_error;
@@ -47,49 +52,8 @@ const MIGRATION_LOCK_CLASS: i32 = 0x5343_4D47;
 
 /// Serialization failures and deadlocks are retried this many times before giving up.
 const MAX_ATTEMPTS: u32 = 10;
-
-/// The schema's versions, applied in order, each in the same transaction as its row in
-/// `stagecraft_schema`. Never edit a shipped migration: add the next one.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[
-    (
-        1,
-        "store row, releases, environments with lease holders",
-        "CREATE TABLE stagecraft_store (
-         id smallint PRIMARY KEY CHECK (id = 1),
-         format_version integer,
-         lineage text,
-         serial bigint NOT NULL DEFAULT 0,
-         last_release_id text,
-         extra jsonb NOT NULL DEFAULT '{}'::jsonb
-     );
-     INSERT INTO stagecraft_store (id) VALUES (1);
-     CREATE TABLE stagecraft_releases (
-         id text PRIMARY KEY,
-         environment text NOT NULL,
-         position bigint NOT NULL,
-         record jsonb NOT NULL,
-         CONSTRAINT stagecraft_releases_position_key UNIQUE (position)
-             DEFERRABLE INITIALLY DEFERRED
-     );
-     CREATE INDEX stagecraft_releases_environment ON stagecraft_releases (environment);
-     CREATE TABLE stagecraft_environments (
-         name text PRIMARY KEY,
-         lock_key integer GENERATED ALWAYS AS IDENTITY UNIQUE,
-         holder jsonb,
-         holder_backend_pid integer
-     );",
-    ),
-    (
-        2,
-        "lease heartbeats",
-        "ALTER TABLE stagecraft_environments ADD COLUMN heartbeat_at timestamptz;",
-    ),
-];
-
-/// The newest schema version this build knows.
-pub fn latest_schema_version() -> i32 {
-    MIGRATIONS.last().map_or(0, |m| m.0)
-}
+/// How many times a scoped commit may lose the race for a release id before it gives up.
+const MAX_ID_CONFLICTS: u32 = 1000;
 
 /// Whether a `--state-url` / `state migrate --to` value names PostgreSQL rather than a file.
 pub fn is_postgres_url(s: &str) -> bool {
@@ -290,6 +254,9 @@ enum TxError {
     Db(&'static str, postgres::Error),
     /// Anything else, already worded for people.
     Other(anyhow::Error),
+    /// A scoped commit allocated a release id, but another commit recorded a higher one first:
+    /// try again with the new highest.
+    IdTaken,
 }
 
 impl PgStore {
@@ -496,6 +463,7 @@ impl PgStore {
         }
         for (version, description, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             tx.batch_execute(sql).map_err(err)?;
+            schema::after_migration(&mut tx, *version).map_err(err)?;
             tx.execute(
                 "INSERT INTO stagecraft_schema (version, description) VALUES ($1, $2)",
                 &[version, description],
@@ -505,32 +473,52 @@ impl PgStore {
         tx.commit().map_err(err)
     }
 
-    /// The whole state as of `tx`'s snapshot; `for_update` locks the store row first.
-    fn load(&self, tx: &mut Transaction<'_>, for_update: bool) -> Result<State, TxError> {
-        let sql = if for_update {
+    /// How long a commit waits for a lock (`--lock-wait`, else [`DEFAULT_COMMIT_WAIT`]).
+    fn commit_wait(&self) -> Duration {
+        *self.commit_wait.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The whole state as of `tx`'s snapshot; `for_update` locks the store row first. Its
+    /// `serial` counts every commit: the store row's (whole-state commits) plus each
+    /// environment's (scoped commits), whose sum is returned too.
+    fn load(&self, tx: &mut Transaction<'_>, for_update: bool) -> Result<(State, i64), TxError> {
+        let lock = if for_update { "FOR UPDATE" } else { "" };
+        let mut state = self.load_header(tx, lock)?;
+        let env_serials: i64 = tx
+            .query_one(
+                "SELECT coalesce(sum(serial), 0)::bigint FROM stagecraft_environments",
+                &[],
+            )
+            .map_err(|e| TxError::Db("reading the environments", e))?
+            .get(0);
+        state.serial = state
+            .serial
+            .checked_add(u64::try_from(env_serials).unwrap_or(0))
+            .ok_or_else(|| self.corrupt(format!("serial overflows with {env_serials}")))?;
+        let rows = tx
+            .query(
+                "SELECT id, record FROM stagecraft_releases ORDER BY position",
+                &[],
+            )
+            .map_err(|e| TxError::Db("reading the releases", e))?;
+        state.releases = self.parse_releases(rows.iter().map(|r| (r.get(0), r.get(1))))?;
+        Ok((state, env_serials))
+    }
+
+    /// The store row as a state without releases, locked as `lock` says (`FOR UPDATE`,
+    /// `FOR KEY SHARE` or nothing).
+    fn load_header(&self, tx: &mut Transaction<'_>, lock: &str) -> Result<State, TxError> {
+        let sql = format!(
             "SELECT format_version, lineage, serial, last_release_id, extra
-             FROM stagecraft_store WHERE id = 1 FOR UPDATE"
-        } else {
-            "SELECT format_version, lineage, serial, last_release_id, extra
-             FROM stagecraft_store WHERE id = 1"
-        };
+             FROM stagecraft_store WHERE id = 1 {lock}"
+        );
         let row = tx
-            .query_one(sql, &[])
+            .query_one(&sql, &[])
             .map_err(|e| TxError::Db("reading the store row", e))?;
         let format_version: Option<i32> = row.get(0);
         let serial: i64 = row.get(2);
         let last_release_id: Option<String> = row.get(3);
         let extra: Value = row.get(4);
-        let corrupt = |what: String| {
-            TxError::Other(
-                StateError::new(format!(
-                    "the stagecraft tables in PostgreSQL at {} do not match the state format: \
-                     {what}; restore the database from a backup, or fix the row by hand",
-                    self.location
-                ))
-                .into(),
-            )
-        };
         let format_version = match format_version {
             None => None,
             Some(v) if v >= 0 && v as u32 <= FORMAT_VERSION => Some(v as u32),
@@ -546,37 +534,48 @@ impl PgStore {
             }
         };
         let last_release_id = match last_release_id {
-            Some(id) => {
-                Some(ReleaseId::parse(&id).map_err(|e| corrupt(format!("last_release_id: {e}")))?)
-            }
+            Some(id) => Some(
+                ReleaseId::parse(&id).map_err(|e| self.corrupt(format!("last_release_id: {e}")))?,
+            ),
             None => None,
         };
         let extra = match extra {
             Value::Object(map) => map,
-            other => return Err(corrupt(format!("extra is {other}, not an object"))),
+            other => return Err(self.corrupt(format!("extra is {other}, not an object"))),
         };
-        let rows = tx
-            .query(
-                "SELECT id, record FROM stagecraft_releases ORDER BY position",
-                &[],
-            )
-            .map_err(|e| TxError::Db("reading the releases", e))?;
-        let mut releases = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: String = row.get(0);
-            let record: Value = row.get(1);
-            let release: Release = serde_json::from_value(record)
-                .map_err(|e| corrupt(format!("release {id}: {e}")))?;
-            releases.push(Arc::new(release));
-        }
         Ok(State {
             format_version,
             lineage: row.get(1),
-            serial: u64::try_from(serial).map_err(|_| corrupt(format!("serial {serial}")))?,
+            serial: u64::try_from(serial).map_err(|_| self.corrupt(format!("serial {serial}")))?,
             last_release_id,
-            releases,
+            releases: Vec::new(),
             extra,
         })
+    }
+
+    /// Release rows (id, record) as releases, in the order given.
+    fn parse_releases(
+        &self,
+        rows: impl Iterator<Item = (String, Value)>,
+    ) -> Result<Vec<Arc<Release>>, TxError> {
+        rows.map(|(id, record)| {
+            serde_json::from_value::<Release>(record)
+                .map(Arc::new)
+                .map_err(|e| self.corrupt(format!("release {id}: {e}")))
+        })
+        .collect()
+    }
+
+    /// A row that does not match the state format.
+    fn corrupt(&self, what: String) -> TxError {
+        TxError::Other(
+            StateError::new(format!(
+                "the stagecraft tables in PostgreSQL at {} do not match the state format: \
+                 {what}; restore the database from a backup, or fix the row by hand",
+                self.location
+            ))
+            .into(),
+        )
     }
 
     /// One attempt: lock, read fresh, apply `f`, validate, write what changed, check the
@@ -586,34 +585,12 @@ impl PgStore {
         client: &mut Client,
         f: &mut dyn FnMut(&mut State) -> anyhow::Result<bool>,
     ) -> Result<(), TxError> {
-        let mut tx = client
-            .transaction()
-            .map_err(|e| TxError::Db("starting a transaction", e))?;
         // Bounded like the file backend's commit lock: a transaction that holds the store row
         // and never ends (a stopped process) must not hang every deploy.
-        let wait = *self.commit_wait.lock().unwrap_or_else(|p| p.into_inner());
-        tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = {}",
-            wait.as_millis().clamp(1, i32::MAX as u128)
-        ))
-        .map_err(|e| TxError::Db("starting a transaction", e))?;
-        let before = match self.load(&mut tx, true) {
-            Err(TxError::Db(_, e)) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
-                return Err(TxError::Other(
-                    StateError::new(format!(
-                        "cannot commit to PostgreSQL at {}: another transaction held the store \
-                         row (stagecraft_store) for more than {}s. A commit takes milliseconds, \
-                         so that transaction is probably stuck (a stopped process, an open \
-                         session): find it in pg_stat_activity and end it, or wait longer with \
-                         --lock-wait <seconds>; nothing was written",
-                        self.location,
-                        wait.as_secs_f64()
-                    ))
-                    .into(),
-                ))
-            }
-            other => other?,
-        };
+        let mut tx = self.begin(client)?;
+        let (before, env_serials) = self
+            .load(&mut tx, true)
+            .map_err(|e| self.lock_waited(e, "the store row (stagecraft_store)"))?;
         let mut state = before.clone();
         if !f(&mut state).map_err(TxError::Closure)? {
             return Ok(()); // Dropping `tx` rolls back; nothing was written.
@@ -642,7 +619,20 @@ impl PgStore {
                 state.serial - 1
             ))
         })?;
-        write_changes(&mut tx, &before, &state).map_err(|e| TxError::Db("writing releases", e))?;
+        commit::write_changes(&mut tx, &before, &state)
+            .map_err(|e| TxError::Db("writing releases", e))?;
+        // The store row counts what the environments' serials do not (see `load`); a state
+        // that sets a smaller serial (a migration's copy) takes it over whole.
+        let serial = if serial >= env_serials {
+            serial - env_serials
+        } else {
+            tx.execute(
+                "UPDATE stagecraft_environments SET serial = 0 WHERE serial <> 0",
+                &[],
+            )
+            .map_err(|e| TxError::Db("writing the environments", e))?;
+            serial
+        };
         tx.execute(
             "UPDATE stagecraft_store
              SET format_version = $1, lineage = $2, serial = $3, last_release_id = $4, extra = $5
@@ -703,11 +693,22 @@ impl PgStore {
         &self,
         f: &mut dyn FnMut(&mut State) -> anyhow::Result<bool>,
     ) -> anyhow::Result<()> {
+        self.retrying(&mut |client| self.try_commit(client, f))
+    }
+
+    /// Run `attempt` (one database transaction) on a pooled connection until it commits or
+    /// fails for good: a serialization failure, a deadlock or an id allocated by another commit
+    /// first is tried again, a pooled connection the server closed is replaced once.
+    fn retrying(
+        &self,
+        attempt: &mut dyn FnMut(&mut Client) -> Result<(), TxError>,
+    ) -> anyhow::Result<()> {
         let (mut client, mut pooled) = self.client()?;
         self.ensure_schema(&mut client, true)?;
-        let mut attempt = 1;
+        let mut tries = 1;
+        let mut conflicts = 0;
         loop {
-            match self.try_commit(&mut client, f) {
+            match attempt(&mut client) {
                 Ok(()) => {
                     self.give_back(client);
                     return Ok(());
@@ -721,23 +722,37 @@ impl PgStore {
                     pooled = false;
                 }
                 Err(TxError::Db(_, e))
-                    if attempt < MAX_ATTEMPTS
+                    if tries < MAX_ATTEMPTS
                         && matches!(
                             e.code(),
                             Some(&SqlState::T_R_SERIALIZATION_FAILURE)
                                 | Some(&SqlState::T_R_DEADLOCK_DETECTED)
                         ) =>
                 {
-                    attempt += 1;
+                    tries += 1;
                 }
+                // Another commit got its id in first: every such retry follows a commit that
+                // made progress, so only a bound against bugs is needed.
+                Err(TxError::IdTaken) if conflicts < MAX_ID_CONFLICTS => conflicts += 1,
                 Err(e) => {
                     self.give_back(client);
-                    return Err(match e {
-                        TxError::Closure(e) | TxError::Other(e) => e,
-                        TxError::Db(doing, e) => self.db_error(doing, &e),
-                    });
+                    return Err(self.tx_error(e));
                 }
             }
+        }
+    }
+
+    /// A failed transaction as the command's error.
+    fn tx_error(&self, e: TxError) -> anyhow::Error {
+        match e {
+            TxError::Closure(e) | TxError::Other(e) => e,
+            TxError::Db(doing, e) => self.db_error(doing, &e),
+            TxError::IdTaken => StateError::new(format!(
+                "cannot commit to PostgreSQL at {}: {MAX_ID_CONFLICTS} attempts in a row lost \
+                 the race for a release id to other commits; nothing was written, try again",
+                self.location
+            ))
+            .into(),
         }
     }
 
@@ -886,49 +901,6 @@ fn schema_version(client: &mut Client) -> Result<Option<i32>, postgres::Error> {
     Ok(Some(version.unwrap_or(0)))
 }
 
-/// Write the difference between `before` and `after`: deleted releases go, releases that are
-/// new, changed or moved are upserted with their position. Appending a release writes one row.
-fn write_changes(
-    tx: &mut impl GenericClient,
-    before: &State,
-    after: &State,
-) -> Result<(), postgres::Error> {
-    let old: HashMap<&str, (usize, &Arc<Release>)> = before
-        .releases
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.id.as_str(), (i, r)))
-        .collect();
-    let kept: std::collections::HashSet<&str> =
-        after.releases.iter().map(|r| r.id.as_str()).collect();
-    for id in old.keys().filter(|id| !kept.contains(*id)) {
-        tx.execute("DELETE FROM stagecraft_releases WHERE id = $1", &[id])?;
-    }
-    for (i, release) in after.releases.iter().enumerate() {
-        if let Some((j, previous)) = old.get(release.id.as_str()) {
-            // Still the same shared release (see `State::releases`), or equal to it.
-            if *j == i && (Arc::ptr_eq(previous, release) || *previous == release) {
-                continue;
-            }
-        }
-        let record = serde_json::to_value(release).expect("a release serializes");
-        tx.execute(
-            "INSERT INTO stagecraft_releases (id, environment, position, record)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO UPDATE
-             SET environment = EXCLUDED.environment, position = EXCLUDED.position,
-                 record = EXCLUDED.record",
-            &[
-                &release.id.as_str(),
-                &release.environment,
-                &(i as i64),
-                &record,
-            ],
-        )?;
-    }
-    Ok(())
-}
-
 impl StateStore for PgStore {
     fn location(&self) -> String {
         self.location.clone()
@@ -939,7 +911,7 @@ impl StateStore for PgStore {
     }
 
     fn set_lock_wait(&self, wait: Duration) {
-        *self.commit_wait.lock().unwrap_or_else(|p| p.into_inner()) = wait;
+        *self.commit_wait.lock().unwrap_or_else(|p| p.into_inner()) = wait; // see commit_wait
     }
 
     fn read(&self) -> anyhow::Result<State> {
@@ -955,7 +927,7 @@ impl StateStore for PgStore {
                 .read_only(true)
                 .start()
                 .map_err(|e| TxError::Db("starting a read", e))?;
-            let state = self.load(&mut tx, false)?;
+            let (state, _) = self.load(&mut tx, false)?;
             tx.commit()
                 .map_err(|e| TxError::Db("finishing a read", e))?;
             Ok(state)
@@ -969,10 +941,7 @@ impl StateStore for PgStore {
             }
         }
         self.give_back(client);
-        result.map_err(|e| match e {
-            TxError::Closure(e) | TxError::Other(e) => e,
-            TxError::Db(doing, e) => self.db_error(doing, &e),
-        })
+        result.map_err(|e| self.tx_error(e))
     }
 
     fn transact_dyn(
@@ -987,6 +956,16 @@ impl StateStore for PgStore {
         f: &mut dyn FnMut(&mut State) -> anyhow::Result<bool>,
     ) -> anyhow::Result<()> {
         self.commit_with(f)
+    }
+
+    fn transact_env_dyn(
+        &self,
+        env: &str,
+        window: Window<'_>,
+        f: &mut dyn FnMut(&mut State) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        check_environment_name(env)?;
+        self.commit_env_with(env, window, f)
     }
 
     fn lease(&self, env: &str, wait: Duration) -> anyhow::Result<Lease> {
@@ -1074,7 +1053,9 @@ impl StateStore for PgStore {
         };
         // We hold the lease, so no live process can be running a release of `env`: anything
         // left `running` belongs to a process that died. (On error the guard lets go.)
-        self.commit_with(&mut |state| Ok(!state.recover_interrupted(env).is_empty()))?;
+        self.commit_env_with(env, Window::Recent(&[]), &mut |state| {
+            Ok(!state.recover_interrupted(env).is_empty())
+        })?;
         Ok(Lease::new(env, Box::new(guard)))
     }
 }

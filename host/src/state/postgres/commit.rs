@@ -1,0 +1,241 @@
+//! Writing: the transaction preamble both commit kinds share, the commit scoped to one
+//! environment, and the row writes.
+//!
+//! A scoped commit (`transact_env`) locks only its environment and reads and writes only the
+//! rows it needs, so its cost does not grow with the history and commits on different
+//! environments run in parallel:
+//!
+//! 1. the store row `FOR KEY SHARE`: only a whole-state commit (`FOR UPDATE`) waits for it, or
+//!    makes it wait;
+//! 2. the environment's row, created if needed, its `serial` counted up (this locks it: scoped
+//!    commits of one environment take turns);
+//! 3. the window's releases through indexes: the newest by id, the unfinished ones (a partial
+//!    index), and those named;
+//! 4. the closure;
+//! 5. if it allocated an id (after the highest of `last_release_id` and every release's id, an
+//!    index lookup), the store row's `last_release_id` moves up to it only if nobody moved it
+//!    that far meanwhile (else the whole attempt is tried again: ids stay globally unique and
+//!    increasing); then one insert or update per release it added or changed, and one delete
+//!    for those it removed;
+//! 6. the leases this store holds are checked, and the transaction commits.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use postgres::error::SqlState;
+use postgres::{Client, GenericClient, Transaction};
+
+use super::{PgStore, TxError};
+use crate::state::{Release, ReleaseId, State, StateError, Window, FORMAT_VERSION};
+
+impl PgStore {
+    /// A transaction whose lock waits end after the commit wait (`--lock-wait`).
+    pub(super) fn begin<'c>(&self, client: &'c mut Client) -> Result<Transaction<'c>, TxError> {
+        let mut tx = client
+            .transaction()
+            .map_err(|e| TxError::Db("starting a transaction", e))?;
+        let wait = self.commit_wait();
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = {}",
+            wait.as_millis().clamp(1, i32::MAX as u128)
+        ))
+        .map_err(|e| TxError::Db("starting a transaction", e))?;
+        Ok(tx)
+    }
+
+    /// `err` as the commit's error: a lock not had within the commit wait names what was
+    /// locked and what to do; anything else is unchanged.
+    pub(super) fn lock_waited(&self, err: TxError, what: &str) -> TxError {
+        match err {
+            TxError::Db(_, e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => TxError::Other(
+                StateError::new(format!(
+                    "cannot commit to PostgreSQL at {}: another transaction held {what} for \
+                         more than {}s. A commit takes milliseconds, so that transaction is \
+                         probably stuck (a stopped process, an open session): find it in \
+                         pg_stat_activity and end it, or wait longer with --lock-wait \
+                         <seconds>; nothing was written",
+                    self.location,
+                    self.commit_wait().as_secs_f64()
+                ))
+                .into(),
+            ),
+            other => other,
+        }
+    }
+
+    /// Lock `env`, read its `window`, apply `f`, and commit what it changed (see the module
+    /// documentation); retried like every commit.
+    pub(super) fn commit_env_with(
+        &self,
+        env: &str,
+        window: Window<'_>,
+        f: &mut dyn FnMut(&mut State) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        self.retrying(&mut |client| self.try_commit_env(client, env, window, f))
+    }
+
+    fn try_commit_env(
+        &self,
+        client: &mut Client,
+        env: &str,
+        window: Window<'_>,
+        f: &mut dyn FnMut(&mut State) -> anyhow::Result<bool>,
+    ) -> Result<(), TxError> {
+        let mut tx = self.begin(client)?;
+        let mut before = self
+            .load_header(&mut tx, "FOR KEY SHARE")
+            .map_err(|e| self.lock_waited(e, "the store row (stagecraft_store)"))?;
+        // Allocation must follow every id issued, in any environment: a history copied from an
+        // original file records no last_release_id (an index lookup).
+        let highest: Option<String> = tx
+            .query_one("SELECT max(id COLLATE \"C\") FROM stagecraft_releases", &[])
+            .map_err(|e| TxError::Db("reading the highest release id", e))?
+            .get(0);
+        if let Some(highest) = highest {
+            let highest =
+                ReleaseId::parse(&highest).map_err(|e| self.corrupt(format!("release id: {e}")))?;
+            before.last_release_id = before.last_release_id.max(Some(highest));
+        }
+        tx.execute(
+            "INSERT INTO stagecraft_environments (name, serial) VALUES ($1, 1)
+             ON CONFLICT (name) DO UPDATE SET serial = stagecraft_environments.serial + 1",
+            &[&env],
+        )
+        .map_err(|e| {
+            self.lock_waited(
+                TxError::Db("locking the environment", e),
+                &format!("environment \"{env}\" (its row in stagecraft_environments)"),
+            )
+        })?;
+        before.releases = self.load_window(&mut tx, env, window)?;
+        let mut after = before.clone();
+        if !f(&mut after).map_err(TxError::Closure)? {
+            return Ok(()); // Dropping `tx` rolls back; nothing was written.
+        }
+        // The same checks as a whole-state commit, on what this one can see. An id that
+        // another environment holds cannot get this far: the insert below fails on it.
+        after
+            .check_window(env, &before)
+            .map_err(|e| TxError::Other(e.into()))?;
+        after.validate().map_err(|e| {
+            TxError::Other(
+                StateError::new(format!(
+                    "refusing to commit an invalid state to {}: {e}; nothing was written",
+                    self.location
+                ))
+                .into(),
+            )
+        })?;
+        // The id first: two commits that allocated the same id meet here, on the store row,
+        // and the second finds it taken once the first commits (before it writes a row).
+        if after.last_release_id > before.last_release_id {
+            let moved = tx
+                .execute(
+                    "UPDATE stagecraft_store SET last_release_id = $1
+                     WHERE id = 1 AND (last_release_id IS NULL
+                                       OR last_release_id COLLATE \"C\" < $1)",
+                    &[&after.last_release_id.as_ref().map(|id| id.as_str())],
+                )
+                .map_err(|e| TxError::Db("allocating a release id", e))?;
+            if moved == 0 {
+                return Err(TxError::IdTaken);
+            }
+        }
+        write_changes(&mut tx, &before, &after).map_err(|e| TxError::Db("writing releases", e))?;
+        if before.format_version != Some(FORMAT_VERSION) || before.lineage.is_none() {
+            // The first commit to a new database.
+            tx.execute(
+                "UPDATE stagecraft_store
+                 SET format_version = $1, lineage = coalesce(lineage, $2) WHERE id = 1",
+                &[&(FORMAT_VERSION as i32), &uuid::Uuid::new_v4().to_string()],
+            )
+            .map_err(|e| TxError::Db("writing the store row", e))?;
+        }
+        self.check_leases(&mut tx)?;
+        tx.commit().map_err(|e| TxError::Db("committing", e))
+    }
+
+    /// `env`'s releases that `window` names, in history order.
+    fn load_window(
+        &self,
+        tx: &mut Transaction<'_>,
+        env: &str,
+        window: Window<'_>,
+    ) -> Result<Vec<Arc<Release>>, TxError> {
+        let rows = match window {
+            Window::Whole => tx.query(
+                "SELECT id, record, position FROM stagecraft_releases
+                 WHERE environment = $1 ORDER BY position",
+                &[&env],
+            ),
+            Window::Recent(ids) => {
+                let ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+                tx.query(
+                    "SELECT DISTINCT ON (position) id, record, position FROM (
+                         (SELECT id, record, position FROM stagecraft_releases
+                          WHERE environment = $1 ORDER BY id COLLATE \"C\" DESC LIMIT 1)
+                         UNION ALL
+                         SELECT id, record, position FROM stagecraft_releases
+                         WHERE environment = $1 AND unfinished
+                         UNION ALL
+                         SELECT id, record, position FROM stagecraft_releases
+                         WHERE environment = $1 AND id = ANY($2)
+                     ) AS window_rows ORDER BY position",
+                    &[&env, &ids],
+                )
+            }
+        }
+        .map_err(|e| TxError::Db("reading the releases", e))?;
+        self.parse_releases(rows.iter().map(|r| (r.get(0), r.get(1))))
+    }
+}
+
+/// Write the difference between `before` and `after` (a whole state, or one environment's
+/// window): deleted releases go, changed ones are rewritten in place, new ones are inserted
+/// after every existing one (their position from a sequence, so that commits on different
+/// environments never compete for one). Appending a release writes one row.
+pub(super) fn write_changes(
+    tx: &mut impl GenericClient,
+    before: &State,
+    after: &State,
+) -> Result<(), postgres::Error> {
+    let old: HashMap<&str, &Arc<Release>> =
+        before.releases.iter().map(|r| (r.id.as_str(), r)).collect();
+    let kept: HashSet<&str> = after.releases.iter().map(|r| r.id.as_str()).collect();
+    let gone: Vec<&str> = old
+        .keys()
+        .copied()
+        .filter(|id| !kept.contains(id))
+        .collect();
+    if !gone.is_empty() {
+        tx.execute(
+            "DELETE FROM stagecraft_releases WHERE id = ANY($1)",
+            &[&gone],
+        )?;
+    }
+    for release in &after.releases {
+        let previous = old.get(release.id.as_str());
+        // Still the same shared release (see `State::releases`), or equal to it.
+        if previous.is_some_and(|p| Arc::ptr_eq(p, release) || ***p == **release) {
+            continue;
+        }
+        let record = serde_json::to_value(release).expect("a release serializes");
+        let params: [&(dyn postgres::types::ToSql + Sync); 4] = [
+            &release.id.as_str(),
+            &release.environment,
+            &record,
+            &release.is_unfinished(),
+        ];
+        let sql = if previous.is_some() {
+            "UPDATE stagecraft_releases
+             SET environment = $2, record = $3, unfinished = $4 WHERE id = $1"
+        } else {
+            // Never an upsert: a new id that exists (it cannot, ids are allocated past every
+            // one issued) must fail the commit, not overwrite another release.
+            "INSERT INTO stagecraft_releases (id, environment, position, record, unfinished)
+             VALUES ($1, $2, nextval('stagecraft_release_position'), $3, $4)"
+        };
+        tx.execute(sql, &params)?;
+    }
+    Ok(())
+}
