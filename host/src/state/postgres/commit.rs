@@ -11,12 +11,13 @@
 //!    commits of one environment take turns);
 //! 3. the window's releases through indexes: the newest by id, the unfinished ones (a partial
 //!    index), and those named;
-//! 4. the closure;
-//! 5. if it allocated an id (after the highest of `last_release_id` and every release's id, an
-//!    index lookup), the store row's `last_release_id` moves up to it only if nobody moved it
-//!    that far meanwhile (else the whole attempt is tried again: ids stay globally unique and
-//!    increasing); then one insert or update per release it added or changed, and one delete
-//!    for those it removed;
+//! 4. the closure, which allocates ids after the highest of `last_release_id` and every
+//!    release's id (an index lookup), and after its environment's newest;
+//! 5. one insert or update per release it added or changed, one delete for those it removed. A
+//!    new id that another environment's commit inserted first (the same millisecond) fails on
+//!    the primary key once that commit ends, and the whole attempt runs again: ids stay unique,
+//!    and increase within every environment. The store row is never written, so commits on
+//!    different environments share no lock at all;
 //! 6. the leases this store holds are checked, and the transaction commits.
 
 use std::collections::{HashMap, HashSet};
@@ -85,8 +86,9 @@ impl PgStore {
         let mut before = self
             .load_header(&mut tx, "FOR KEY SHARE")
             .map_err(|e| self.lock_waited(e, "the store row (stagecraft_store)"))?;
-        // Allocation must follow every id issued, in any environment: a history copied from an
-        // original file records no last_release_id (an index lookup).
+        // Allocation follows every id issued, in any environment (an index lookup); scoped
+        // commits do not move last_release_id, the highest release always stays (retention
+        // keeps every environment's current release).
         let highest: Option<String> = tx
             .query_one("SELECT max(id COLLATE \"C\") FROM stagecraft_releases", &[])
             .map_err(|e| TxError::Db("reading the highest release id", e))?
@@ -126,22 +128,15 @@ impl PgStore {
                 .into(),
             )
         })?;
-        // The id first: two commits that allocated the same id meet here, on the store row,
-        // and the second finds it taken once the first commits (before it writes a row).
-        if after.last_release_id > before.last_release_id {
-            let moved = tx
-                .execute(
-                    "UPDATE stagecraft_store SET last_release_id = $1
-                     WHERE id = 1 AND (last_release_id IS NULL
-                                       OR last_release_id COLLATE \"C\" < $1)",
-                    &[&after.last_release_id.as_ref().map(|id| id.as_str())],
-                )
-                .map_err(|e| TxError::Db("allocating a release id", e))?;
-            if moved == 0 {
-                return Err(TxError::IdTaken);
+        write_changes(&mut tx, &before, &after).map_err(|e| {
+            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                // Another environment's commit issued the same id first (the same
+                // millisecond): run again, after it.
+                TxError::IdTaken
+            } else {
+                TxError::Db("writing releases", e)
             }
-        }
-        write_changes(&mut tx, &before, &after).map_err(|e| TxError::Db("writing releases", e))?;
+        })?;
         if before.format_version != Some(FORMAT_VERSION) || before.lineage.is_none() {
             // The first commit to a new database.
             tx.execute(
@@ -193,7 +188,8 @@ impl PgStore {
 /// Write the difference between `before` and `after` (a whole state, or one environment's
 /// window): deleted releases go, changed ones are rewritten in place, new ones are inserted
 /// after every existing one (their position from a sequence, so that commits on different
-/// environments never compete for one). Appending a release writes one row.
+/// environments never compete for one). Appending a release writes one row. A reordered
+/// whole state is written in its new order.
 pub(super) fn write_changes(
     tx: &mut impl GenericClient,
     before: &State,
@@ -213,10 +209,31 @@ pub(super) fn write_changes(
             &[&gone],
         )?;
     }
+    // A whole-state transaction may reorder the history (no operation does, but the file keeps
+    // any order, so this backend does too): then every release takes a new position, in order.
+    let kept_before = before
+        .releases
+        .iter()
+        .map(|r| r.id.as_str())
+        .filter(|id| kept.contains(id));
+    let kept_after = after
+        .releases
+        .iter()
+        .map(|r| r.id.as_str())
+        .filter(|id| old.contains_key(id));
+    let reordered = !kept_before.eq(kept_after);
     for release in &after.releases {
         let previous = old.get(release.id.as_str());
         // Still the same shared release (see `State::releases`), or equal to it.
-        if previous.is_some_and(|p| Arc::ptr_eq(p, release) || ***p == **release) {
+        let unchanged = previous.is_some_and(|p| Arc::ptr_eq(p, release) || ***p == **release);
+        if reordered && previous.is_some() {
+            tx.execute(
+                "UPDATE stagecraft_releases SET position = nextval('stagecraft_release_position')
+                 WHERE id = $1",
+                &[&release.id.as_str()],
+            )?;
+        }
+        if unchanged {
             continue;
         }
         let record = serde_json::to_value(release).expect("a release serializes");
