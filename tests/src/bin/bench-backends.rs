@@ -1,78 +1,162 @@
-//! Benchmark: commit latency and throughput of the file and PostgreSQL state backends, with 1
-//! and with 8 concurrent writer processes, on a small and on a long history, in one run. Each
-//! commit is what a deploy's first commit does: allocate an id and append a release. PostgreSQL
-//! runs with its default durability (fsync, synchronous commit) on a Unix socket, beside the
-//! file backend's fsync'd rename. Prints a Markdown table for docs/performance.md.
+//! Benchmark: what a commit costs on the file and PostgreSQL state backends as the history grows
+//! (10, 10,000 and 100,000 releases), with one writer process and with eight writers on eight
+//! environments, and what a six-phase deploy through the binary costs on each, in one run.
 //!
-//! Run: `cargo run -p stagecraft-tests --bin bench-backends`
+//! Each commit is a deploy's first one, through the transaction a deploy uses
+//! (`transact_env`): allocate an id and append a release to the writer's environment. The file
+//! backend is also measured through a whole-state `transact`, the protocol every commit used
+//! before transactions were scoped, so the two rows compare the old and new paths. PostgreSQL runs
+//! with its default durability (fsync, synchronous commit) on a Unix socket. Prints Markdown
+//! tables for docs/performance.md.
+//!
+//! Run: `cargo build -p stagecraft && cargo run -p stagecraft-tests --bin bench-backends`
 
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use stagecraft::state::{
-    PhaseStatus, State, StateStoreExt, StoreTarget, Timestamp, CANONICAL_PHASES,
+    PhaseStatus, State, StateStoreExt, StoreTarget, Timestamp, Window, CANONICAL_PHASES,
 };
+use stagecraft_tests::bench::{median, ms, noop_project};
 use stagecraft_tests::pg::PgServer;
 
-/// Commits per configuration, split between the writer processes.
-const COMMITS: usize = 400;
-const HISTORIES: [usize; 2] = [10, 1000];
+const HISTORIES: [usize; 3] = [10, 10_000, 100_000];
 const WRITERS: [usize; 2] = [1, 8];
+/// Commits per row on PostgreSQL and on a small file; a file of 100,000 releases takes seconds
+/// per commit, so its rows make fewer.
+const COMMITS: usize = 400;
+const FEW_COMMITS: usize = 16;
+const DEPLOYS: usize = 15;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("writer") {
-        writer(&args[2], args[3].parse().unwrap());
+        writer(&args[2], args[3].parse().unwrap(), &args[4], &args[5]);
         return;
     }
     let server = PgServer::start_durable();
     let files = tempfile::tempdir().unwrap();
     let mut rows = Vec::new();
-    let mut db = 0;
-    for history in HISTORIES {
-        for writers in WRITERS {
-            for backend in ["file", "postgres"] {
-                db += 1;
-                let spec = match backend {
-                    "file" => files
-                        .path()
-                        .join(format!("run{db}/releases.json"))
-                        .to_str()
-                        .unwrap()
-                        .to_string(),
-                    _ => server.create_database(&format!("bench{db}")),
-                };
-                preload(&spec, history);
-                let (wall, mut latencies) = run_writers(&spec, writers, COMMITS / writers);
-                latencies.sort_unstable();
-                let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
-                rows.push(format!(
-                    "| {backend} | {history} | {writers} | {:.2} | {:.2} | {:.2} | {:.0} |",
-                    pct(0.5) as f64 / 1000.0,
-                    pct(0.99) as f64 / 1000.0,
-                    latencies.iter().sum::<u64>() as f64 / latencies.len() as f64 / 1000.0,
-                    latencies.len() as f64 / wall,
-                ));
-                eprintln!("{}", rows.last().unwrap());
+    // `BENCH_HISTORIES=10` for a quick look; the documented figures use all three.
+    let histories: Vec<usize> = match std::env::var("BENCH_HISTORIES") {
+        Ok(list) => list.split(',').map(|n| n.trim().parse().unwrap()).collect(),
+        Err(_) => HISTORIES.to_vec(),
+    };
+    for (n, history) in histories.into_iter().enumerate() {
+        let file = files
+            .path()
+            .join(format!("h{n}/releases.json"))
+            .to_str()
+            .unwrap()
+            .to_string();
+        let pg = server.create_database(&format!("bench{n}"));
+        for (backend, spec) in [("file", &file), ("postgres", &pg)] {
+            let took = Instant::now();
+            preload(spec, history);
+            eprintln!(
+                "{backend}: {history} releases loaded in {:.1}s",
+                took.elapsed().as_secs_f64()
+            );
+            let modes: &[&str] = if backend == "file" {
+                &["env", "whole"]
+            } else {
+                &["env"]
+            };
+            for mode in modes {
+                for writers in WRITERS {
+                    let commits = if backend == "file" && history > 10 {
+                        FEW_COMMITS
+                    } else {
+                        COMMITS
+                    };
+                    let (wall, mut latencies) = run_writers(spec, writers, commits / writers, mode);
+                    latencies.sort_unstable();
+                    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+                    let path = if *mode == "env" {
+                        "scoped"
+                    } else {
+                        "whole-state"
+                    };
+                    rows.push(format!(
+                        "| {backend} | {path} | {history} | {writers} | {} | {:.2} | {:.2} | {:.0} |",
+                        latencies.len(),
+                        pct(0.5) as f64 / 1000.0,
+                        pct(0.99) as f64 / 1000.0,
+                        latencies.len() as f64 / wall,
+                    ));
+                    eprintln!("{}", rows.last().unwrap());
+                }
             }
         }
     }
-    println!("| backend | releases in history | writer processes | p50 commit (ms) | p99 commit (ms) | mean commit (ms) | commits/s (all writers) |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| backend | transaction | releases in history | writer processes (one environment each) | commits | p50 commit (ms) | p99 commit (ms) | commits/s (all writers) |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for row in rows {
         println!("{row}");
     }
+
+    // A six-phase no-op deploy through the binary on each backend, 10 releases in the history.
+    println!();
+    println!("| backend | six-phase `deploy` (median of {DEPLOYS}, ms) |");
+    println!("| --- | ---: |");
+    let project = tempfile::tempdir().unwrap();
+    noop_project(project.path());
+    let file = project.path().join("deploy-state/releases.json");
+    let pg = server.create_database("deploys");
+    let mut medians = Vec::new();
+    for (backend, flag, spec) in [
+        ("file", "--state-file", file.to_str().unwrap().to_string()),
+        ("postgres", "--state-url", pg),
+    ] {
+        preload(&spec, 10);
+        let mut times: Vec<Duration> = (0..DEPLOYS)
+            .map(|i| deploy(project.path(), flag, &spec, i))
+            .collect();
+        let took = ms(median(&mut times));
+        println!("| {backend} | {took:.1} |");
+        medians.push(took);
+    }
+    println!(
+        "\nPostgreSQL deploy / file deploy: {:.2}x",
+        medians[1] / medians[0]
+    );
 }
 
-/// A history of `n` completed releases, written in one commit.
+/// One `stagecraft deploy` of the no-op project, timed.
+fn deploy(project: &std::path::Path, flag: &str, spec: &str, i: usize) -> Duration {
+    let started = Instant::now();
+    let out = Command::new(stagecraft_tests::stagecraft_bin())
+        .current_dir(project)
+        .args([
+            flag,
+            spec,
+            "deploy",
+            "--env",
+            "prod",
+            "--version",
+            &format!("v{i}"),
+        ])
+        .env("STAGECRAFT_CACHE_DIR", stagecraft_tests::shared_cache_dir())
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(out.status.success(), "{out:?}");
+    took
+}
+
+/// A history of `n` completed releases over ten environments, one a second up to now (as a
+/// real history is spread over time, so its ids do not run ahead of the clock), written in one
+/// whole-state commit.
 fn preload(spec: &str, n: usize) {
     let store = StoreTarget::parse(spec, "bench").open().unwrap();
+    let now = Timestamp::now().datetime();
     store
         .transact(|state| {
             for i in 0..n {
-                append(state, if i % 2 == 0 { "prod" } else { "staging" });
+                let at = now - time::Duration::seconds((n - i) as i64);
+                append_at(state, &format!("old{}", i % 10), at);
                 let last = Arc::make_mut(state.releases.last_mut().unwrap());
                 for status in last.phases.values_mut() {
                     *status = PhaseStatus::Completed;
@@ -83,14 +167,14 @@ fn preload(spec: &str, n: usize) {
         .unwrap();
 }
 
-/// Start `writers` processes, release them together, and collect every commit's latency (µs)
-/// and the wall time (s) from release to the last exit.
-fn run_writers(spec: &str, writers: usize, each: usize) -> (f64, Vec<u64>) {
+/// Start `writers` processes (writer `i` on environment `w<i>`), release them together, and
+/// collect every commit's latency (µs) and the wall time (s) from release to the last exit.
+fn run_writers(spec: &str, writers: usize, each: usize, mode: &str) -> (f64, Vec<u64>) {
     let exe = std::env::current_exe().unwrap();
     let mut children: Vec<_> = (0..writers)
-        .map(|_| {
+        .map(|i| {
             Command::new(&exe)
-                .args(["writer", spec, &each.to_string()])
+                .args(["writer", spec, &each.to_string(), &format!("w{i}"), mode])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
@@ -121,11 +205,14 @@ fn run_writers(spec: &str, writers: usize, each: usize) -> (f64, Vec<u64>) {
     (start.elapsed().as_secs_f64(), latencies)
 }
 
-/// One writer process: `n` commits, each timed, printed in µs after the last.
-fn writer(spec: &str, n: usize) {
+/// One writer process: `n` commits to `env` (`mode` `env`: scoped, `whole`: whole-state), each
+/// timed, printed in µs after the last.
+fn writer(spec: &str, n: usize, env: &str, mode: &str) {
     let store = StoreTarget::parse(spec, "bench").open().unwrap();
     // Connect (and migrate) before the clock starts.
-    store.read().unwrap();
+    store
+        .transact_env_if_changed(env, Window::Recent(&[]), |_| Ok(((), false)))
+        .unwrap();
     println!("ready");
     std::io::stdout().flush().unwrap();
     let mut go = String::new();
@@ -133,12 +220,21 @@ fn writer(spec: &str, n: usize) {
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        store
-            .transact(|state| {
-                append(state, "prod");
-                Ok(())
-            })
-            .unwrap();
+        if mode == "env" {
+            store
+                .transact_env(env, Window::Recent(&[]), |state| {
+                    append(state, env);
+                    Ok(())
+                })
+                .unwrap();
+        } else {
+            store
+                .transact(|state| {
+                    append(state, env);
+                    Ok(())
+                })
+                .unwrap();
+        }
         times.push(t.elapsed().as_micros() as u64);
     }
     let mut out = std::io::stdout().lock();
@@ -148,6 +244,10 @@ fn writer(spec: &str, n: usize) {
 }
 
 fn append(state: &mut State, env: &str) {
+    append_at(state, env, Timestamp::now().datetime());
+}
+
+fn append_at(state: &mut State, env: &str, at: time::OffsetDateTime) {
     let phases: Vec<String> = CANONICAL_PHASES.iter().map(|p| p.to_string()).collect();
     state
         .push_release(
@@ -155,7 +255,7 @@ fn append(state: &mut State, env: &str) {
             "v1.2.3",
             "3f2c1a9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a",
             &phases,
-            Timestamp::now().datetime(),
+            at,
         )
         .expect("a release id is left");
 }

@@ -13,35 +13,89 @@
 //!    index), and those named;
 //! 4. the closure, which allocates ids after the highest of `last_release_id` and every
 //!    release's id (an index lookup), and after its environment's newest;
-//! 5. one insert or update per release it added or changed, one delete for those it removed. A
-//!    new id that another environment's commit inserted first (the same millisecond) fails on
-//!    the primary key once that commit ends, and the whole attempt runs again: ids stay unique,
-//!    and increase within every environment. The store row is never written, so commits on
-//!    different environments share no lock at all;
+//! 5. each new id claimed with a transaction-scoped advisory lock, without waiting: a commit
+//!    that finds its id claimed by another in flight (two environments in the same millisecond,
+//!    or ids that ran ahead of the clock), or already committed (the primary key), runs again
+//!    at once, allocating after it. Ids stay unique, and increase within every environment;
+//!    then one insert or update per release it added or changed, one delete for those it
+//!    removed. The store row is never written, so commits on different environments never
+//!    wait for each other;
 //! 6. the leases this store holds are checked, and the transaction commits.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use postgres::error::SqlState;
-use postgres::{Client, GenericClient, Transaction};
+use postgres::{Client, Statement, Transaction};
 
 use super::{PgStore, TxError};
 use crate::state::{Release, ReleaseId, State, StateError, Window, FORMAT_VERSION};
 
+/// The advisory lock class (`pg_try_advisory_xact_lock(class, hashtext(id))`) that claims a
+/// new release id for the transaction inserting it ("SCID").
+const RELEASE_ID_LOCK_CLASS: i32 = 0x5343_4944;
+
+/// A pooled connection, with the statements prepared on it (a commit runs the same few
+/// statements every time: prepared once, each is one round trip and no planning after) and the
+/// `lock_timeout` it was given.
+pub(super) struct Conn {
+    pub(super) client: Client,
+    prepared: Prepared,
+    lock_timeout: Option<Duration>,
+}
+
+impl Conn {
+    pub(super) fn new(client: Client) -> Conn {
+        Conn {
+            client,
+            prepared: Prepared(HashMap::new()),
+            lock_timeout: None,
+        }
+    }
+}
+
+/// Statements prepared on one connection, by their text.
+pub(super) struct Prepared(HashMap<&'static str, Statement>);
+
+impl Prepared {
+    /// `sql` prepared on `tx`'s connection (once; it outlives the transaction).
+    fn get(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        sql: &'static str,
+    ) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.0.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = tx.prepare(sql)?;
+        self.0.insert(sql, statement.clone());
+        Ok(statement)
+    }
+}
+
 impl PgStore {
     /// A transaction whose lock waits end after the commit wait (`--lock-wait`).
-    pub(super) fn begin<'c>(&self, client: &'c mut Client) -> Result<Transaction<'c>, TxError> {
-        let mut tx = client
+    pub(super) fn begin<'c>(
+        &self,
+        conn: &'c mut Conn,
+    ) -> Result<(Transaction<'c>, &'c mut Prepared), TxError> {
+        // Set on the pooled connection whenever it changes: it only runs commits and reads.
+        let wait = self.commit_wait();
+        if conn.lock_timeout != Some(wait) {
+            conn.client
+                .batch_execute(&format!(
+                    "SET lock_timeout = {}",
+                    wait.as_millis().clamp(1, i32::MAX as u128)
+                ))
+                .map_err(|e| TxError::Db("starting a transaction", e))?;
+            conn.lock_timeout = Some(wait);
+        }
+        let tx = conn
+            .client
             .transaction()
             .map_err(|e| TxError::Db("starting a transaction", e))?;
-        let wait = self.commit_wait();
-        tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = {}",
-            wait.as_millis().clamp(1, i32::MAX as u128)
-        ))
-        .map_err(|e| TxError::Db("starting a transaction", e))?;
-        Ok(tx)
+        Ok((tx, &mut conn.prepared))
     }
 
     /// `err` as the commit's error: a lock not had within the commit wait names what was
@@ -72,44 +126,59 @@ impl PgStore {
         window: Window<'_>,
         f: &mut dyn FnMut(&mut State) -> anyhow::Result<bool>,
     ) -> anyhow::Result<()> {
-        self.retrying(&mut |client| self.try_commit_env(client, env, window, f))
+        // The highest id this commit found taken by another: the next attempt allocates after.
+        let mut taken = None;
+        self.retrying(&mut |client| self.try_commit_env(client, env, window, &mut taken, f))
     }
 
     fn try_commit_env(
         &self,
-        client: &mut Client,
+        conn: &mut Conn,
         env: &str,
         window: Window<'_>,
+        taken: &mut Option<ReleaseId>,
         f: &mut dyn FnMut(&mut State) -> anyhow::Result<bool>,
     ) -> Result<(), TxError> {
-        let mut tx = self.begin(client)?;
-        let mut before = self
-            .load_header(&mut tx, "FOR KEY SHARE")
-            .map_err(|e| self.lock_waited(e, "the store row (stagecraft_store)"))?;
-        // Allocation follows every id issued, in any environment (an index lookup); scoped
-        // commits do not move last_release_id, the highest release always stays (retention
-        // keeps every environment's current release).
-        let highest: Option<String> = tx
-            .query_one("SELECT max(id COLLATE \"C\") FROM stagecraft_releases", &[])
-            .map_err(|e| TxError::Db("reading the highest release id", e))?
-            .get(0);
+        let (mut tx, prepared) = self.begin(conn)?;
+        // The store row, and the highest id issued in any environment (an index lookup):
+        // allocation follows it. Scoped commits do not move last_release_id; the highest
+        // release always stays (retention keeps every environment's current release).
+        let header = prepared
+            .get(
+                &mut tx,
+                "SELECT format_version, lineage, serial, last_release_id, extra,
+                        (SELECT max(id COLLATE \"C\") FROM stagecraft_releases)
+                 FROM stagecraft_store WHERE id = 1 FOR KEY SHARE",
+            )
+            .and_then(|statement| tx.query_one(&statement, &[]))
+            .map_err(|e| {
+                self.lock_waited(
+                    TxError::Db("reading the store row", e),
+                    "the store row (stagecraft_store)",
+                )
+            })?;
+        let mut before = self.parse_header(&header)?;
+        let highest: Option<String> = header.get(5);
         if let Some(highest) = highest {
             let highest =
                 ReleaseId::parse(&highest).map_err(|e| self.corrupt(format!("release id: {e}")))?;
             before.last_release_id = before.last_release_id.max(Some(highest));
         }
-        tx.execute(
-            "INSERT INTO stagecraft_environments (name, serial) VALUES ($1, 1)
-             ON CONFLICT (name) DO UPDATE SET serial = stagecraft_environments.serial + 1",
-            &[&env],
-        )
-        .map_err(|e| {
-            self.lock_waited(
-                TxError::Db("locking the environment", e),
-                &format!("environment \"{env}\" (its row in stagecraft_environments)"),
+        before.last_release_id = before.last_release_id.max(taken.clone());
+        prepared
+            .get(
+                &mut tx,
+                "INSERT INTO stagecraft_environments (name, serial) VALUES ($1, 1)
+                 ON CONFLICT (name) DO UPDATE SET serial = stagecraft_environments.serial + 1",
             )
-        })?;
-        before.releases = self.load_window(&mut tx, env, window)?;
+            .and_then(|statement| tx.execute(&statement, &[&env]))
+            .map_err(|e| {
+                self.lock_waited(
+                    TxError::Db("locking the environment", e),
+                    &format!("environment \"{env}\" (its row in stagecraft_environments)"),
+                )
+            })?;
+        before.releases = self.load_window(&mut tx, prepared, env, window)?;
         let mut after = before.clone();
         if !f(&mut after).map_err(TxError::Closure)? {
             return Ok(()); // Dropping `tx` rolls back; nothing was written.
@@ -128,10 +197,35 @@ impl PgStore {
                 .into(),
             )
         })?;
-        write_changes(&mut tx, &before, &after).map_err(|e| {
+        // A new id another commit in flight also picked (ids that ran ahead of the clock, or
+        // the same millisecond) is claimed with a transaction-scoped advisory lock, without
+        // waiting: whoever does not get it runs again at once, after it.
+        let new_ids: Vec<&ReleaseId> = after
+            .releases
+            .iter()
+            .map(|r| &r.id)
+            .filter(|id| !before.releases.iter().any(|r| r.id == **id))
+            .collect();
+        for id in new_ids {
+            let claimed: bool = prepared
+                .get(
+                    &mut tx,
+                    "SELECT pg_try_advisory_xact_lock($1, hashtext($2))",
+                )
+                .and_then(|statement| {
+                    tx.query_one(&statement, &[&RELEASE_ID_LOCK_CLASS, &id.as_str()])
+                })
+                .map_err(|e| TxError::Db("allocating a release id", e))?
+                .get(0);
+            if !claimed {
+                *taken = taken.clone().max(Some(id.clone()));
+                return Err(TxError::IdTaken);
+            }
+        }
+        write_changes(&mut tx, prepared, &before, &after).map_err(|e| {
             if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                // Another environment's commit issued the same id first (the same
-                // millisecond): run again, after it.
+                // Committed by another environment since this attempt read the highest id.
+                *taken = taken.clone().max(after.last_release_id.clone());
                 TxError::IdTaken
             } else {
                 TxError::Db("writing releases", e)
@@ -154,19 +248,24 @@ impl PgStore {
     fn load_window(
         &self,
         tx: &mut Transaction<'_>,
+        prepared: &mut Prepared,
         env: &str,
         window: Window<'_>,
     ) -> Result<Vec<Arc<Release>>, TxError> {
         let rows = match window {
-            Window::Whole => tx.query(
-                "SELECT id, record, position FROM stagecraft_releases
-                 WHERE environment = $1 ORDER BY position",
-                &[&env],
-            ),
+            Window::Whole => prepared
+                .get(
+                    tx,
+                    "SELECT id, record, position FROM stagecraft_releases
+                     WHERE environment = $1 ORDER BY position",
+                )
+                .and_then(|statement| tx.query(&statement, &[&env])),
             Window::Recent(ids) => {
                 let ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
-                tx.query(
-                    "SELECT DISTINCT ON (position) id, record, position FROM (
+                prepared
+                    .get(
+                        tx,
+                        "SELECT DISTINCT ON (position) id, record, position FROM (
                          (SELECT id, record, position FROM stagecraft_releases
                           WHERE environment = $1 ORDER BY id COLLATE \"C\" DESC LIMIT 1)
                          UNION ALL
@@ -176,8 +275,8 @@ impl PgStore {
                          SELECT id, record, position FROM stagecraft_releases
                          WHERE environment = $1 AND id = ANY($2)
                      ) AS window_rows ORDER BY position",
-                    &[&env, &ids],
-                )
+                    )
+                    .and_then(|statement| tx.query(&statement, &[&env, &ids]))
             }
         }
         .map_err(|e| TxError::Db("reading the releases", e))?;
@@ -191,7 +290,8 @@ impl PgStore {
 /// environments never compete for one). Appending a release writes one row. A reordered
 /// whole state is written in its new order.
 pub(super) fn write_changes(
-    tx: &mut impl GenericClient,
+    tx: &mut Transaction<'_>,
+    prepared: &mut Prepared,
     before: &State,
     after: &State,
 ) -> Result<(), postgres::Error> {
@@ -204,10 +304,8 @@ pub(super) fn write_changes(
         .filter(|id| !kept.contains(id))
         .collect();
     if !gone.is_empty() {
-        tx.execute(
-            "DELETE FROM stagecraft_releases WHERE id = ANY($1)",
-            &[&gone],
-        )?;
+        let delete = prepared.get(tx, "DELETE FROM stagecraft_releases WHERE id = ANY($1)")?;
+        tx.execute(&delete, &[&gone])?;
     }
     // A whole-state transaction may reorder the history (no operation does, but the file keeps
     // any order, so this backend does too): then every release takes a new position, in order.
@@ -227,11 +325,12 @@ pub(super) fn write_changes(
         // Still the same shared release (see `State::releases`), or equal to it.
         let unchanged = previous.is_some_and(|p| Arc::ptr_eq(p, release) || ***p == **release);
         if reordered && previous.is_some() {
-            tx.execute(
+            let moved = prepared.get(
+                tx,
                 "UPDATE stagecraft_releases SET position = nextval('stagecraft_release_position')
                  WHERE id = $1",
-                &[&release.id.as_str()],
             )?;
+            tx.execute(&moved, &[&release.id.as_str()])?;
         }
         if unchanged {
             continue;
@@ -252,7 +351,8 @@ pub(super) fn write_changes(
             "INSERT INTO stagecraft_releases (id, environment, position, record, unfinished)
              VALUES ($1, $2, nextval('stagecraft_release_position'), $3, $4)"
         };
-        tx.execute(sql, &params)?;
+        let statement = prepared.get(tx, sql)?;
+        tx.execute(&statement, &params)?;
     }
     Ok(())
 }

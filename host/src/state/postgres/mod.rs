@@ -31,6 +31,8 @@ use serde_json::Value;
 mod commit;
 mod schema;
 
+use commit::Conn;
+
 pub use schema::{latest_schema_version, MIGRATIONS};
 
 use super::file::check_environment_name;
@@ -222,14 +224,15 @@ fn percent_decode(s: &str) -> String {
 /// Release state in a PostgreSQL database. See the module docs.
 pub struct PgStore {
     config: Config,
-    /// TLS as the URL's `sslmode` and `sslrootcert` ask (see [`TlsSettings`]).
-    tls: postgres_native_tls::MakeTlsConnector,
+    /// TLS as the URL's `sslmode` and `sslrootcert` ask (see [`TlsSettings`]); `None` when no
+    /// connection can use it (Unix sockets only, or `sslmode=disable`).
+    tls: Option<postgres_native_tls::MakeTlsConnector>,
     /// The URL without its password.
     location: String,
     /// Where the URL came from (`--state-url`, `$STAGECRAFT_DATABASE_URL`), for messages.
     source: String,
     /// Idle connections for reads and transactions (leases get connections of their own).
-    pool: Mutex<Vec<Client>>,
+    pool: Mutex<Vec<Conn>>,
     schema_ready: AtomicBool,
     leases: Arc<Mutex<Vec<HeldLease>>>,
     next_lease_id: AtomicU64,
@@ -266,11 +269,6 @@ impl PgStore {
         let location = redact_url(url);
         let (tls_settings, url) = TlsSettings::take_from(url);
         let url = url.as_str();
-        let tls = tls_settings.connector().map_err(|why| {
-            input_error(format!(
-                "cannot set up TLS for PostgreSQL at {location} (from {source}): {why}"
-            ))
-        })?;
         let mut config = Config::from_str(url).map_err(|e| {
             input_error(format!(
                 "invalid PostgreSQL URL {location} (from {source}): {}; expected \
@@ -278,6 +276,22 @@ impl PgStore {
                 with_causes(&e)
             ))
         })?;
+        // Loading the system's trust store costs tens of milliseconds (OpenSSL parses every
+        // root certificate), more than the rest of a connection: only when TLS can be used at
+        // all, that is over TCP and without sslmode=disable.
+        let tcp = config
+            .get_hosts()
+            .iter()
+            .any(|host| matches!(host, postgres::config::Host::Tcp(_)));
+        let tls = if tcp && config.get_ssl_mode() != postgres::config::SslMode::Disable {
+            Some(tls_settings.connector().map_err(|why| {
+                input_error(format!(
+                    "cannot set up TLS for PostgreSQL at {location} (from {source}): {why}"
+                ))
+            })?)
+        } else {
+            None
+        };
         // Defaults a long-running deploy needs, unless the URL sets its own: bounded connects,
         // and TCP keepalives so a vanished server (or network) is noticed in about a minute
         // instead of the kernel's two hours.
@@ -310,7 +324,11 @@ impl PgStore {
     }
 
     fn connect(&self) -> anyhow::Result<Client> {
-        self.config.connect(self.tls.clone()).map_err(|e| {
+        let connected = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(postgres::NoTls),
+        };
+        connected.map_err(|e| {
             let why = match e.as_db_error() {
                 Some(db) => match *db.code() {
                     SqlState::INVALID_PASSWORD | SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
@@ -348,17 +366,17 @@ impl PgStore {
     }
 
     /// An idle pooled connection (and `true`), or a new one.
-    fn client(&self) -> anyhow::Result<(Client, bool)> {
+    fn client(&self) -> anyhow::Result<(Conn, bool)> {
         let pooled = self.pool.lock().expect("pool lock").pop();
         match pooled {
-            Some(c) if !c.is_closed() => Ok((c, true)),
-            _ => Ok((self.connect()?, false)),
+            Some(c) if !c.client.is_closed() => Ok((c, true)),
+            _ => Ok((Conn::new(self.connect()?), false)),
         }
     }
 
-    fn give_back(&self, client: Client) {
-        if !client.is_closed() {
-            self.pool.lock().expect("pool lock").push(client);
+    fn give_back(&self, conn: Conn) {
+        if !conn.client.is_closed() {
+            self.pool.lock().expect("pool lock").push(conn);
         }
     }
 
@@ -515,6 +533,11 @@ impl PgStore {
         let row = tx
             .query_one(&sql, &[])
             .map_err(|e| TxError::Db("reading the store row", e))?;
+        self.parse_header(&row)
+    }
+
+    /// A store row (its first five columns) as a state without releases.
+    fn parse_header(&self, row: &postgres::Row) -> Result<State, TxError> {
         let format_version: Option<i32> = row.get(0);
         let serial: i64 = row.get(2);
         let last_release_id: Option<String> = row.get(3);
@@ -582,12 +605,12 @@ impl PgStore {
     /// leases, commit.
     fn try_commit(
         &self,
-        client: &mut Client,
+        conn: &mut Conn,
         f: &mut dyn FnMut(&mut State) -> anyhow::Result<bool>,
     ) -> Result<(), TxError> {
         // Bounded like the file backend's commit lock: a transaction that holds the store row
         // and never ends (a stopped process) must not hang every deploy.
-        let mut tx = self.begin(client)?;
+        let (mut tx, prepared) = self.begin(conn)?;
         let (before, env_serials) = self
             .load(&mut tx, true)
             .map_err(|e| self.lock_waited(e, "the store row (stagecraft_store)"))?;
@@ -619,7 +642,7 @@ impl PgStore {
                 state.serial - 1
             ))
         })?;
-        commit::write_changes(&mut tx, &before, &state)
+        commit::write_changes(&mut tx, prepared, &before, &state)
             .map_err(|e| TxError::Db("writing releases", e))?;
         // The store row counts what the environments' serials do not (see `load`); a state
         // that sets a smaller serial (a migration's copy) takes it over whole.
@@ -701,10 +724,10 @@ impl PgStore {
     /// first is tried again, a pooled connection the server closed is replaced once.
     fn retrying(
         &self,
-        attempt: &mut dyn FnMut(&mut Client) -> Result<(), TxError>,
+        attempt: &mut dyn FnMut(&mut Conn) -> Result<(), TxError>,
     ) -> anyhow::Result<()> {
         let (mut client, mut pooled) = self.client()?;
-        self.ensure_schema(&mut client, true)?;
+        self.ensure_schema(&mut client.client, true)?;
         let mut tries = 1;
         let mut conflicts = 0;
         loop {
@@ -718,7 +741,7 @@ impl PgStore {
                 Err(TxError::Db(doing, e))
                     if pooled && doing != "committing" && connection_gone(&e) =>
                 {
-                    client = self.connect()?;
+                    client = Conn::new(self.connect()?);
                     pooled = false;
                 }
                 Err(TxError::Db(_, e))
@@ -915,9 +938,9 @@ impl StateStore for PgStore {
     }
 
     fn read(&self) -> anyhow::Result<State> {
-        let (mut client, pooled) = self.client()?;
-        if !self.ensure_schema(&mut client, false)? {
-            self.give_back(client);
+        let (mut conn, pooled) = self.client()?;
+        if !self.ensure_schema(&mut conn.client, false)? {
+            self.give_back(conn);
             return Ok(State::default());
         }
         let read_once = |client: &mut Client| -> Result<State, TxError> {
@@ -932,15 +955,15 @@ impl StateStore for PgStore {
                 .map_err(|e| TxError::Db("finishing a read", e))?;
             Ok(state)
         };
-        let mut result = read_once(&mut client);
+        let mut result = read_once(&mut conn.client);
         if let Err(TxError::Db(_, e)) = &result {
             // As in commit_with: a pooled connection the server closed while idle.
             if pooled && connection_gone(e) {
-                client = self.connect()?;
-                result = read_once(&mut client);
+                conn = Conn::new(self.connect()?);
+                result = read_once(&mut conn.client);
             }
         }
-        self.give_back(client);
+        self.give_back(conn);
         result.map_err(|e| self.tx_error(e))
     }
 
