@@ -61,7 +61,7 @@ pub fn load_target(
             )))
         }
     };
-    if !manifest.environments.contains_key(&environment) {
+    if !manifest.environments.contains_key(environment.as_str()) {
         return Err(input_error(format!(
             "unknown environment {environment:?}; {} defines: {names}",
             manifest.path.display()
@@ -163,11 +163,10 @@ pub fn check_grants(global: &GlobalArgs, manifest: &Manifest) -> anyhow::Result<
 /// compiled-component cache, the manifest and every plugin file, and the variables that lead to
 /// the state or its credentials (whatever the backend: a plugin has no business with them).
 fn protected_paths(global: &GlobalArgs, manifest: &Manifest) -> Protected {
-    let uses_file = global.state_url.is_none()
-        && (global.state_file.is_some() || manifest.state == StateBackend::File);
-    let state_files = if uses_file {
-        let state_file =
-            crate::state::resolve_state_path(global.state_file.as_deref(), &manifest.project_root);
+    // Where the state lives is decided by state::resolve_target alone; a PostgreSQL store (or
+    // one whose URL variable is unset, which the command then reports) has no files to keep out.
+    let target = super::state::target_for(global, &manifest.state, &manifest.project_root);
+    let state_files = if let Ok(crate::state::StoreTarget::File(state_file)) = target {
         let name = state_file
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

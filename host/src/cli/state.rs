@@ -65,7 +65,9 @@ pub fn open_without_manifest(global: &GlobalArgs) -> anyhow::Result<Box<dyn Stat
     target_without_manifest(global)?.open()
 }
 
-fn target_for(
+/// Where the state lives for a command with this backend and project root (the one rule is
+/// [`state::resolve_target`]).
+pub(crate) fn target_for(
     global: &GlobalArgs,
     backend: &StateBackend,
     project_root: &Path,

@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::error::input_error;
 use crate::plugin::{Grants, Limits, PluginSource};
-use crate::state::CANONICAL_PHASES;
+use crate::state::{EnvironmentName, CANONICAL_PHASES};
 
 pub use units::{parse_duration, parse_size};
 
@@ -26,7 +26,7 @@ pub struct Manifest {
     pub path: PathBuf,
     /// The manifest's directory, absolute: relative plugin paths and grants resolve against it.
     pub project_root: PathBuf,
-    pub environments: BTreeMap<String, Environment>,
+    pub environments: BTreeMap<EnvironmentName, Environment>,
     /// Phase names in run order.
     pub pipeline: Vec<String>,
     /// Configured phases; a pipeline phase without an entry is skipped ("no plugin configured").
@@ -71,14 +71,6 @@ pub const MAX_HISTORY_MAX: i64 = 1_000_000;
 
 /// The built-in plugins this binary embeds.
 pub const BUILTIN_PLUGINS: [&str; 4] = ["noop", "exec", "render", "switch"];
-
-/// Environment names: also used in lock file names, so kept to a safe alphabet.
-pub fn valid_environment_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-        && name.len() <= 64
-}
 
 /// Phase names: `[a-z][a-z0-9_]*`.
 pub fn valid_phase_name(name: &str) -> bool {
@@ -181,16 +173,9 @@ pub fn parse(text: &str, path: &Path, project_root: &Path) -> anyhow::Result<Man
     }
     let mut environments = BTreeMap::new();
     for (name, env) in raw.environments {
-        if !valid_environment_name(name.get_ref()) {
-            return Err(input_error(at.message(
-                Some(name.span()),
-                &format!(
-                    "invalid environment name {:?}: use lowercase letters, digits, '-' and '_'",
-                    name.get_ref()
-                ),
-            )));
-        }
-        environments.insert(name.into_inner(), Environment { vars: env.vars });
+        let parsed = EnvironmentName::parse(name.get_ref())
+            .map_err(|e| input_error(at.message(Some(name.span()), &e.to_string())))?;
+        environments.insert(parsed, Environment { vars: env.vars });
     }
 
     let pipeline: Vec<String> = match &raw.pipeline {

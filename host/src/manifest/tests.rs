@@ -132,6 +132,16 @@ fn bad_values_are_refused_with_positions() {
     );
     let msg = parse_err("[environments.Prod]\n");
     assert!(msg.contains("invalid environment name \"Prod\""), "{msg}");
+    // The rule leases and transactions apply, caught where the name is written: a name the
+    // manifest accepted used to fail every deploy at the lease.
+    let msg = parse_err("[environments.2prod]\n");
+    assert!(
+        msg.contains(
+            "stagecraft.toml:1:15: invalid environment name \"2prod\": names are a \
+             lowercase letter followed by"
+        ),
+        "{msg}"
+    );
     let msg = parse_err("[phases.build]\nplugin = \"builtin:noop\"\n");
     assert!(msg.contains("no environments defined"), "{msg}");
     let msg = parse_err("[environments.prod\n");

@@ -290,7 +290,7 @@ impl<R: Runner> Pipeline<'_, R> {
             vars: self
                 .manifest
                 .environments
-                .get(&req.environment)
+                .get(req.environment.as_str())
                 .map(|e| e.vars.clone())
                 .unwrap_or_default(),
             earlier_outputs: earlier_outputs.to_vec(),

@@ -20,7 +20,8 @@ use super::safe_files::{
     adopt_owner, keep_owner_and_mode, lock_within, open_lock_file, open_state_file, owner_and_mode,
 };
 use super::{
-    Lease, LeaseHolder, Release, State, StateError, StateStore, DEFAULT_COMMIT_WAIT, FORMAT_VERSION,
+    EnvironmentName, Lease, LeaseHolder, Release, State, StateError, StateStore,
+    DEFAULT_COMMIT_WAIT, FORMAT_VERSION,
 };
 use crate::error::input_error;
 
@@ -828,18 +829,9 @@ fn release_text(release: &Release) -> anyhow::Result<Vec<u8>> {
 /// Environment names become file names under `leases/`, so only the manifest's shape
 /// `[a-z][a-z0-9_-]*` (at most 64 characters) is accepted.
 pub fn check_environment_name(env: &str) -> anyhow::Result<()> {
-    let mut chars = env.chars();
-    let ok = env.len() <= 64
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(input_error(format!(
-            "invalid environment name {env:?}: names are a lowercase letter followed by \
-             lowercase letters, digits, '_' or '-' (at most 64 characters)"
-        )))
-    }
+    EnvironmentName::parse(env)
+        .map(drop)
+        .map_err(|e| input_error(e.to_string()))
 }
 
 /// Parse a state file's bytes, or say for people what is wrong with it, where, and how to

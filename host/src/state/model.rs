@@ -15,6 +15,50 @@ use super::unique_keys;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
+/// An environment's name, checked once wherever one comes in (the manifest, `--env`, a lease, a
+/// transaction): a lowercase letter, then lowercase letters, digits, `_` or `-`, at most 64
+/// bytes. It names lease files and rows, so its alphabet is safe in a path.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EnvironmentName(String);
+
+/// Why a string is not an [`EnvironmentName`]; says what a name may be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid environment name {0:?}: names are a lowercase letter followed by lowercase \
+     letters, digits, '_' or '-' (at most 64 characters)"
+)]
+pub struct InvalidEnvironmentName(pub String);
+
+impl EnvironmentName {
+    pub fn parse(name: &str) -> Result<EnvironmentName, InvalidEnvironmentName> {
+        let mut chars = name.chars();
+        let ok = name.len() <= 64
+            && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if ok {
+            Ok(EnvironmentName(name.to_string()))
+        } else {
+            Err(InvalidEnvironmentName(name.to_string()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EnvironmentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for EnvironmentName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The canonical phases, in order, used when a manifest declares no `[pipeline]`.
 pub const CANONICAL_PHASES: [&str; 6] = [
     "build",
