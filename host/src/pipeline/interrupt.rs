@@ -148,11 +148,15 @@ fn mark_interrupted(
         }
     };
     let phase = order[at].clone();
-    release.phases.insert(phase.clone(), PhaseStatus::Failed);
-    let detail = release.phase_details.entry(phase.clone()).or_default();
-    detail.error = Some(message);
-    detail.finished_at = Some(crate::state::Timestamp::now().as_str().to_string());
-    release.skip_unfinished_after(&phase, &format!("{phase} was interrupted"));
+    let now = crate::state::Timestamp::now();
+    release.fail_phase(
+        &phase,
+        |detail| {
+            detail.error = Some(message);
+            detail.finished_at = Some(now.as_str().to_string());
+        },
+        &format!("{phase} was interrupted"),
+    );
     Some(phase)
 }
 

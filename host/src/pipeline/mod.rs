@@ -340,10 +340,11 @@ fn finish_phase(
     detail: PhaseDetail,
 ) -> anyhow::Result<Release> {
     let r = release_mut(state, release)?;
-    r.phases.insert(phase.to_string(), status);
-    r.phase_details.insert(phase.to_string(), detail);
     if status == PhaseStatus::Failed {
-        r.skip_unfinished_after(phase, &format!("{phase} failed"));
+        r.fail_phase(phase, |d| *d = detail, &format!("{phase} failed"));
+    } else {
+        r.phases.insert(phase.to_string(), status);
+        r.phase_details.insert(phase.to_string(), detail);
     }
     Ok(r.clone())
 }

@@ -513,6 +513,16 @@ impl Release {
             .collect()
     }
 
+    /// `phase` failed: its status becomes `failed`, `record` fills in its details (the error,
+    /// when it finished), and every later phase still pending or running is skipped with
+    /// `skipped: <cause>`. The one way a phase fails, for the pipeline, the signal handler and
+    /// recovery alike.
+    pub fn fail_phase(&mut self, phase: &str, record: impl FnOnce(&mut PhaseDetail), cause: &str) {
+        self.phases.insert(phase.to_string(), PhaseStatus::Failed);
+        record(self.phase_details.entry(phase.to_string()).or_default());
+        self.skip_unfinished_after(phase, cause);
+    }
+
     /// Every phase after `phase` that is still pending or running becomes `skipped`, its summary
     /// `skipped: <cause>`. The one rule for what follows a phase that failed or was interrupted,
     /// shared by the pipeline, the signal handler and recovery.

@@ -174,8 +174,10 @@ impl State {
                 )
             });
             if let Some(phase) = first {
-                let cause = match release.status_of(phase) {
-                    PhaseStatus::Failed => format!("{phase} failed"),
+                match release.status_of(phase) {
+                    PhaseStatus::Failed => {
+                        release.skip_unfinished_after(phase, &format!("{phase} failed"))
+                    }
                     status => {
                         let error = match status {
                             PhaseStatus::Running => note(&release.id, phase).unwrap_or_else(|| {
@@ -183,14 +185,16 @@ impl State {
                             }),
                             _ => format!("interrupted: the process exited before {phase} started"),
                         };
-                        release.phases.insert(phase.clone(), PhaseStatus::Failed);
-                        let detail = release.phase_details.entry(phase.clone()).or_default();
-                        detail.error = Some(error);
-                        detail.finished_at = Some(now.as_str().to_string());
-                        format!("{phase} was interrupted")
+                        release.fail_phase(
+                            phase,
+                            |detail| {
+                                detail.error = Some(error);
+                                detail.finished_at = Some(now.as_str().to_string());
+                            },
+                            &format!("{phase} was interrupted"),
+                        );
                     }
-                };
-                release.skip_unfinished_after(phase, &cause);
+                }
             }
             changed.push(release.id.clone());
         }
