@@ -177,7 +177,7 @@ fn prune(
             }
             let retention = state.retention(env, keep);
             let removed = retained_records(state, &retention);
-            state.prune(env, keep);
+            state.remove_per(&retention);
             let changed = !removed.is_empty();
             Ok(((retention, removed), changed))
         })?

@@ -271,8 +271,14 @@ impl State {
     /// monotonic: `last_release_id` keeps the highest id ever issued.
     pub fn prune(&mut self, env: &str, keep: usize) -> Retention {
         let retention = self.retention(env, keep);
+        self.remove_per(&retention);
+        retention
+    }
+
+    /// Remove what `retention` (from [`State::retention`] on this state) removes.
+    pub fn remove_per(&mut self, retention: &Retention) {
         if retention.removed.is_empty() {
-            return retention;
+            return;
         }
         let highest = self.releases.iter().map(|r| r.id.clone()).max();
         if let Some(highest) = highest {
@@ -282,7 +288,6 @@ impl State {
         }
         let gone: HashSet<&ReleaseId> = retention.removed.iter().collect();
         self.releases.retain(|r| !gone.contains(&r.id));
-        retention
     }
 
     /// The part of this state a transaction on `env` sees (see [`super::Window`]): the same
