@@ -521,8 +521,10 @@ pub fn unfinished(state: &State, env: &str) -> Vec<String> {
 /// The invariants every state must keep, whatever was killed when (the torture test checks
 /// them after every round, the suite after its own scenarios):
 ///
-/// - ids are unique, and strictly increase in the order releases were appended (allocation
-///   order), never above `last_release_id`;
+/// - ids are unique, and within each environment strictly increase in the order releases were
+///   appended (allocation order), never above `last_release_id`. (Across environments,
+///   PostgreSQL lists releases in the order their commits wrote them: two environments'
+///   commits run in parallel, so one that allocated a lower id may write after.)
 /// - every release of `finished`, a list of releases seen completed or failed earlier, is still
 ///   there, unchanged.
 pub fn assert_invariants(state: &State, finished: &[stagecraft::state::Release]) {
@@ -531,9 +533,24 @@ pub fn assert_invariants(state: &State, finished: &[stagecraft::state::Release])
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted.len(), ids.len(), "duplicate ids: {ids:?}");
-    let mut appended = ids.clone();
-    appended.sort_unstable();
-    assert_eq!(appended, ids, "ids not in allocation order");
+    let mut environments: Vec<&str> = state
+        .releases
+        .iter()
+        .map(|r| r.environment.as_str())
+        .collect();
+    environments.sort_unstable();
+    environments.dedup();
+    for env in environments {
+        let appended: Vec<&str> = state
+            .releases
+            .iter()
+            .filter(|r| r.environment == env)
+            .map(|r| r.id.as_str())
+            .collect();
+        let mut sorted = appended.clone();
+        sorted.sort_unstable();
+        assert_eq!(appended, sorted, "{env}: ids not in allocation order");
+    }
     if let (Some(last), Some(highest)) = (&state.last_release_id, ids.last()) {
         assert!(
             last.as_str() >= *highest,

@@ -520,6 +520,12 @@ impl PgStore {
             )
             .map_err(|e| TxError::Db("reading the releases", e))?;
         state.releases = self.parse_releases(rows.iter().map(|r| (r.get(0), r.get(1))))?;
+        // Scoped commits issue ids without moving the stored last_release_id (see commit.rs):
+        // a recorded one reads as the highest issued. (None stays None, as a history copied
+        // from an original file has it.)
+        if state.last_release_id.is_some() {
+            state.last_release_id = state.highest_release_id();
+        }
         Ok((state, env_serials))
     }
 
