@@ -98,6 +98,17 @@ impl PgStore {
         Ok((tx, &mut conn.prepared))
     }
 
+    /// A state that breaks an invariant (`State::validate`'s reason) as the commit's error.
+    pub(super) fn invalid_state(&self, why: String) -> TxError {
+        TxError::Other(
+            StateError::new(format!(
+                "refusing to commit an invalid state to {}: {why}; nothing was written",
+                self.location
+            ))
+            .into(),
+        )
+    }
+
     /// `err` as the commit's error: a lock not had within the commit wait names what was
     /// locked and what to do; anything else is unchanged.
     pub(super) fn lock_waited(&self, err: TxError, what: &str) -> TxError {
@@ -188,15 +199,7 @@ impl PgStore {
         after
             .check_window(env, &before)
             .map_err(|e| TxError::Other(e.into()))?;
-        after.validate().map_err(|e| {
-            TxError::Other(
-                StateError::new(format!(
-                    "refusing to commit an invalid state to {}: {e}; nothing was written",
-                    self.location
-                ))
-                .into(),
-            )
-        })?;
+        after.validate().map_err(|e| self.invalid_state(e))?;
         // A new id another commit in flight also picked (ids that ran ahead of the clock, or
         // the same millisecond) is claimed with a transaction-scoped advisory lock, without
         // waiting: whoever does not get it runs again at once, after it.

@@ -624,15 +624,7 @@ impl PgStore {
         if !f(&mut state).map_err(TxError::Closure)? {
             return Ok(()); // Dropping `tx` rolls back; nothing was written.
         }
-        state.validate().map_err(|e| {
-            TxError::Other(
-                StateError::new(format!(
-                    "refusing to commit an invalid state to {}: {e}; nothing was written",
-                    self.location
-                ))
-                .into(),
-            )
-        })?;
+        state.validate().map_err(|e| self.invalid_state(e))?;
         state.format_version = Some(FORMAT_VERSION);
         if state.lineage.is_none() {
             state.lineage = Some(uuid::Uuid::new_v4().to_string());
