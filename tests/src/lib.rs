@@ -146,6 +146,18 @@ pub fn toolchain_program(relative: &str) -> PathBuf {
 /// A `stagecraft deploy` held inside its build phase, for tests of what happens mid-phase
 /// (SIGKILL, SIGINT, a busy lease, a server restart) without sleeping.
 ///
+/// A FIFO at `path` (mode 0600), for tests of what a blocking open does to the host.
+pub fn make_fifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap_or_else(|e| panic!("create the FIFO {}: {e}", path.display()));
+}
+
 /// The project's build phase must be `builtin:exec` running `cat gate-{{version}}.fifo` (with
 /// `exec = ["cat"]` granted). The gate is a FIFO the test holds open read-write, which never
 /// blocks, so `cat` opens it at once and reads until [`BlockedDeploy::release_gate`].
@@ -164,14 +176,7 @@ impl BlockedDeploy {
         use std::io::BufRead;
         std::fs::create_dir_all(project.join("gates")).expect("create gates/");
         let fifo = project.join("gates").join(format!("gate-{version}.fifo"));
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .expect("create the gate FIFO");
+        make_fifo(&fifo);
         let writer = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

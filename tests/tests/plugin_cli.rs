@@ -278,14 +278,7 @@ fn check_refuses_a_fifo_and_an_oversized_file_without_reading_them() {
     let dir = tempfile::tempdir().unwrap();
     // A FIFO nobody writes to: opening it for reading would wait forever.
     let fifo = dir.path().join("pipe.wasm");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    stagecraft_tests::make_fifo(&fifo);
     let out = run(dir.path(), &["plugin", "check", "pipe.wasm"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(

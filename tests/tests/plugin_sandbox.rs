@@ -342,14 +342,7 @@ fn a_guest_blocked_in_a_wasi_call_fails_at_the_phase_deadline() {
     let project = Project::new();
     std::fs::create_dir_all(project.root().join("dist")).unwrap();
     let fifo = project.root().join("dist/never-written.fifo");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    stagecraft_tests::make_fifo(&fifo);
     let mut sandbox = project.sandbox(grants_rw(&[], &["dist"]));
     sandbox.limits = short_timeout(300);
     let run = fs_op(&host, &sandbox, "read", "dist/never-written.fifo", "");

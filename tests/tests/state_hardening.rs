@@ -358,14 +358,7 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Run {
 fn special_files_at_the_state_path_are_refused() {
     let p = Project::new();
     let fifo = p.path().join("state.fifo");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    stagecraft_tests::make_fifo(&fifo);
     for (path, kind) in [
         (fifo.as_path(), "a FIFO"),
         (Path::new("/dev/zero"), "a character device"),

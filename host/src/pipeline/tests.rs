@@ -29,13 +29,15 @@ impl StateStore for MemoryStore {
     fn read(&self) -> anyhow::Result<State> {
         Ok(self.state.lock().unwrap().clone())
     }
-    fn transact_dyn(
+    fn transact_if_changed_dyn(
         &self,
-        f: &mut dyn FnMut(&mut State) -> anyhow::Result<()>,
+        f: &mut dyn FnMut(&mut State) -> anyhow::Result<bool>,
     ) -> anyhow::Result<()> {
         let mut guard = self.state.lock().unwrap();
         let mut next = guard.clone();
-        f(&mut next)?;
+        if !f(&mut next)? {
+            return Ok(());
+        }
         let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
         if Some(n) == self.fail_commit {
             return Err(crate::state::StateError::new("disk full").into());

@@ -179,7 +179,9 @@ pub trait StateStore: Send + Sync {
     fn transact_dyn(
         &self,
         f: &mut dyn FnMut(&mut State) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()>;
+    ) -> anyhow::Result<()> {
+        self.transact_if_changed_dyn(&mut |state| f(state).map(|()| true))
+    }
 
     /// A transaction on one environment: `f` sees only `env`'s releases that `window` names
     /// (plus the header: `last_release_id` for id allocation), may change them, remove them or
@@ -198,14 +200,13 @@ pub trait StateStore: Send + Sync {
         self.transact_if_changed_dyn(&mut |state| state.scoped(env, window, &mut *f))
     }
 
-    /// [`StateStore::transact_dyn`] for a change that may turn out to be none: `f` returns
-    /// whether it changed anything, and when it did not nothing is written (no new serial).
+    /// The transaction every other kind is built on: [`StateStore::transact_dyn`] for a change
+    /// that may turn out to be none. `f` returns whether it changed anything, and when it did
+    /// not nothing is written (no new serial).
     fn transact_if_changed_dyn(
         &self,
         f: &mut dyn FnMut(&mut State) -> anyhow::Result<bool>,
-    ) -> anyhow::Result<()> {
-        self.transact_dyn(&mut |state| f(state).map(drop))
-    }
+    ) -> anyhow::Result<()>;
 
     /// Take `env`'s exclusive lease, waiting at most `wait`. On success, every release of `env`
     /// left unfinished (a phase `pending` or `running`) by a process that is gone has been

@@ -250,13 +250,6 @@ impl StateStore for FileStore {
         Ok(state)
     }
 
-    fn transact_dyn(
-        &self,
-        f: &mut dyn FnMut(&mut State) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
-        self.commit_with(&mut |state| f(state).map(|()| true))
-    }
-
     fn transact_if_changed_dyn(
         &self,
         f: &mut dyn FnMut(&mut State) -> anyhow::Result<bool>,

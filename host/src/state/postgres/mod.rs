@@ -965,13 +965,6 @@ impl StateStore for PgStore {
         result.map_err(|e| self.tx_error(e))
     }
 
-    fn transact_dyn(
-        &self,
-        f: &mut dyn FnMut(&mut State) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
-        self.commit_with(&mut |state| f(state).map(|()| true))
-    }
-
     fn transact_if_changed_dyn(
         &self,
         f: &mut dyn FnMut(&mut State) -> anyhow::Result<bool>,
