@@ -2,6 +2,9 @@
 //!
 //! Errors travel as `anyhow::Error` with context added at each boundary; the root cause is one
 //! of these types when the exit code matters. Anything else is an internal error (exit 3).
+//!
+//! This module is at the bottom of the crate: it imports nothing from it, and every other
+//! module may use it.
 
 use std::fmt;
 
@@ -53,6 +56,69 @@ impl fmt::Display for PhaseFailed {
 }
 impl std::error::Error for PhaseFailed {}
 
+/// A state failure (exit 3): unreadable, corrupt or newer state, I/O, a lease not acquired in
+/// time. The message says what happened, where, and what to do next; `source` keeps the
+/// underlying I/O or database error, for callers that branch on it (a full disk, a lost
+/// connection).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StateError {
+    pub message: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl StateError {
+    pub fn new(message: impl Into<String>) -> Self {
+        StateError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A state failure caused by `source`; the message quotes what a user needs of it
+    /// ([`describe`] prints the message, not the source again).
+    pub fn caused_by(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StateError {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+}
+
+/// `err` and its causes, joined with ": " (as `{err:#}` does), except what a message already
+/// says: a [`StateError`]'s message is whole (it quotes what a user needs of its source, in
+/// its own words), so its source is not printed again, and no cause whose text what came
+/// before already quotes is repeated.
+pub fn describe(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let line = cause.to_string();
+        if !line.is_empty() && !text.contains(&line) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&line);
+        }
+        if cause.is::<StateError>() {
+            break;
+        }
+    }
+    text
+}
+
+/// The innermost cause a person reads: a [`StateError`]'s message (whole, see [`describe`]),
+/// else the root cause.
+pub fn root_message(err: &anyhow::Error) -> String {
+    err.chain()
+        .find(|cause| cause.is::<StateError>())
+        .unwrap_or_else(|| err.root_cause())
+        .to_string()
+}
+
 /// The exit code for an error: the first typed cause in its chain decides.
 pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
@@ -62,9 +128,45 @@ pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
         if cause.is::<PhaseFailed>() {
             return ExitCode::PhaseFailed;
         }
-        if cause.is::<crate::state::StateError>() {
+        if cause.is::<StateError>() {
             return ExitCode::State;
         }
     }
     ExitCode::State
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full_disk() -> std::io::Error {
+        std::io::Error::from(std::io::ErrorKind::StorageFull)
+    }
+
+    #[test]
+    fn a_state_error_keeps_its_source_and_is_printed_once() {
+        let io = full_disk();
+        let message = format!("cannot write state file x: {io}; nothing was committed");
+        let err = anyhow::Error::new(StateError::caused_by(message.clone(), io))
+            .context("deploy of prod");
+        assert_eq!(describe(&err), format!("deploy of prod: {message}"));
+        assert_eq!(root_message(&err), message);
+        let kept = err
+            .chain()
+            .find_map(|c| c.downcast_ref::<std::io::Error>())
+            .expect("the I/O error is kept");
+        assert_eq!(kept.kind(), std::io::ErrorKind::StorageFull);
+        assert_eq!(exit_code_for(&err), ExitCode::State);
+    }
+
+    #[test]
+    fn other_causes_are_joined_unless_already_quoted() {
+        let err = anyhow::Error::new(full_disk()).context("writing the report");
+        assert_eq!(
+            describe(&err),
+            format!("writing the report: {}", full_disk())
+        );
+        let quoted = anyhow::Error::new(full_disk()).context(format!("saving: {}", full_disk()));
+        assert_eq!(describe(&quoted), format!("saving: {}", full_disk()));
+    }
 }

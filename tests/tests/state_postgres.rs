@@ -61,6 +61,68 @@ fn readers_never_see_a_partial_state() {
     suite::readers_never_see_a_partial_state(&PgBackend::start(), 100);
 }
 
+/// A release id that a commit in flight has claimed (here a transaction of the test's own
+/// holding the claim on the next ids) is skipped, never waited for: the commit allocates past
+/// it in the same transaction, and past a whole run of claimed ids too.
+#[test]
+fn a_release_id_claimed_by_a_commit_in_flight_is_skipped_without_waiting() {
+    let pg = PgBackend::start();
+    let fresh = pg.fresh("id_claims");
+    let store = fresh.open();
+    // Ids ahead of the clock, as after a burst of commits: the next is the highest plus 1 ms.
+    let highest = stagecraft::state::ReleaseId::parse("rel-20990101-000000000").unwrap();
+    store
+        .transact(|s| {
+            let r = release(highest.as_str(), "old", "v1", &all(PhaseStatus::Completed));
+            s.releases.push(r.into());
+            Ok(())
+        })
+        .unwrap();
+    let after = |n: usize| {
+        let mut id = highest.clone();
+        for _ in 0..n {
+            id = id.next().unwrap();
+        }
+        id
+    };
+    let mut db = pg.server.client("id_claims");
+    let deploy = |env: &str| {
+        store
+            .transact_env(env, stagecraft::state::Window::Recent(&[]), |s| {
+                let phases = vec!["build".to_string()];
+                let now = time::OffsetDateTime::now_utc();
+                Ok(s.push_release(env, "v2", "", &phases, now)
+                    .unwrap()
+                    .id
+                    .clone())
+            })
+            .unwrap()
+    };
+    for (claimed, expected) in [(2, after(3)), (40, after(44))] {
+        // The claims of commits in flight: the class and key a commit's claim uses.
+        let first = store.read().unwrap().highest_release_id().unwrap();
+        let mut tx = db.transaction().unwrap();
+        for n in 1..=claimed {
+            let mut id = first.clone();
+            for _ in 0..n {
+                id = id.next().unwrap();
+            }
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(1396918596, hashtext($1))",
+                &[&id.as_str()],
+            )
+            .unwrap();
+        }
+        let env = format!("beta{claimed}");
+        assert_eq!(deploy(&env), expected, "{claimed} ids claimed in flight");
+        tx.rollback().unwrap();
+    }
+    // Nothing was written for the ids skipped; the next commit follows the highest.
+    assert_eq!(deploy("gamma"), after(45));
+    let state = store.read().unwrap();
+    assert_eq!(state.releases.len(), 4);
+}
+
 #[test]
 fn a_second_lease_fails_naming_the_holder_and_other_environments_are_free() {
     let pg = PgBackend::start();

@@ -89,7 +89,7 @@ pub fn main() -> i32 {
             // failure is one line, like the phase's own; other errors keep their line breaks (a
             // manifest error quotes the offending lines).
             use crate::output::terminal::{escape_controls, escape_controls_by_line};
-            let message = format!("{err:#}");
+            let message = crate::error::describe(&err);
             let shown = if err.chain().any(|c| c.is::<crate::error::PhaseFailed>()) {
                 escape_controls(&message)
             } else {

@@ -72,9 +72,10 @@ impl<'a> Guard<'a> {
                         Ok(None) => drop(lock),
                         Err(e) => {
                             eprintln!(
-                                "Interrupted by {name}, but recording it failed: {e:#}\nThe next \
+                                "Interrupted by {name}, but recording it failed: {}\nThe next \
                                  deploy or rollback of this environment will mark release {id} \
-                                 interrupted."
+                                 interrupted.",
+                                crate::error::describe(&e)
                             );
                             std::process::exit(3);
                         }

@@ -251,7 +251,10 @@ impl<R: Runner> Pipeline<'_, R> {
                         OffsetDateTime::now_utc(),
                     )
                     .map_err(|e| {
-                        crate::state::StateError::new(format!("{}: {e}", self.store.describe()))
+                        crate::state::StateError::caused_by(
+                            format!("{}: {e}", self.store.describe()),
+                            e,
+                        )
                     })?;
                 release.operation = Some(req.operation);
                 release.rollback_target = req.rollback_target.as_ref().map(|t| t.id.clone());
@@ -307,7 +310,7 @@ fn unrecorded(
     status: PhaseStatus,
 ) -> anyhow::Error {
     // The root cause's first sentence: the advice after it is for this command's user.
-    let cause = error.root_cause().to_string();
+    let cause = crate::error::root_message(&error);
     let cause = cause.split("; ").next().unwrap_or_default().to_string();
     error.context(UnrecordedEnd {
         release_id: release.id.to_string(),

@@ -15,10 +15,12 @@ pub use file::{
 };
 pub use heartbeat::{lease_lost, LEASE_BOUND as PG_LEASE_BOUND};
 pub use model::*;
-pub use ops::{IdsExhausted, KeptBecause, Retention};
+pub use ops::{IdsExhausted, KeptBecause, Retention, Unsealable};
 pub use postgres::{
     is_postgres_url, latest_schema_version, redact_url, PgStore, DATABASE_URL_ENV, MIGRATIONS,
 };
+
+pub use crate::error::StateError;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,22 +29,6 @@ use std::time::Duration;
 /// the command was given no `--lock-wait`. Commits take milliseconds; this only ends the wait
 /// for one that never finishes (a stopped or hung process).
 pub const DEFAULT_COMMIT_WAIT: Duration = Duration::from_secs(10);
-
-/// A state failure (exit 3): unreadable, corrupt or newer state, I/O, a lease not acquired in
-/// time. The message says what happened, where, and what to do next.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct StateError {
-    pub message: String,
-}
-
-impl StateError {
-    pub fn new(message: impl Into<String>) -> Self {
-        StateError {
-            message: message.into(),
-        }
-    }
-}
 
 /// Who holds an environment's lease, as recorded beside the lock and named in "busy" errors.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

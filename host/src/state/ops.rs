@@ -125,6 +125,20 @@ impl State {
         Ok(candidate)
     }
 
+    /// What every whole-state commit does, on both backends, between the closure and the
+    /// write: check the invariants, stamp the format version and a lineage (once), and count
+    /// the commit in `serial`. An error says why nothing may be written; the backend words it
+    /// with its location.
+    pub fn seal_for_commit(&mut self) -> Result<(), Unsealable> {
+        self.validate().map_err(Unsealable::Invalid)?;
+        self.format_version = Some(FORMAT_VERSION);
+        if self.lineage.is_none() {
+            self.lineage = Some(uuid::Uuid::new_v4().to_string());
+        }
+        self.serial = self.next_serial().map_err(Unsealable::SerialFull)?;
+        Ok(())
+    }
+
     /// The `serial` the next commit records, or an error naming the field when it cannot count
     /// further.
     pub fn next_serial(&self) -> Result<u64, String> {
@@ -491,6 +505,15 @@ fn newest_first(a: &Release, b: &Release) -> std::cmp::Ordering {
 
 /// No release id can follow the highest one issued: it is the last instant an id can encode
 /// (`rel-99991231-235959999`).
+/// Why [`State::seal_for_commit`] refused a state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unsealable {
+    /// An invariant does not hold ([`State::validate`]'s reason).
+    Invalid(String),
+    /// `serial` cannot count another commit ([`State::next_serial`]'s reason).
+    SerialFull(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "no release id can follow {highest} ({field}), the last id there can be; nothing was \

@@ -44,11 +44,14 @@ pub(super) fn open_state_file(
         Err(rustix::io::Errno::NOENT) => return Ok(None),
         Err(rustix::io::Errno::LOOP) => return Err(symlink_error(dir, name, path)),
         Err(e) => {
-            return Err(StateError::new(format!(
-                "cannot read state file {}: {}; check its permissions",
-                path.display(),
-                io::Error::from(e)
-            )))
+            return Err(StateError::caused_by(
+                format!(
+                    "cannot read state file {}: {}; check its permissions",
+                    path.display(),
+                    io::Error::from(e)
+                ),
+                io::Error::from(e),
+            ))
         }
     };
     refuse_special(&fd, path, "state file")?;
@@ -71,11 +74,14 @@ fn symlink_error(dir: &Dir, name: &str, path: &Path) -> StateError {
 /// Refuse `fd` unless it is a regular file (or a directory, which the caller's read reports).
 fn refuse_special(fd: &OwnedFd, path: &Path, what: &str) -> Result<(), StateError> {
     let stat = rustix::fs::fstat(fd).map_err(|e| {
-        StateError::new(format!(
-            "cannot read {what} {}: {}",
-            path.display(),
-            io::Error::from(e)
-        ))
+        StateError::caused_by(
+            format!(
+                "cannot read {what} {}: {}",
+                path.display(),
+                io::Error::from(e)
+            ),
+            io::Error::from(e),
+        )
     })?;
     match special_kind(FileType::from_raw_mode(stat.st_mode)) {
         Some(kind) => Err(StateError::new(format!(
@@ -98,12 +104,15 @@ pub(super) fn open_lock_file(
 ) -> Result<std::fs::File, StateError> {
     let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let open_error = |e: rustix::io::Errno| {
-        StateError::new(format!(
-            "cannot open {what} {}: {}; check that you may write to {}",
-            path.display(),
+        StateError::caused_by(
+            format!(
+                "cannot open {what} {}: {}; check that you may write to {}",
+                path.display(),
+                io::Error::from(e),
+                path.parent().unwrap_or(Path::new(".")).display()
+            ),
             io::Error::from(e),
-            path.parent().unwrap_or(Path::new(".")).display()
-        ))
+        )
     };
     let fd = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
         Ok(fd) => fd,

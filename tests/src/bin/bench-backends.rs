@@ -24,9 +24,11 @@ use stagecraft_tests::pg::PgServer;
 
 const HISTORIES: [usize; 3] = [10, 10_000, 100_000];
 const WRITERS: [usize; 2] = [1, 8];
-/// Commits per row on PostgreSQL and on a small file; a file of 100,000 releases takes seconds
-/// per commit, so its rows make fewer.
-const COMMITS: usize = 400;
+/// Commits per row on PostgreSQL, whose commit does not grow with the history (each row adds
+/// this many releases to it); a file's commit does, so its rows make fewer: 400 keep a file of
+/// 10 releases small, and one of 100,000 takes a tenth of a second per commit.
+const COMMITS: usize = 2000;
+const FILE_COMMITS: usize = 400;
 const FEW_COMMITS: usize = 16;
 const DEPLOYS: usize = 15;
 
@@ -44,6 +46,13 @@ fn main() {
         Ok(list) => list.split(',').map(|n| n.trim().parse().unwrap()).collect(),
         Err(_) => HISTORIES.to_vec(),
     };
+    // Untimed warm-up on scratch stores: the first writers of a run otherwise pay for the new
+    // server's first WAL segments and a cold page cache, and the first row reads slow.
+    let scratch = files.path().join("warm-up/releases.json");
+    let scratch = scratch.to_str().unwrap().to_string();
+    for spec in [scratch, server.create_database("warm_up")] {
+        run_writers(&spec, 8, COMMITS / 8, "env");
+    }
     for (n, history) in histories.into_iter().enumerate() {
         let file = files
             .path()
@@ -53,6 +62,9 @@ fn main() {
             .to_string();
         let pg = server.create_database(&format!("bench{n}"));
         for (backend, spec) in [("file", &file), ("postgres", &pg)] {
+            if !wanted(backend) {
+                continue;
+            }
             let took = Instant::now();
             preload(spec, history);
             if backend == "postgres" {
@@ -72,29 +84,42 @@ fn main() {
             };
             for mode in modes {
                 for writers in WRITERS {
-                    let commits = if backend == "file" && history > 10 {
-                        FEW_COMMITS
-                    } else {
-                        COMMITS
+                    let commits = match (backend, history) {
+                        ("file", 10) => FILE_COMMITS,
+                        ("file", _) => FEW_COMMITS,
+                        _ => COMMITS,
                     };
-                    let (wall, mut latencies) = run_writers(spec, writers, commits / writers, mode);
-                    latencies.sort_unstable();
-                    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
                     let path = if *mode == "env" {
                         "scoped"
                     } else {
                         "whole-state"
                     };
-                    rows.push(format!(
-                        "| {backend} | {path} | {history} | {writers} | {} | {:.2} | {:.2} | {:.0} |",
-                        latencies.len(),
-                        pct(0.5) as f64 / 1000.0,
-                        pct(0.99) as f64 / 1000.0,
-                        latencies.len() as f64 / wall,
+                    let measured = run_writers(spec, writers, commits / writers, mode);
+                    rows.push(row(
+                        &format!("{backend} | {path} | {history}"),
+                        writers,
+                        measured,
                     ));
-                    eprintln!("{}", rows.last().unwrap());
                 }
             }
+        }
+    }
+    if wanted("postgres") {
+        // What this machine's PostgreSQL gives eight writers over one at all: the simplest
+        // durable commit, one autocommitted row insert per round trip, through the same client
+        // library. The scoped commit's ratio is read against this one.
+        let spec = server.create_database("baseline");
+        server
+            .client("baseline")
+            .batch_execute("CREATE TABLE baseline (id bigserial PRIMARY KEY, environment text)")
+            .unwrap();
+        for writers in WRITERS {
+            let measured = run_writers(&spec, writers, COMMITS / writers, "baseline");
+            rows.push(row(
+                "postgres | one-row insert (baseline) | -",
+                writers,
+                measured,
+            ));
         }
     }
     println!("| backend | transaction | releases in history | writer processes (one environment each) | commits | p50 commit (ms) | p99 commit (ms) | commits/s (all writers) |");
@@ -133,6 +158,28 @@ fn main() {
     );
 }
 
+/// A table row: `what` (backend, transaction, history), the writers, and what
+/// [`run_writers`] measured (wall time, latencies); printed as it is made.
+fn row(what: &str, writers: usize, (wall, mut latencies): (f64, Vec<u64>)) -> String {
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+    let row = format!(
+        "| {what} | {writers} | {} | {:.2} | {:.2} | {:.0} |",
+        latencies.len(),
+        pct(0.5),
+        pct(0.99),
+        latencies.len() as f64 / wall,
+    );
+    eprintln!("{row}");
+    row
+}
+
+/// Whether `backend` is measured: `BENCH_BACKENDS=postgres` (or `file`) for a look at one.
+fn wanted(backend: &str) -> bool {
+    std::env::var("BENCH_BACKENDS")
+        .map_or(true, |list| list.split(',').any(|b| b.trim() == backend))
+}
+
 /// `VACUUM ANALYZE` and `CHECKPOINT` on database `db`.
 fn settle(server: &PgServer, db: &str) {
     let mut client = server.client(db);
@@ -162,7 +209,8 @@ fn deploy(project: &std::path::Path, flag: &str, spec: &str, i: usize) -> Durati
     took
 }
 
-/// A history of `n` completed releases over ten environments, one a second up to now (as a
+/// A history of `n` completed releases over ten environments (the eight writers' and two
+/// more), one a second up to now (as a
 /// real history is spread over time, so its ids do not run ahead of the clock), written in one
 /// whole-state commit. Built directly: `push_release` looks at every release, which would make
 /// a long preload quadratic.
@@ -183,7 +231,12 @@ fn preload(spec: &str, n: usize) {
             let mut newest: std::collections::HashMap<String, ReleaseId> = Default::default();
             for i in 0..n {
                 let at = now - time::Duration::seconds((n - i) as i64);
-                let env = format!("old{}", i % 10);
+                // The writers' own environments hold most of it, as a deploy appends to a
+                // long history of its environment.
+                let env = match i % 10 {
+                    k @ 0..8 => format!("w{k}"),
+                    k => format!("old{k}"),
+                };
                 let mut release = template.clone();
                 release.id = ReleaseId::at(at);
                 release.timestamp = Timestamp::from_datetime(at);
@@ -238,6 +291,9 @@ fn run_writers(spec: &str, writers: usize, each: usize, mode: &str) -> (f64, Vec
 /// One writer process: `n` commits to `env` (`mode` `env`: scoped, `whole`: whole-state), each
 /// timed, printed in µs after the last.
 fn writer(spec: &str, n: usize, env: &str, mode: &str) {
+    if mode == "baseline" {
+        return baseline_writer(spec, n, env);
+    }
     let store = StoreTarget::parse(spec, "bench").open().unwrap();
     // Connect (and migrate) before the clock starts.
     store
@@ -273,8 +329,39 @@ fn writer(spec: &str, n: usize, env: &str, mode: &str) {
     }
 }
 
+/// One baseline writer process: `n` autocommitted one-row inserts, each timed, printed in µs
+/// after the last.
+fn baseline_writer(url: &str, n: usize, env: &str) {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let insert = client
+        .prepare("INSERT INTO baseline (environment) VALUES ($1)")
+        .unwrap();
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go).unwrap();
+    let times: Vec<u64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            client.execute(&insert, &[&env]).unwrap();
+            t.elapsed().as_micros() as u64
+        })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    for t in times {
+        writeln!(out, "{t}").unwrap();
+    }
+}
+
+/// A writer's commit: a new release, written as deployed (what a deploy's first commit
+/// writes, with its phases already completed), so that the environment's window stays what a
+/// deploy sees, its newest release, instead of gaining an unfinished release per commit.
 fn append(state: &mut State, env: &str) {
     append_at(state, env, Timestamp::now().datetime());
+    let release = state.releases.last_mut().expect("just appended");
+    for status in Arc::make_mut(release).phases.values_mut() {
+        *status = PhaseStatus::Completed;
+    }
 }
 
 fn append_at(state: &mut State, env: &str, at: time::OffsetDateTime) {

@@ -5,6 +5,7 @@
 use super::lease::read_holder;
 use super::text::{serialize_state, write_all_pieces};
 use super::*;
+use crate::state::Unsealable;
 
 impl FileStore {
     /// Whether the state file exists and holds exactly `expected`: read a chunk at a time and
@@ -12,10 +13,10 @@ impl FileStore {
     /// and comparing it after (the chunk stays in the CPU cache).
     pub(super) fn file_holds(&self, dir: &Dir, expected: &StateText) -> anyhow::Result<bool> {
         let read_error = |e: io::Error| {
-            StateError::new(format!(
-                "cannot read state file {}: {e}",
-                self.path.display()
-            ))
+            StateError::caused_by(
+                format!("cannot read state file {}: {e}", self.path.display()),
+                e,
+            )
         };
         let Some(mut file) = open_state_file(dir, &self.name, &self.path)? else {
             return Ok(false);
@@ -80,19 +81,15 @@ impl FileStore {
             self.remember(snapshot);
             return changed.map(drop);
         }
-        state.validate().map_err(|e| {
-            StateError::new(format!(
+        state.seal_for_commit().map_err(|e| match e {
+            Unsealable::Invalid(e) => StateError::new(format!(
                 "refusing to commit an invalid state to {}: {e}; nothing was written",
                 self.path.display()
-            ))
+            )),
+            Unsealable::SerialFull(e) => {
+                StateError::new(format!("state file {}: {e}", self.path.display()))
+            }
         })?;
-        state.format_version = Some(FORMAT_VERSION);
-        if state.lineage.is_none() {
-            state.lineage = Some(uuid::Uuid::new_v4().to_string());
-        }
-        state.serial = state
-            .next_serial()
-            .map_err(|e| StateError::new(format!("state file {}: {e}", self.path.display())))?;
         let text = serialize_state(&mut state, snapshot)?;
         self.replace_file(dir, &text, exists)?;
         self.remember(Some(Snapshot { state, text }));
@@ -121,7 +118,9 @@ impl FileStore {
                 humanize(wait)
             );
         })
-        .map_err(|e| StateError::new(format!("cannot lock {}: {e}", lock_path.display())))?;
+        .map_err(|e| {
+            StateError::caused_by(format!("cannot lock {}: {e}", lock_path.display()), e)
+        })?;
         if !locked {
             return Err(StateError::new(format!(
                 "cannot commit to state file {}: the commit lock {} is held by {}, which did \

@@ -29,19 +29,22 @@ impl FileStore {
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => {
-                return Err(StateError::new(format!(
-                    "cannot create lease directory {}: {e}",
-                    leases_dir.display()
-                ))
+                return Err(StateError::caused_by(
+                    format!(
+                        "cannot create lease directory {}: {e}",
+                        leases_dir.display()
+                    ),
+                    e,
+                )
                 .into())
             }
         }
         let lock_path = leases_dir.join(format!("{env}.lock"));
         let leases = dir.open_dir("leases").map_err(|e| {
-            StateError::new(format!(
-                "cannot open lease directory {}: {e}",
-                leases_dir.display()
-            ))
+            StateError::caused_by(
+                format!("cannot open lease directory {}: {e}", leases_dir.display()),
+                e,
+            )
         })?;
         let file = open_lock_file(&leases, &format!("{env}.lock"), &lock_path, "lease file")?;
 
@@ -61,10 +64,10 @@ impl FileStore {
                     backoff = (backoff * 2).min(Duration::from_millis(100));
                 }
                 Err(e) => {
-                    return Err(StateError::new(format!(
-                        "cannot lock lease file {}: {e}",
-                        lock_path.display()
-                    ))
+                    return Err(StateError::caused_by(
+                        format!("cannot lock lease file {}: {e}", lock_path.display()),
+                        e,
+                    )
                     .into())
                 }
             }
@@ -77,10 +80,13 @@ impl FileStore {
             noted: std::sync::atomic::AtomicBool::new(false),
         };
         guard.record().map_err(|e| {
-            StateError::new(format!(
-                "cannot record the lease holder in {}: {e}",
-                lock_path.display()
-            ))
+            StateError::caused_by(
+                format!(
+                    "cannot record the lease holder in {}: {e}",
+                    lock_path.display()
+                ),
+                e,
+            )
         })?;
         // We hold the lease, so no live process can be running a release of `env`: anything
         // left unfinished belongs to a process that is gone.

@@ -176,21 +176,27 @@ impl FileStore {
     }
 
     fn dir_error(&self, action: &str, e: io::Error) -> anyhow::Error {
-        StateError::new(format!(
-            "cannot {action} state directory {}: {e}; check that it exists and that you may \
+        StateError::caused_by(
+            format!(
+                "cannot {action} state directory {}: {e}; check that it exists and that you may \
              write to it, or pass --state-file <path>",
-            self.dir_path.display()
-        ))
+                self.dir_path.display()
+            ),
+            e,
+        )
         .into()
     }
 
     fn write_error(&self, what: &str, e: io::Error) -> anyhow::Error {
-        StateError::new(format!(
-            "cannot write state file {} ({what}): {e}; nothing was committed and the previous \
+        StateError::caused_by(
+            format!(
+                "cannot write state file {} ({what}): {e}; nothing was committed and the previous \
              version of the file is unchanged. Free disk space or fix the directory's \
              permissions, then try again",
-            self.path.display()
-        ))
+                self.path.display()
+            ),
+            e,
+        )
         .into()
     }
 
@@ -204,10 +210,10 @@ impl FileStore {
         };
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| {
-            StateError::new(format!(
-                "cannot read state file {}: {e}",
-                self.path.display()
-            ))
+            StateError::caused_by(
+                format!("cannot read state file {}: {e}", self.path.display()),
+                e,
+            )
         })?;
         Ok(Some(bytes))
     }

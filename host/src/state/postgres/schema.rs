@@ -1,9 +1,13 @@
 //! The schema: versioned migrations, applied in order on first use (see
 //! [`super::PgStore`]'s `migrate`), and the one step SQL cannot do.
 
-use postgres::Transaction;
+use std::sync::atomic::Ordering;
 
-use crate::state::Release;
+use postgres::{Client, Transaction};
+
+use super::PgStore;
+
+use crate::state::{Release, StateError};
 
 /// The schema's versions, applied in order, each in the same transaction as its row in
 /// `stagecraft_schema`. Never edit a shipped migration: add the next one.
@@ -88,4 +92,96 @@ pub(super) fn after_migration(
         }
     }
     Ok(())
+}
+/// First key of the advisory lock that serializes migrations ("SCMG").
+const MIGRATION_LOCK_CLASS: i32 = 0x5343_4D47;
+
+impl PgStore {
+    /// Bring the schema to [`latest_schema_version`], or with `create` false, say whether it
+    /// exists at all (reads create nothing). A newer schema is refused.
+    pub(super) fn ensure_schema(&self, client: &mut Client, create: bool) -> anyhow::Result<bool> {
+        if self.schema_ready.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        let current =
+            schema_version(client).map_err(|e| self.db_error("reading the schema version", e))?;
+        if current.is_some_and(|v| v > latest_schema_version()) {
+            return Err(self.newer_schema_error(current.unwrap_or_default()));
+        }
+        if current == Some(latest_schema_version()) {
+            self.schema_ready.store(true, Ordering::Release);
+            return Ok(true);
+        }
+        if current.is_none() && !create {
+            return Ok(false);
+        }
+        self.migrate(client)?;
+        self.schema_ready.store(true, Ordering::Release);
+        Ok(true)
+    }
+
+    pub(super) fn newer_schema_error(&self, version: i32) -> anyhow::Error {
+        StateError::new(format!(
+            "the stagecraft schema in PostgreSQL at {} is version {version}, but this \
+             stagecraft knows at most {}; upgrade stagecraft",
+            self.location,
+            latest_schema_version()
+        ))
+        .into()
+    }
+
+    /// Apply every missing migration in one transaction under the migration lock, so that
+    /// processes starting at once apply each exactly once.
+    pub(super) fn migrate(&self, client: &mut Client) -> anyhow::Result<()> {
+        let doing = "migrating the schema";
+        let err = |e: postgres::Error| self.db_error(doing, e);
+        let mut tx = client.transaction().map_err(err)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, 0)",
+            &[&MIGRATION_LOCK_CLASS],
+        )
+        .map_err(err)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS stagecraft_schema (
+                 version integer PRIMARY KEY,
+                 description text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .map_err(err)?;
+        let current: i32 = tx
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM stagecraft_schema",
+                &[],
+            )
+            .map_err(err)?
+            .get(0);
+        if current > latest_schema_version() {
+            return Err(self.newer_schema_error(current));
+        }
+        for (version, description, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            tx.batch_execute(sql).map_err(err)?;
+            after_migration(&mut tx, *version).map_err(err)?;
+            tx.execute(
+                "INSERT INTO stagecraft_schema (version, description) VALUES ($1, $2)",
+                &[version, description],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+}
+
+/// The schema version recorded in the database, or `None` when no stagecraft schema exists.
+fn schema_version(client: &mut Client) -> Result<Option<i32>, postgres::Error> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('stagecraft_schema') IS NOT NULL", &[])?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let version: Option<i32> = client
+        .query_one("SELECT max(version) FROM stagecraft_schema", &[])?
+        .get(0);
+    Ok(Some(version.unwrap_or(0)))
 }
