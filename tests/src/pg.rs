@@ -242,14 +242,7 @@ impl PgServer {
             .arg(self.dir.path().join("data"))
             .arg("-k")
             .arg(self.dir.path())
-            .args([
-                "-c",
-                "listen_addresses=",
-                "-c",
-                "max_connections=200",
-                "-c",
-                "shared_buffers=32MB",
-            ])
+            .args(["-c", "listen_addresses=", "-c", "max_connections=200"])
             .arg("-c")
             .arg(format!("port={}", self.port))
             .stdin(Stdio::null())
@@ -259,7 +252,11 @@ impl PgServer {
             cmd.arg("-c").arg(setting);
         }
         if !self.durable {
+            // Test servers run many at once: small, and without durability. A benchmark's keeps
+            // PostgreSQL's defaults.
             cmd.args([
+                "-c",
+                "shared_buffers=32MB",
                 "-c",
                 "fsync=off",
                 "-c",

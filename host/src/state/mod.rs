@@ -9,10 +9,7 @@ mod postgres;
 mod safe_files;
 mod unique_keys;
 
-pub use file::{
-    check_environment_name, parse_state, resolve_state_path, FileStore, DEFAULT_STATE_PATH,
-    STATE_FILE_ENV,
-};
+pub use file::{parse_state, resolve_state_path, FileStore, DEFAULT_STATE_PATH, STATE_FILE_ENV};
 pub use heartbeat::{lease_lost, LEASE_BOUND as PG_LEASE_BOUND};
 pub use model::*;
 pub use ops::{IdsExhausted, KeptBecause, Retention, Unsealable};

@@ -29,6 +29,15 @@ pub struct EnvironmentName(String);
 )]
 pub struct InvalidEnvironmentName(pub String);
 
+/// `env` is a valid [`EnvironmentName`], or an input error (exit 1) saying what a name may be.
+/// Every lease and transaction checks its environment with this before it touches anything:
+/// names become lease file names and rows.
+pub fn check_environment_name(env: &str) -> anyhow::Result<()> {
+    EnvironmentName::parse(env)
+        .map(drop)
+        .map_err(|e| crate::error::input_error(e.to_string()))
+}
+
 impl EnvironmentName {
     pub fn parse(name: &str) -> Result<EnvironmentName, InvalidEnvironmentName> {
         let mut chars = name.chars();

@@ -34,6 +34,12 @@ const DEPLOYS: usize = 15;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("preload") {
+        // `bench-backends preload <store> <n>`: the history a row starts from, for a look at a
+        // store outside a run (EXPLAIN, pg_stat_activity).
+        preload(&args[2], args[3].parse().unwrap());
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("writer") {
         writer(&args[2], args[3].parse().unwrap(), &args[4], &args[5]);
         return;

@@ -15,7 +15,7 @@ mod lease;
 mod parse;
 mod text;
 
-pub use parse::{check_environment_name, parse_state};
+pub use parse::parse_state;
 use text::{Snapshot, StateText};
 
 use std::io::{self, IoSlice, Read, Write};
@@ -33,7 +33,7 @@ use super::safe_files::{
     adopt_owner, keep_owner_and_mode, lock_within, open_lock_file, open_state_file, owner_and_mode,
 };
 use super::{
-    EnvironmentName, Lease, LeaseHolder, Release, State, StateError, StateStore,
+    check_environment_name, Lease, LeaseHolder, Release, State, StateError, StateStore,
     DEFAULT_COMMIT_WAIT, FORMAT_VERSION,
 };
 use crate::error::input_error;

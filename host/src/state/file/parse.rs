@@ -3,14 +3,6 @@
 
 use super::*;
 
-/// Environment names become file names under `leases/`, so only the manifest's shape
-/// `[a-z][a-z0-9_-]*` (at most 64 characters) is accepted.
-pub fn check_environment_name(env: &str) -> anyhow::Result<()> {
-    EnvironmentName::parse(env)
-        .map(drop)
-        .map_err(|e| input_error(e.to_string()))
-}
-
 /// Parse a state file's bytes, or say for people what is wrong with it, where, and how to
 /// recover (`path` and `bak` name the file and its backup in the message).
 pub fn parse_state(

@@ -11,7 +11,7 @@ use postgres::{Client, GenericClient};
 use serde_json::Value;
 
 use super::{with_causes, PgStore, TxError};
-use crate::state::file::check_environment_name;
+use crate::state::check_environment_name;
 use crate::state::heartbeat::{self, Heartbeat, LEASE_BOUND, MARGIN};
 use crate::state::{busy_error, Lease, LeaseGuard, LeaseHolder, StateError, Window};
 

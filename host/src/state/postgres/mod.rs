@@ -42,7 +42,7 @@ pub use url::{is_postgres_url, redact_url};
 use lease::HeldLease;
 use url::TlsSettings;
 
-use super::file::check_environment_name;
+use super::check_environment_name;
 use super::{
     Lease, State, StateError, StateStore, Unsealable, Window, DEFAULT_COMMIT_WAIT, FORMAT_VERSION,
 };
