@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod hostile;
 pub mod pg;
+pub mod project;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

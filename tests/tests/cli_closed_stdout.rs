@@ -76,6 +76,8 @@ fn no_command_panics_on_a_closed_stdout() {
         (p, vec!["rollback", "--env", "prod", "--to-version", "v1"]),
         (p, vec!["releases", "list"]),
         (p, vec!["releases", "list", "--json"]),
+        (p, vec!["status"]),
+        (p, vec!["status", "--json"]),
         (p, vec!["plugin", "check", noop]),
         (p, vec!["plugin", "check", noop, "--json"]),
         (p, vec!["plugin", "test", noop]),

@@ -10,6 +10,7 @@ pub mod releases;
 mod rollback;
 mod scaffold;
 mod state;
+mod status;
 
 use clap::{Parser, Subcommand};
 
@@ -51,6 +52,8 @@ pub enum Command {
     Deploy(deploy::DeployArgs),
     /// Redeploy an earlier, fully deployed release as a new release.
     Rollback(rollback::RollbackArgs),
+    /// Show what is live in each environment, what is under way, and who holds its lease.
+    Status(status::StatusArgs),
     /// Show the release history: `releases list`, `releases show <id>`.
     Releases(releases::ReleasesArgs),
     /// Inspect and test phase plugins: `plugin check <file>`, `plugin test <file>`,
@@ -113,6 +116,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let Cli { global, command } = cli;
     match command {
+        Command::Status(args) => status::run(&global, args),
         Command::Releases(args) => releases::run(&global, args),
         Command::Plugin(args) => plugin::run(&global, args),
         Command::State(args) => state::run(&global, args),

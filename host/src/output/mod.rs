@@ -2,4 +2,5 @@
 
 pub mod deploy;
 pub mod releases;
+pub mod status;
 pub mod terminal;

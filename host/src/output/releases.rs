@@ -132,7 +132,7 @@ pub fn show_json(release: &Release) -> String {
 /// The JSON shape of a release. Every key is always present (null when unknown), and phases are
 /// an array in pipeline order, so scripts need no special cases for original records.
 #[derive(Serialize)]
-struct ReleaseView<'a> {
+pub(crate) struct ReleaseView<'a> {
     id: &'a str,
     environment: &'a str,
     version: &'a str,
@@ -162,7 +162,7 @@ struct PhaseView<'a> {
 }
 
 impl<'a> ReleaseView<'a> {
-    fn of(r: &'a Release) -> Self {
+    pub(crate) fn of(r: &'a Release) -> Self {
         let phases = r
             .phase_statuses()
             .into_iter()

@@ -49,6 +49,9 @@ impl StateStore for MemoryStore {
     fn lease(&self, env: &str, _wait: Duration) -> anyhow::Result<Lease> {
         Ok(Lease::new(env, Box::new(())))
     }
+    fn lease_status(&self, _env: &str) -> anyhow::Result<crate::state::LeaseStatus> {
+        Ok(crate::state::LeaseStatus::Free)
+    }
 }
 
 /// Plays a script: phase name -> what its plugin does. Records every context it was given.

@@ -12,7 +12,7 @@ mod unique_keys;
 pub use file::{parse_state, resolve_state_path, FileStore, DEFAULT_STATE_PATH, STATE_FILE_ENV};
 pub use heartbeat::{lease_lost, LEASE_BOUND as PG_LEASE_BOUND};
 pub use model::*;
-pub use ops::{IdsExhausted, KeptBecause, Retention, Unsealable};
+pub use ops::{EnvironmentSummary, IdsExhausted, KeptBecause, Retention, Unsealable};
 pub use postgres::{
     is_postgres_url, latest_schema_version, redact_url, PgStore, DATABASE_URL_ENV, MIGRATIONS,
 };
@@ -26,6 +26,14 @@ use std::time::Duration;
 /// the command was given no `--lock-wait`. Commits take milliseconds; this only ends the wait
 /// for one that never finishes (a stopped or hung process).
 pub const DEFAULT_COMMIT_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether an environment's lease is held ([`StateStore::lease_status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseStatus {
+    Free,
+    /// Held; by whom, when the holder has recorded itself (it does right after locking).
+    Held(Option<LeaseHolder>),
+}
 
 /// Who holds an environment's lease, as recorded beside the lock and named in "busy" errors.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -197,6 +205,10 @@ pub trait StateStore: Send + Sync {
     /// rest `skipped` (see [`State::recover_interrupted`]). On timeout: a [`StateError`] naming
     /// the holder.
     fn lease(&self, env: &str, wait: Duration) -> anyhow::Result<Lease>;
+
+    /// Whether `env`'s lease is held right now, and by whom when the holder recorded itself.
+    /// Reads only: creates nothing, takes nothing a deploy waits for.
+    fn lease_status(&self, env: &str) -> anyhow::Result<LeaseStatus>;
 
     /// How long a commit may wait for another process's commit before it fails naming the
     /// holder (default [`DEFAULT_COMMIT_WAIT`]). Backends without such a lock ignore it.

@@ -125,6 +125,27 @@ impl State {
         Ok(candidate)
     }
 
+    /// What is deployed in `env` and what is under way, as `stagecraft status` shows it.
+    pub fn environment_summary(&self, env: &str) -> EnvironmentSummary<'_> {
+        let newest = self.list_env(env);
+        EnvironmentSummary {
+            current: newest.first().copied(),
+            live: newest
+                .iter()
+                .find(|r| r.unfinished_phases().is_empty())
+                .copied(),
+            unfinished: newest
+                .iter()
+                .filter(|r| r.is_unfinished())
+                .copied()
+                .collect(),
+            last_failure: newest
+                .iter()
+                .find(|r| r.overall_status() == OverallStatus::Failed)
+                .copied(),
+        }
+    }
+
     /// What every whole-state commit does, on both backends, between the closure and the
     /// write: check the invariants, stamp the format version and a lineage (once), and count
     /// the commit in `serial`. An error says why nothing may be written; the backend words it
@@ -505,6 +526,19 @@ fn newest_first(a: &Release, b: &Release) -> std::cmp::Ordering {
 
 /// No release id can follow the highest one issued: it is the last instant an id can encode
 /// (`rel-99991231-235959999`).
+/// One environment as [`State::environment_summary`] sees it; every release is `env`'s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvironmentSummary<'a> {
+    /// The newest release, whatever its status.
+    pub current: Option<&'a Release>,
+    /// The newest fully deployed release (every phase completed or skipped): what is live.
+    pub live: Option<&'a Release>,
+    /// Releases with a phase pending or running, newest first.
+    pub unfinished: Vec<&'a Release>,
+    /// The newest release with a failed phase.
+    pub last_failure: Option<&'a Release>,
+}
+
 /// Why [`State::seal_for_commit`] refused a state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unsealable {
@@ -1154,5 +1188,42 @@ mod tests {
             ReleaseId::parse("rel-20261325-060000123").is_err(),
             "month 13"
         );
+    }
+
+    #[test]
+    fn the_summary_names_live_unfinished_and_last_failed() {
+        let mut state = State::default();
+        let phases: Vec<String> = CANONICAL_PHASES.iter().map(|p| p.to_string()).collect();
+        let at = |s: i64| OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(s);
+        // Every phase completed but `build` and `rollout`, which are as given.
+        let mut push = |version: &str, statuses: [PhaseStatus; 2], s: i64| {
+            let r = state.push_release("prod", version, "", &phases, at(s)).unwrap();
+            for status in r.phases.values_mut() {
+                *status = PhaseStatus::Completed;
+            }
+            r.phases.insert("build".into(), statuses[0]);
+            r.phases.insert("rollout".into(), statuses[1]);
+        };
+        use PhaseStatus::*;
+        push("v1", [Completed, Completed], 1);
+        push("v2", [Completed, Skipped], 2);
+        push("v3", [Failed, Skipped], 3);
+        push("v4", [Completed, Running], 4);
+        let summary = state.environment_summary("prod");
+        let version = |r: Option<&Release>| r.map(|r| r.version.clone());
+        assert_eq!(
+            version(summary.live),
+            Some("v2".into()),
+            "skipped counts as done"
+        );
+        assert_eq!(version(summary.current), Some("v4".into()));
+        assert_eq!(version(summary.last_failure), Some("v3".into()));
+        let unfinished: Vec<&str> = summary
+            .unfinished
+            .iter()
+            .map(|r| r.version.as_str())
+            .collect();
+        assert_eq!(unfinished, ["v4"]);
+        assert_eq!(state.environment_summary("staging").current, None);
     }
 }

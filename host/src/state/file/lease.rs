@@ -2,6 +2,7 @@
 //! which names its holder while held and dies with it.
 
 use super::*;
+use crate::state::LeaseStatus;
 
 impl FileStore {
     /// [`StateStore::lease`] for the file backend: an exclusive flock on `leases/<env>.lock`,
@@ -98,6 +99,56 @@ impl FileStore {
         };
         self.commit_with(&mut |state| Ok(!state.recover_interrupted_with(env, &note).is_empty()))?;
         Ok(Lease::new(env, Box::new(guard)))
+    }
+}
+
+impl FileStore {
+    /// [`StateStore::lease_status`] for the file backend. A holder records itself in the lease
+    /// file right after locking it and empties the file when it lets go, so an empty or missing
+    /// file is a free lease and nothing is locked to find out; only a file still naming someone
+    /// (a holder at work, or one that was killed) is tested with a shared lock, let go at once.
+    pub(super) fn read_lease_status(&self, env: &str) -> anyhow::Result<LeaseStatus> {
+        check_environment_name(env)?;
+        let Some(dir) = self.existing_dir()? else {
+            return Ok(LeaseStatus::Free);
+        };
+        let name = format!("leases/{env}.lock");
+        let file = match rustix::fs::openat(
+            dir,
+            name.as_str(),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ) {
+            Ok(fd) => std::fs::File::from(fd),
+            Err(rustix::io::Errno::NOENT) => return Ok(LeaseStatus::Free),
+            Err(e) => {
+                let path = self.dir_path.join(&name);
+                return Err(StateError::caused_by(
+                    format!("cannot read lease file {}: {e}", path.display()),
+                    io::Error::from(e),
+                )
+                .into());
+            }
+        };
+        let holder = read_holder(&file);
+        if holder.is_none() && file.metadata().map(|m| m.len() == 0).unwrap_or(false) {
+            return Ok(LeaseStatus::Free);
+        }
+        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockShared) {
+            Ok(()) => {
+                let _ = rustix::fs::flock(&file, FlockOperation::Unlock);
+                Ok(LeaseStatus::Free)
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(LeaseStatus::Held(holder)),
+            Err(e) => {
+                let path = self.dir_path.join(&name);
+                Err(StateError::caused_by(
+                    format!("cannot test lease file {}: {e}", path.display()),
+                    io::Error::from(e),
+                )
+                .into())
+            }
+        }
     }
 }
 

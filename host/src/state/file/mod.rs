@@ -266,6 +266,10 @@ impl StateStore for FileStore {
     fn lease(&self, env: &str, wait: Duration) -> anyhow::Result<Lease> {
         self.take_lease(env, wait)
     }
+
+    fn lease_status(&self, env: &str) -> anyhow::Result<crate::state::LeaseStatus> {
+        self.read_lease_status(env)
+    }
 }
 
 /// `10s`, `1.5s`: a wait as `--lock-wait` takes it.

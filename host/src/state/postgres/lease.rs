@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::{with_causes, PgStore, TxError};
 use crate::state::check_environment_name;
 use crate::state::heartbeat::{self, Heartbeat, LEASE_BOUND, MARGIN};
-use crate::state::{busy_error, Lease, LeaseGuard, LeaseHolder, StateError, Window};
+use crate::state::{busy_error, Lease, LeaseGuard, LeaseHolder, LeaseStatus, StateError, Window};
 
 /// First key of every advisory lock this backend takes on a lease ("SCLE"); the second key is
 /// the environment's `lock_key`.
@@ -64,6 +64,35 @@ impl PgStore {
             }
         }
         Ok(())
+    }
+
+    /// [`StateStore::lease_status`]: held when a session holds `env`'s advisory lock (a
+    /// look at `pg_locks`, which takes nothing). A database without the schema has no lease.
+    pub(super) fn read_lease_status(&self, env: &str) -> anyhow::Result<LeaseStatus> {
+        check_environment_name(env)?;
+        let mut client = self.connect()?;
+        if !self.ensure_schema(&mut client, false)? {
+            return Ok(LeaseStatus::Free);
+        }
+        let row = client
+            .query_opt(
+                "SELECT e.lock_key, EXISTS (
+                     SELECT 1 FROM pg_locks l
+                     WHERE l.locktype = 'advisory' AND l.granted
+                       AND l.database = (SELECT oid FROM pg_database
+                                         WHERE datname = current_database())
+                       AND l.classid::bigint = $2 AND l.objid::bigint = e.lock_key
+                       AND l.objsubid = 2)
+                 FROM stagecraft_environments e WHERE e.name = $1",
+                &[&env, &i64::from(LEASE_LOCK_CLASS)],
+            )
+            .map_err(|e| self.db_error("reading the lease", e))?;
+        Ok(match row {
+            Some(row) if row.get::<_, bool>(1) => {
+                LeaseStatus::Held(self.current_holder(&mut client, env, row.get(0)))
+            }
+            _ => LeaseStatus::Free,
+        })
     }
 
     /// The recorded holder of `env`'s lease, if the session that recorded it still holds it.

@@ -470,6 +470,10 @@ impl StateStore for PgStore {
     fn lease(&self, env: &str, wait: Duration) -> anyhow::Result<Lease> {
         self.take_lease(env, wait)
     }
+
+    fn lease_status(&self, env: &str) -> anyhow::Result<crate::state::LeaseStatus> {
+        self.read_lease_status(env)
+    }
 }
 
 #[cfg(test)]

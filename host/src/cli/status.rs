@@ -1,0 +1,127 @@
+//! `stagecraft status`: per environment, what is live, what is under way, who holds the lease,
+//! and the last failure. Reads only; needs no manifest, but names the environments one declares.
+
+use std::io::Write;
+
+use super::GlobalArgs;
+use crate::error::{input_error, ExitCode};
+use crate::manifest;
+use crate::output::status::{self as render, EnvironmentStatus};
+use crate::state::{check_environment_name, StateStore};
+
+/// Show what is live in each environment and what is under way.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Per environment: the live release (the newest fully deployed), any release still running or
+pending, who holds the environment's lease (pid, host, user, command, since), and the last
+failed release with its phase and error. The environments are those the manifest declares and
+those with releases in the history.
+
+Examples:
+  stagecraft status
+  stagecraft status --env prod
+  stagecraft status --json | jq '.environments[] | {name, live: .live.version}'
+
+Exit codes: 0 shown (whatever it shows), 1 bad input (an unknown environment), 3 state error.")]
+pub struct StatusArgs {
+    /// Only this environment.
+    #[arg(long, short = 'e', value_name = "ENV")]
+    env: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let declared = declared_environments(global)?;
+    let store = super::state::open_without_manifest(global)?;
+    let state = store.read()?;
+    let mut known: Vec<String> = declared.clone();
+    for r in &state.releases {
+        if !known.contains(&r.environment) {
+            known.push(r.environment.clone());
+        }
+    }
+    known.sort_unstable();
+    let names = match args.env.as_deref().map(str::trim) {
+        Some(env) => {
+            check_environment_name(env)?;
+            if !known.iter().any(|k| k == env) {
+                return Err(unknown_environment(env, &known, store.as_ref()));
+            }
+            vec![env.to_string()]
+        }
+        None => known,
+    };
+    let environments = names
+        .iter()
+        .map(|name| {
+            Ok(EnvironmentStatus {
+                name,
+                summary: state.environment_summary(name),
+                lease: store.lease_status(name)?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let text = if args.json {
+        render::json(&environments)
+    } else if environments.is_empty() {
+        format!(
+            "No environments: no manifest here declares any, and {} has no releases\n",
+            store.describe()
+        )
+    } else {
+        render::text(&environments)
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| anyhow::Error::new(e).context("writing to standard output"))?;
+    Ok(ExitCode::Ok)
+}
+
+/// The environments the manifest declares: `--config`'s (which must exist), else
+/// `./stagecraft.toml`'s if there is one. A manifest that does not load is named on stderr and
+/// left out: the history still says what it holds.
+fn declared_environments(global: &GlobalArgs) -> anyhow::Result<Vec<String>> {
+    let path = match &global.config {
+        Some(_) => manifest::locate(global.config.as_deref())?,
+        None if std::path::Path::new(manifest::MANIFEST_NAME).is_file() => {
+            manifest::MANIFEST_NAME.into()
+        }
+        None => return Ok(Vec::new()),
+    };
+    match manifest::load(&path) {
+        Ok(m) => Ok(m.environments.keys().map(|e| e.to_string()).collect()),
+        Err(e) => {
+            let first = crate::error::describe(&e);
+            let first = first.lines().next().unwrap_or_default();
+            eprintln!(
+                "note: {} does not load ({first}); showing the environments in the history",
+                path.display()
+            );
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// `env` is neither declared nor in the history: say which are, and the likeliest meant.
+fn unknown_environment(env: &str, known: &[String], store: &dyn StateStore) -> anyhow::Error {
+    let guess = known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(env, k), k))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| format!(" Did you mean \"{k}\"?"))
+        .unwrap_or_default();
+    let known = if known.is_empty() {
+        "none".to_string()
+    } else {
+        known.join(", ")
+    };
+    input_error(format!(
+        "unknown environment \"{env}\": the manifest does not declare it and {} has no \
+         releases of it (environments: {known}).{guess}",
+        store.describe()
+    ))
+}
