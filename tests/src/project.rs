@@ -80,12 +80,17 @@ impl Project {
         }
     }
 
-    pub fn run(&self, args: &[&str]) -> Run {
+    /// `stagecraft` in the project, on its backend, for a test to add to.
+    pub fn command(&self) -> Command {
         let mut cmd: Command = stagecraft(self.path());
         if let Some((_, url)) = &self.postgres {
             cmd.env(URL_VAR, url);
         }
-        cmd.args(args).output().unwrap().into()
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.command().args(args).output().unwrap().into()
     }
 
     /// Deploy `version` to `env`; `bad` fails its build (exit 2), anything else completes.

@@ -167,6 +167,8 @@ fn list_json_is_an_array_of_releases_with_their_status() {
                 "operation",
                 "rollback_target",
                 "status",
+                "created_by",
+                "message",
                 "phases"
             ]
         );

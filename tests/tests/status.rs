@@ -138,3 +138,69 @@ fn an_unknown_environment_is_refused_naming_the_ones_there_are() {
     // A declared environment without releases is not unknown.
     assert_eq!(project.run(&["status", "--env", "staging"]).code, 0);
 }
+
+/// Who deployed and why: the user and host, the CI run from its variables (with none of them
+/// set, none), and `--message`; shown by `releases show` (text and JSON) and `status`.
+#[test]
+fn who_and_why_are_recorded_with_each_release() {
+    let project = Project::file();
+    let deploy = |version: &str, vars: &[(&str, &str)], extra: &[&str]| {
+        let mut cmd = project.command();
+        for var in stagecraft::state::CI_VARIABLES {
+            cmd.env_remove(var);
+        }
+        cmd.env("USER", "alice").envs(vars.iter().copied());
+        cmd.args(["deploy", "--env", "prod", "--version", version])
+            .args(extra);
+        let out: stagecraft_tests::Run = cmd.output().unwrap().into();
+        assert_eq!(out.code, 0, "{out:?}");
+    };
+    deploy("v1", &[], &[]);
+    deploy(
+        "v2",
+        &[
+            ("GITLAB_CI", "true"),
+            ("CI_JOB_URL", "https://gitlab.example/acme/shop/-/jobs/9"),
+            ("GITLAB_USER_LOGIN", "bob"),
+        ],
+        &["--message", "  fix the checkout total  "],
+    );
+    let releases = project.releases("prod");
+    let show = |id: &str| -> Value {
+        let out = project.run(&["releases", "show", id, "--json"]);
+        serde_json::from_str(&out.stdout).unwrap()
+    };
+    let v1 = show(&releases[1].0);
+    assert_eq!(v1["created_by"]["user"], "alice");
+    assert!(!v1["created_by"]["host"].as_str().unwrap().is_empty());
+    assert_eq!(v1["created_by"]["ci"], Value::Null);
+    assert_eq!(v1["message"], Value::Null);
+    let v2 = show(&releases[0].0);
+    assert_eq!(
+        v2["created_by"]["ci"],
+        serde_json::json!({
+            "system": "gitlab-ci",
+            "url": "https://gitlab.example/acme/shop/-/jobs/9",
+            "actor": "bob"
+        })
+    );
+    assert_eq!(v2["message"], "fix the checkout total");
+    let text = project.run(&["releases", "show", &releases[0].0]).stdout;
+    assert!(
+        text.contains(" (gitlab-ci https://gitlab.example/acme/shop/-/jobs/9, by bob)\n")
+            && text.contains("\nMessage:          fix the checkout total\n"),
+        "{text}"
+    );
+    let status = project.run(&["status", "--env", "prod"]).stdout;
+    assert!(
+        status.contains(", by bob): \"fix the checkout total\"\n"),
+        "{status}"
+    );
+    // A message that is empty or more than one line is refused before anything is written.
+    for bad in ["  ", "two\nlines"] {
+        let out = project.run(&["deploy", "--env", "prod", "--version", "v3", "-m", bad]);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(out.stderr.contains("--message"), "{}", out.stderr);
+    }
+    assert_eq!(project.releases("prod").len(), 2);
+}

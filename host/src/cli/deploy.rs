@@ -33,6 +33,7 @@ pub struct DeployArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
+    let message = release::message(&args.flags)?;
     for (flag, value) in [("--version", &args.version), ("--commit", &args.commit)] {
         if let Some(value) = value {
             refuse_controls(flag, value.trim())?;
@@ -72,6 +73,7 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
             commit: commit.clone(),
             operation: Operation::Deploy,
             rollback_target: None,
+            message: message.clone(),
         })
     })
 }

@@ -30,6 +30,37 @@ pub struct RunFlags {
     /// 0), and for another process's commit to the state file (default 10, at least 1).
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub lock_wait: Option<f64>,
+    /// Why this release is made, recorded with it and shown by `releases show` and `status`
+    /// (one line, at most 500 characters).
+    #[arg(long, short = 'm', value_name = "TEXT")]
+    pub message: Option<String>,
+}
+
+/// The longest `--message` kept.
+const MAX_MESSAGE_CHARS: usize = 500;
+
+/// `--message`, trimmed and checked: one line, not empty, at most [`MAX_MESSAGE_CHARS`].
+pub fn message(flags: &RunFlags) -> anyhow::Result<Option<String>> {
+    let Some(message) = flags.message.as_deref().map(str::trim) else {
+        return Ok(None);
+    };
+    if message.is_empty() {
+        return Err(input_error(
+            "--message is empty; say why this release is made, or leave the flag out",
+        ));
+    }
+    if message.contains(['\n', '\r']) {
+        return Err(input_error(
+            "--message must be one line; put the details in the commit it names",
+        ));
+    }
+    let chars = message.chars().count();
+    if chars > MAX_MESSAGE_CHARS {
+        return Err(input_error(format!(
+            "--message is {chars} characters; at most {MAX_MESSAGE_CHARS} are kept"
+        )));
+    }
+    Ok(Some(message.to_string()))
 }
 
 /// The loaded manifest and the chosen environment.

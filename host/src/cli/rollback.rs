@@ -39,6 +39,7 @@ pub struct RollbackArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: RollbackArgs) -> anyhow::Result<ExitCode> {
+    let message = release::message(&args.flags)?;
     let selector = TargetSelector::from_flags(args.to_previous, args.to_release, args.to_version)?;
     let target = release::load_target(global, args.env.as_deref(), "pass --env <name>")?;
     if args.flags.dry_run {
@@ -68,6 +69,7 @@ pub fn run(global: &GlobalArgs, args: RollbackArgs) -> anyhow::Result<ExitCode> 
             commit: to.commit_sha.clone(),
             operation: Operation::Rollback,
             rollback_target: Some(to),
+            message: message.clone(),
         })
     })
 }

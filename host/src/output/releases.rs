@@ -83,6 +83,12 @@ pub fn show_text(r: &Release) -> String {
     if let Some(target) = &r.rollback_target {
         fields.push(("Rollback Target", target.to_string()));
     }
+    if let Some(who) = &r.created_by {
+        fields.push(("Created By", escape_controls(&who.to_string()).into_owned()));
+    }
+    if let Some(message) = &r.message {
+        fields.push(("Message", escape_controls(message).into_owned()));
+    }
     fields.push(("Status", r.overall_status().as_str().to_string()));
     let label_width = fields.iter().map(|(l, _)| l.len()).max().unwrap_or(0) + 1;
     let mut out = String::new();
@@ -143,7 +149,25 @@ pub(crate) struct ReleaseView<'a> {
     operation: &'static str,
     rollback_target: Option<&'a str>,
     status: OverallStatus,
+    /// Who created it; null in records from before it was recorded.
+    created_by: Option<IdentityView<'a>>,
+    /// `--message`.
+    message: Option<&'a str>,
     phases: Vec<PhaseView<'a>>,
+}
+
+#[derive(Serialize)]
+struct IdentityView<'a> {
+    user: &'a str,
+    host: &'a str,
+    ci: Option<CiView<'a>>,
+}
+
+#[derive(Serialize)]
+struct CiView<'a> {
+    system: &'a str,
+    url: Option<&'a str>,
+    actor: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -200,6 +224,16 @@ impl<'a> ReleaseView<'a> {
             operation: r.operation().as_str(),
             rollback_target: r.rollback_target.as_ref().map(|id| id.as_str()),
             status: r.overall_status(),
+            created_by: r.created_by.as_ref().map(|who| IdentityView {
+                user: &who.user,
+                host: &who.host,
+                ci: who.ci.as_ref().map(|ci| CiView {
+                    system: &ci.system,
+                    url: ci.url.as_deref(),
+                    actor: ci.actor.as_deref(),
+                }),
+            }),
+            message: r.message.as_deref(),
             phases,
         }
     }

@@ -31,9 +31,10 @@ fn block(env: &EnvironmentStatus<'_>) -> String {
             "live",
             match s.live {
                 Some(r) => format!(
-                    "{}, deployed {} UTC",
+                    "{}, deployed {} UTC{}",
                     headline(r),
-                    r.timestamp.display_utc()
+                    r.timestamp.display_utc(),
+                    who_and_why(r)
                 ),
                 None => "none: no release has completed every phase".to_string(),
             },
@@ -52,7 +53,12 @@ fn block(env: &EnvironmentStatus<'_>) -> String {
         };
         lines.push((
             "in progress",
-            format!("{}, {}{orphaned}", headline(r), progress(r)),
+            format!(
+                "{}, {}{}{orphaned}",
+                headline(r),
+                progress(r),
+                who_and_why(r)
+            ),
         ));
     }
     lines.push(("lease", lease(&env.lease)));
@@ -83,6 +89,18 @@ fn headline(r: &Release) -> String {
     let mut out = format!("{}  {}", r.id, escape_controls(&r.version));
     if let Some(target) = &r.rollback_target {
         out.push_str(&format!(" (rollback to {target})"));
+    }
+    out
+}
+
+/// ` by alice on build-7: "why"`, as far as the release recorded them.
+fn who_and_why(r: &Release) -> String {
+    let mut out = String::new();
+    if let Some(who) = &r.created_by {
+        out.push_str(&format!(" by {}", escape_controls(&who.to_string())));
+    }
+    if let Some(message) = &r.message {
+        out.push_str(&format!(": \"{}\"", escape_controls(message)));
     }
     out
 }

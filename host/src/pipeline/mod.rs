@@ -68,6 +68,8 @@ pub struct Request {
     pub operation: Operation,
     /// For a rollback: the validated target.
     pub rollback_target: Option<Release>,
+    /// Why (`--message`), recorded with the release.
+    pub message: Option<String>,
 }
 
 /// Plugins loaded for every configured phase, before anything is written: a plugin that cannot
@@ -259,6 +261,8 @@ impl<R: Runner> Pipeline<'_, R> {
                 release.operation = Some(req.operation);
                 release.rollback_target = req.rollback_target.as_ref().map(|t| t.id.clone());
                 release.pipeline = pipeline.clone();
+                release.created_by = Some(crate::state::Identity::current());
+                release.message = req.message.clone();
                 Ok(release.clone())
             })
     }

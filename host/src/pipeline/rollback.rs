@@ -159,6 +159,8 @@ mod tests {
             rollback_target: None,
             pipeline: Vec::new(),
             phase_details: BTreeMap::new(),
+            created_by: None,
+            message: None,
             extra: Default::default(),
         })
     }

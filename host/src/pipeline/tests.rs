@@ -142,6 +142,7 @@ fn deploy(version: &str) -> Request {
         commit: "abc".into(),
         operation: Operation::Deploy,
         rollback_target: None,
+        message: None,
     }
 }
 
@@ -292,6 +293,7 @@ fn releases_chain_previous_ids_and_rollbacks_carry_their_target() {
         commit: target.commit_sha.clone(),
         operation: Operation::Rollback,
         rollback_target: Some(target.clone()),
+        message: None,
     };
     let third = execute(&store, &runner, &req).unwrap();
     assert_eq!(third.operation, Some(Operation::Rollback));

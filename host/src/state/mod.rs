@@ -3,6 +3,7 @@
 
 mod file;
 mod heartbeat;
+mod identity;
 mod model;
 mod ops;
 mod postgres;
@@ -11,6 +12,7 @@ mod unique_keys;
 
 pub use file::{parse_state, resolve_state_path, FileStore, DEFAULT_STATE_PATH, STATE_FILE_ENV};
 pub use heartbeat::{lease_lost, LEASE_BOUND as PG_LEASE_BOUND};
+pub use identity::{CiRun, Identity, CI_VARIABLES};
 pub use model::*;
 pub use ops::{EnvironmentSummary, IdsExhausted, KeptBecause, Retention, Unsealable};
 pub use postgres::{

@@ -418,6 +418,12 @@ pub struct Release {
         deserialize_with = "unique_keys::phase_details"
     )]
     pub phase_details: BTreeMap<String, PhaseDetail>,
+    /// Who created the release; absent in records of the Go tool and of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<super::Identity>,
+    /// Why, as given with `--message`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     #[serde(flatten, deserialize_with = "unique_keys::unknown_fields")]
     pub extra: Map<String, Value>,
 }

@@ -90,6 +90,8 @@ impl State {
             rollback_target: None,
             pipeline: Vec::new(),
             phase_details: Default::default(),
+            created_by: None,
+            message: None,
             extra: Default::default(),
         }));
         Ok(Arc::make_mut(
@@ -580,6 +582,8 @@ mod tests {
             rollback_target: None,
             pipeline: Vec::new(),
             phase_details: BTreeMap::new(),
+            created_by: None,
+            message: None,
             extra: Default::default(),
         })
     }
@@ -1197,7 +1201,9 @@ mod tests {
         let at = |s: i64| OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(s);
         // Every phase completed but `build` and `rollout`, which are as given.
         let mut push = |version: &str, statuses: [PhaseStatus; 2], s: i64| {
-            let r = state.push_release("prod", version, "", &phases, at(s)).unwrap();
+            let r = state
+                .push_release("prod", version, "", &phases, at(s))
+                .unwrap();
             for status in r.phases.values_mut() {
                 *status = PhaseStatus::Completed;
             }

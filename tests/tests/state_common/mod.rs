@@ -38,6 +38,8 @@ pub fn release(id: &str, env: &str, version: &str, phases: &[(&str, PhaseStatus)
         rollback_target: None,
         pipeline: Vec::new(),
         phase_details: Default::default(),
+        created_by: None,
+        message: None,
         extra: Default::default(),
     }
 }
