@@ -24,3 +24,4 @@ pub mod output;
 pub mod pipeline;
 pub mod plugin;
 pub mod state;
+pub mod suggest;

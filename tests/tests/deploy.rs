@@ -156,6 +156,10 @@ fn bad_input_exits_1_and_writes_nothing() {
             "unknown environment \"qa\"",
         ),
         (
+            &["deploy", "--env", "prdo", "--version", "v1"],
+            "; stagecraft.toml defines: prod, staging. Did you mean \"prod\"?",
+        ),
+        (
             &["deploy", "--env", "prod", "--version", "  "],
             "--version must not be empty",
         ),

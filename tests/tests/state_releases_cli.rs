@@ -117,6 +117,24 @@ rel-20261121-110000500  v1.1.0   2026-11-21 11:00:00  failed
 rel-20261120-100000000  v1.0.0   2026-11-20 10:00:00  completed
 "
     );
+    // An environment neither declared nor in the history is a typo: said so, exit 1.
+    let typo = run(dir.path(), &["releases", "list", "-e", "prdo"]);
+    assert_eq!(typo.code, 1, "{typo:?}");
+    assert!(
+        typo.stderr
+            .starts_with("Error: unknown environment \"prdo\": the manifest does not declare it")
+            && typo
+                .stderr
+                .contains("(environments: prod, staging). Did you mean \"prod\"?"),
+        "{}",
+        typo.stderr
+    );
+    // One the manifest declares is just empty.
+    std::fs::write(
+        dir.path().join("stagecraft.toml"),
+        "[environments.prod]\n[environments.qa]\n[phases.build]\nplugin = \"builtin:noop\"\n",
+    )
+    .unwrap();
     let none = run(dir.path(), &["releases", "list", "-e", "qa"]);
     assert_eq!(
         (none.code, none.stdout.as_str()),
@@ -124,6 +142,24 @@ rel-20261120-100000000  v1.0.0   2026-11-20 10:00:00  completed
     );
     let none = run(dir.path(), &["releases", "list", "-e", "qa", "--json"]);
     assert_eq!((none.code, none.stdout.as_str()), (0, "[]\n"));
+}
+
+/// A state file named by hand that is not there is refused, not read as an empty history.
+#[test]
+fn a_named_state_file_that_does_not_exist_is_refused() {
+    let (dir, _) = project();
+    let out = run(
+        dir.path(),
+        &["releases", "list", "--state-file", "nope.json"],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("nope.json (from --state-file) does not exist; check the path."),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.path().join("nope.json").exists());
 }
 
 #[test]

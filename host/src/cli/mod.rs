@@ -10,7 +10,7 @@ pub mod releases;
 mod rollback;
 mod scaffold;
 mod state;
-mod status;
+pub(crate) mod status;
 
 use clap::{Parser, Subcommand};
 

@@ -93,8 +93,16 @@ pub fn load_target(
         }
     };
     if !manifest.environments.contains_key(environment.as_str()) {
+        // The Go tool's message, then the closest name.
+        let guess = match crate::suggest::did_you_mean(
+            &environment,
+            manifest.environments.keys().map(|e| e.as_str()),
+        ) {
+            guess if guess.is_empty() => guess,
+            guess => format!(".{guess}"),
+        };
         return Err(input_error(format!(
-            "unknown environment {environment:?}; {} defines: {names}",
+            "unknown environment {environment:?}; {} defines: {names}{guess}",
             manifest.path.display()
         )));
     }

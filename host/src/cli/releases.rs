@@ -97,6 +97,12 @@ pub fn run(global: &GlobalArgs, args: ReleasesArgs) -> anyhow::Result<ExitCode> 
     let text = match args.command {
         ReleasesCommand::List { env, json } => {
             let env = env.map(|e| e.trim().to_string());
+            if let Some(env) = &env {
+                // An environment nobody declared and nothing deployed is a typo, not an empty
+                // list.
+                let known = super::status::known_environments(global, &state)?;
+                super::status::check_known(env, &known, store.as_ref())?;
+            }
             let releases = match &env {
                 Some(e) => state.list_env(e),
                 None => state.list_all(),

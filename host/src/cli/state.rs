@@ -62,7 +62,28 @@ pub fn open_for(
 /// The store for a command that must work without a valid manifest (releases, state migrate):
 /// a manifest's `[state]` is still honoured when one is there.
 pub fn open_without_manifest(global: &GlobalArgs) -> anyhow::Result<Box<dyn StateStore>> {
-    target_without_manifest(global)?.open()
+    let target = target_without_manifest(global)?;
+    if let StoreTarget::File(path) = &target {
+        // A file named by hand that is not there is a typo, not an empty history (the default
+        // file is simply not created until the first deploy).
+        let named = if global.state_file.is_some() {
+            Some("--state-file".to_string())
+        } else {
+            std::env::var_os(state::STATE_FILE_ENV)
+                .filter(|v| !v.is_empty())
+                .map(|_| format!("${}", state::STATE_FILE_ENV))
+        };
+        let missing = std::fs::symlink_metadata(path)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+        if let (Some(source), true) = (named, missing) {
+            return Err(input_error(format!(
+                "state file {} (from {source}) does not exist; check the path. Reading creates \
+                 nothing: the first deploy with that path starts its history",
+                path.display()
+            )));
+        }
+    }
+    target.open()
 }
 
 /// Where the state lives for a command with this backend and project root (the one rule is

@@ -7,7 +7,7 @@ use super::GlobalArgs;
 use crate::error::{input_error, ExitCode};
 use crate::manifest;
 use crate::output::status::{self as render, EnvironmentStatus};
-use crate::state::{check_environment_name, StateStore};
+use crate::state::{check_environment_name, State, StateStore};
 
 /// Show what is live in each environment and what is under way.
 #[derive(Debug, clap::Args)]
@@ -33,22 +33,12 @@ pub struct StatusArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let declared = declared_environments(global)?;
     let store = super::state::open_without_manifest(global)?;
     let state = store.read()?;
-    let mut known: Vec<String> = declared.clone();
-    for r in &state.releases {
-        if !known.contains(&r.environment) {
-            known.push(r.environment.clone());
-        }
-    }
-    known.sort_unstable();
+    let known = known_environments(global, &state)?;
     let names = match args.env.as_deref().map(str::trim) {
         Some(env) => {
-            check_environment_name(env)?;
-            if !known.iter().any(|k| k == env) {
-                return Err(unknown_environment(env, &known, store.as_ref()));
-            }
+            check_known(env, &known, store.as_ref())?;
             vec![env.to_string()]
         }
         None => known,
@@ -80,6 +70,36 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
+/// The environments a read command knows: those the manifest declares and those with releases
+/// in `state`, in name order.
+pub(super) fn known_environments(
+    global: &GlobalArgs,
+    state: &State,
+) -> anyhow::Result<Vec<String>> {
+    let mut known = declared_environments(global)?;
+    for r in &state.releases {
+        if !known.contains(&r.environment) {
+            known.push(r.environment.clone());
+        }
+    }
+    known.sort_unstable();
+    Ok(known)
+}
+
+/// `env` is a valid name and one of `known`, or an input error naming those there are.
+pub(super) fn check_known(
+    env: &str,
+    known: &[String],
+    store: &dyn StateStore,
+) -> anyhow::Result<()> {
+    check_environment_name(env)?;
+    if known.iter().any(|k| k == env) {
+        Ok(())
+    } else {
+        Err(unknown_environment(env, known, store))
+    }
+}
+
 /// The environments the manifest declares: `--config`'s (which must exist), else
 /// `./stagecraft.toml`'s if there is one. A manifest that does not load is named on stderr and
 /// left out: the history still says what it holds.
@@ -107,13 +127,7 @@ fn declared_environments(global: &GlobalArgs) -> anyhow::Result<Vec<String>> {
 
 /// `env` is neither declared nor in the history: say which are, and the likeliest meant.
 fn unknown_environment(env: &str, known: &[String], store: &dyn StateStore) -> anyhow::Error {
-    let guess = known
-        .iter()
-        .map(|k| (strsim::jaro_winkler(env, k), k))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, k)| format!(" Did you mean \"{k}\"?"))
-        .unwrap_or_default();
+    let guess = crate::suggest::did_you_mean(env, known.iter().map(String::as_str));
     let known = if known.is_empty() {
         "none".to_string()
     } else {

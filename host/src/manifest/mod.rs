@@ -226,8 +226,12 @@ pub fn parse(text: &str, path: &Path, project_root: &Path) -> anyhow::Result<Man
                 Some(name.span()),
                 &format!(
                     "unknown phase {:?}; the pipeline's phases are: {listed} ({fix}, or fix the \
-                     name)",
-                    name.get_ref()
+                     name).{}",
+                    name.get_ref(),
+                    crate::suggest::did_you_mean(
+                        name.get_ref(),
+                        pipeline.iter().map(|p| p.as_str())
+                    )
                 ),
             )));
         }

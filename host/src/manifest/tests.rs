@@ -81,6 +81,15 @@ fn unknown_phase_names_the_pipeline() {
         msg.contains("build, push, migrate_pre, rollout, migrate_post, finalize"),
         "{msg}"
     );
+    assert!(
+        !msg.contains("Did you mean"),
+        "nothing is close to deploy: {msg}"
+    );
+    let msg = parse_err("[environments.prod]\n[phases.biuld]\nplugin = \"builtin:noop\"\n");
+    assert!(
+        msg.ends_with(", or fix the name). Did you mean \"build\"?"),
+        "{msg}"
+    );
 }
 
 #[test]
