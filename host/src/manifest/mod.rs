@@ -156,13 +156,54 @@ pub fn state_backend_of(path: &Path) -> StateBackend {
     }
 }
 
+/// The dotted path of the key at byte `offset` of manifest `text`: the table header above it
+/// (`[phases.build]`) and the key its line assigns (`timeout = 600`), or the header alone when
+/// `offset` is on it. `None` outside any key (a syntax error between lines).
+fn key_path_at(text: &str, offset: usize) -> Option<String> {
+    let line_start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("").trim();
+    let header = |line: &str| {
+        line.strip_prefix('[')
+            .map(|rest| rest.trim_start_matches('['))
+            .and_then(|rest| rest.split(']').next())
+            .map(|name| name.trim().to_string())
+    };
+    if line.starts_with('[') {
+        return header(line);
+    }
+    let key = line
+        .split_once('=')
+        .map(|(key, _)| key.trim().to_string())?;
+    if key.is_empty() || key.starts_with('#') {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .and_then(header);
+    Some(match table {
+        Some(table) => format!("{table}.{key}"),
+        None => key,
+    })
+}
+
 /// Parse and validate manifest text. `path` is only used in messages.
 pub fn parse(text: &str, path: &Path, project_root: &Path) -> anyhow::Result<Manifest> {
     let at = Locator { text, path };
     let raw: raw::RawManifest = toml::from_str(text).map_err(|e| {
         let msg = e.message().trim_end().to_string();
         let hint = unknown_key_hint(&msg);
-        input_error(at.message(e.span(), &format!("{msg}{hint}")))
+        // The key the error is about (`phases.build.timeout`), beside its line and column.
+        let key = e
+            .span()
+            .and_then(|span| key_path_at(text, span.start))
+            .map(|key| format!("{key}: "))
+            .unwrap_or_default();
+        input_error(at.message(e.span(), &format!("{key}{msg}{hint}")))
     })?;
 
     if raw.environments.is_empty() {

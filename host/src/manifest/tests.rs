@@ -64,7 +64,7 @@ fn unknown_key_points_at_its_line() {
         "[environments.prod]\n\n[phases.build]\nplugin = \"builtin:noop\"\ntimout = \"1s\"\n",
     );
     assert!(
-        msg.starts_with("stagecraft.toml:5:1: unknown field `timout`"),
+        msg.starts_with("stagecraft.toml:5:1: phases.build.timout: unknown field `timout`"),
         "{msg}"
     );
     assert!(msg.contains("docs/manifest.md"), "{msg}");
@@ -175,4 +175,33 @@ fn state_backend_choice() {
     );
     let msg = parse_err("[environments.prod]\n[state]\nbackend = \"redis\"\n");
     assert!(msg.contains("unknown state backend \"redis\""), "{msg}");
+}
+
+#[test]
+fn a_type_error_names_the_key_it_is_about() {
+    let msg = parse_err(
+        "[environments.prod]\n[phases.build]\nplugin = \"builtin:noop\"\ntimeout = 600\n",
+    );
+    assert!(
+        msg.starts_with("stagecraft.toml:4:11: phases.build.timeout: invalid type: integer `600`"),
+        "{msg}"
+    );
+    let msg = parse_err(
+        "[environments.prod]\n[phases.build]\nplugin = \"builtin:noop\"\n\
+         [phases.build.grants]\nread = \"data\"\n",
+    );
+    assert!(
+        msg.starts_with("stagecraft.toml:5:8: phases.build.grants.read: invalid type: string"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn key_paths_are_read_from_the_header_and_the_line() {
+    let text = "top = 1\n[state]\nhistory_max = \"x\"\n[[odd]]\n  a.b = 2\n";
+    let at = |needle: &str| super::key_path_at(text, text.find(needle).unwrap());
+    assert_eq!(at("1").as_deref(), Some("top"));
+    assert_eq!(at("\"x\"").as_deref(), Some("state.history_max"));
+    assert_eq!(at("state]").as_deref(), Some("state"));
+    assert_eq!(at("2").as_deref(), Some("odd.a.b"));
 }
