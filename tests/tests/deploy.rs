@@ -174,7 +174,19 @@ fn bad_input_exits_1_and_writes_nothing() {
                 "--lock-wait",
                 "-3",
             ],
-            "--lock-wait",
+            "--lock-wait \"-3\" is not a wait between 0 and a day",
+        ),
+        (
+            &[
+                "deploy",
+                "--env",
+                "prod",
+                "--version",
+                "v1",
+                "--lock-wait",
+                "abc",
+            ],
+            "--lock-wait \"abc\" is not a wait; write a duration such as \"30s\"",
         ),
         (&["deploy", "--bogus"], "unexpected argument '--bogus'"),
     ];
@@ -642,7 +654,7 @@ fn a_second_deploy_of_the_same_environment_waits_or_names_the_holder() {
             "--version",
             "v3",
             "--lock-wait",
-            "600",
+            "10m",
             "--json",
         ])
         .stdout(Stdio::piped())

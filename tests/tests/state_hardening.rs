@@ -276,7 +276,11 @@ fn a_held_commit_lock_is_waited_for_within_lock_wait_and_named() {
         out.stderr.contains("state-worker commit-hang"),
         "names the command: {out:?}"
     );
-    assert!(out.stderr.contains("--lock-wait <seconds>"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("wait longer with a larger --lock-wait (e.g. 60s)"),
+        "{out:?}"
+    );
 
     // A longer wait says what it waits for, then succeeds when the holder lets go.
     let mut waiter = stagecraft(p.path())

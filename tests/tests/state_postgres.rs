@@ -487,7 +487,7 @@ fn a_stuck_transaction_on_the_store_row_is_waited_for_within_the_commit_wait() {
             && message.contains(
                 "another transaction held the store row (stagecraft_store) for more than 0.5s"
             )
-            && message.contains("--lock-wait <seconds>"),
+            && message.contains("wait longer with a larger --lock-wait (e.g. 60s)"),
         "{message}"
     );
     assert_eq!(code, ExitCode::State);

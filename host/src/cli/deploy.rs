@@ -14,7 +14,7 @@ Examples:
   stagecraft deploy --env staging --version v2
   stagecraft deploy -e prod                      # version = git HEAD
   stagecraft deploy -e prod --version v2 --dry-run
-  stagecraft deploy -e prod --version v2 --json --lock-wait 300
+  stagecraft deploy -e prod --version v2 --json --lock-wait 5m
 
 Exit codes: 0 deployed, 1 invalid input or configuration, 2 a phase failed,
 3 state error (unreadable state, lease wait exceeded, I/O).")]

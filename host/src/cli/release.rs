@@ -26,10 +26,11 @@ pub struct RunFlags {
     /// Print the final release record as JSON on stdout (progress and logs stay on stderr).
     #[arg(long)]
     pub json: bool,
-    /// Seconds to wait for another deploy or rollback of the same environment to finish (default
-    /// 0), and for another process's commit to the state file (default 10, at least 1).
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
-    pub lock_wait: Option<f64>,
+    /// How long to wait for another deploy or rollback of the same environment to finish
+    /// (default 0), and for another process's commit to the state (default 10s, at least 1s):
+    /// `30s`, `2m`, `500ms`, or a number of seconds.
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true)]
+    pub lock_wait: Option<String>,
     /// Why this release is made, recorded with it and shown by `releases show` and `status`
     /// (one line, at most 500 characters).
     #[arg(long, short = 'm', value_name = "TEXT")]
@@ -140,18 +141,14 @@ pub struct LockWaits {
 
 /// The waits from `--lock-wait`.
 pub fn lock_waits(flags: &RunFlags) -> anyhow::Result<LockWaits> {
-    let Some(seconds) = flags.lock_wait else {
+    let Some(text) = flags.lock_wait.as_deref() else {
         return Ok(LockWaits {
             lease: Duration::ZERO,
             commit: crate::state::DEFAULT_COMMIT_WAIT,
         });
     };
-    if !seconds.is_finite() || !(0.0..=86_400.0).contains(&seconds) {
-        return Err(input_error(format!(
-            "--lock-wait {seconds} is not a number of seconds between 0 and 86400"
-        )));
-    }
-    let lease = Duration::from_secs_f64(seconds);
+    let lease = crate::manifest::units::parse_wait(text)
+        .map_err(|e| input_error(format!("--lock-wait {e}")))?;
     Ok(LockWaits {
         lease,
         commit: lease.max(Duration::from_secs(1)),

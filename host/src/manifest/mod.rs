@@ -4,7 +4,7 @@
 //! Every error names the file, line and column, and says how to fix it.
 
 mod raw;
-mod units;
+pub mod units;
 
 use std::collections::BTreeMap;
 use std::ops::Range;

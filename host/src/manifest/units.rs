@@ -3,8 +3,18 @@
 
 use std::time::Duration;
 
-/// Parse a duration: one or more `<number><unit>` parts, units `ms`, `s`, `m`, `h`.
+/// Parse a duration: one or more `<number><unit>` parts, units `ms`, `s`, `m`, `h`; never zero
+/// (a phase needs time to run).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let total = parse_duration_or_zero(text)?;
+    if total.is_zero() {
+        return Err(format!("{text:?} is zero; a phase needs time to run"));
+    }
+    Ok(total)
+}
+
+/// [`parse_duration`], zero allowed.
+fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     let bad = || {
         format!("{text:?} is not a duration; write e.g. \"30s\", \"10m\", \"1h30m\" or \"500ms\"")
@@ -36,10 +46,32 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         total = total.saturating_add(part);
         rest = &rest[unit_len..];
     }
-    if total.is_zero() {
-        return Err(format!("{text:?} is zero; a phase needs time to run"));
-    }
     Ok(total)
+}
+
+/// Parse a wait as `--lock-wait` takes it: a duration as in the manifest (`30s`, `1m30s`,
+/// `500ms`), or a bare number of seconds (`10`, `2.5`: the original tool's form); zero waits not
+/// at all. At most a day.
+pub fn parse_wait(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    let wait = match s.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && (0.0..=86_400.0).contains(&seconds) => {
+            Duration::from_secs_f64(seconds)
+        }
+        Ok(_) => Duration::MAX,
+        Err(_) => parse_duration_or_zero(s).map_err(|_| {
+            format!(
+                "{text:?} is not a wait; write a duration such as \"30s\", \"2m\" or \"500ms\", \
+                 or a number of seconds"
+            )
+        })?,
+    };
+    if wait > Duration::from_secs(86_400) {
+        return Err(format!(
+            "{text:?} is not a wait between 0 and a day (86400 seconds)"
+        ));
+    }
+    Ok(wait)
 }
 
 /// Parse a size: `<number><unit>`, units `B`, `KB`/`KiB`, `MB`/`MiB`, `GB`/`GiB` (all powers of
@@ -98,6 +130,24 @@ mod tests {
             "99999999999999GiB",
         ] {
             assert!(parse_size(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+}
+
+#[cfg(test)]
+mod wait_tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_is_a_duration_or_a_number_of_seconds_up_to_a_day() {
+        assert_eq!(parse_wait("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_wait("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_wait(" 2.5 "), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_wait("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_wait("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_wait("24h"), Ok(Duration::from_secs(86_400)));
+        for bad in ["abc", "-1", "25h", "90000", "10 s", "NaN", "inf", ""] {
+            assert!(parse_wait(bad).is_err(), "{bad}");
         }
     }
 }

@@ -293,7 +293,7 @@ pub fn busy_error(env: &str, holder: Option<LeaseHolder>) -> anyhow::Error {
     };
     StateError::new(format!(
         "environment \"{env}\" is being deployed by {who}; wait for it, or pass \
-         --lock-wait <seconds>"
+         --lock-wait <duration> (e.g. --lock-wait 5m) to wait here"
     ))
     .into()
 }

@@ -316,7 +316,9 @@ pub fn a_second_lease_fails_naming_the_holder(backend: &dyn Backend) -> Fresh {
     );
     assert!(message.contains(", since 20"), "names the start: {message}");
     assert!(
-        message.ends_with("; wait for it, or pass --lock-wait <seconds>"),
+        message.ends_with(
+            "; wait for it, or pass --lock-wait <duration> (e.g. --lock-wait 5m) to wait here"
+        ),
         "{message}"
     );
     assert_eq!(exit_code_for(&err), ExitCode::State);

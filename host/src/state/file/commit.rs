@@ -125,7 +125,7 @@ impl FileStore {
             return Err(StateError::new(format!(
                 "cannot commit to state file {}: the commit lock {} is held by {}, which did \
                  not let go within {}. A commit takes milliseconds, so that process is probably \
-                 stopped or hung: end it, or wait longer with --lock-wait <seconds>",
+                 stopped or hung: end it, or wait longer with a larger --lock-wait (e.g. 60s)",
                 self.path.display(),
                 lock_path.display(),
                 holder(),

@@ -141,8 +141,8 @@ impl PgStore {
                     "cannot commit to PostgreSQL at {}: another transaction held {what} for \
                          more than {}s. A commit takes milliseconds, so that transaction is \
                          probably stuck (a stopped process, an open session): find it in \
-                         pg_stat_activity and end it, or wait longer with --lock-wait \
-                         <seconds>; nothing was written",
+                         pg_stat_activity and end it, or wait longer with a larger \
+                         --lock-wait (e.g. 60s); nothing was written",
                     self.location,
                     self.commit_wait().as_secs_f64()
                 ))
