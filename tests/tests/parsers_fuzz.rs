@@ -193,6 +193,10 @@ fn mutated_manifests_give_a_value_or_an_error_never_a_panic() {
         std::fs::read(workspace_root().join("examples/quickstart/stagecraft.toml")).unwrap();
     let samples: Vec<Vec<u8>> = vec![MANIFEST_SAMPLE.as_bytes().to_vec(), quickstart];
     let root = tempfile::tempdir().unwrap();
+    // What the samples' read grants name: a read grant must exist at load.
+    for dir in ["src", "site"] {
+        std::fs::create_dir(root.path().join(dir)).unwrap();
+    }
     let (mut parsed, mut refused) = (0, 0);
     for case in 0..CASES {
         let sample = rng.pick(&samples).clone();

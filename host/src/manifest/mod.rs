@@ -279,6 +279,7 @@ pub fn parse(text: &str, path: &Path, project_root: &Path) -> anyhow::Result<Man
         let phase = build_phase(&at, project_root, spec)?;
         phases.insert(name.into_inner(), phase);
     }
+    check_read_grants_exist(&pipeline, &phases)?;
 
     let history_max = match raw.state.as_ref().and_then(|s| s.history_max.as_ref()) {
         None => None,
@@ -453,6 +454,41 @@ fn build_phase(at: &Locator, root: &Path, spec: raw::RawPhase) -> anyhow::Result
         grant_locations,
         env_locations,
     })
+}
+
+/// A read grant that does not exist fails its phase when the deploy reaches it, unless this
+/// phase or one before it may write it (a build's output read by the push): refused at load
+/// instead, so that `--dry-run` and `plugin` commands say so before anything runs.
+fn check_read_grants_exist(
+    pipeline: &[String],
+    phases: &BTreeMap<String, PhaseSpec>,
+) -> anyhow::Result<()> {
+    let mut writable: Vec<&Path> = Vec::new();
+    for name in pipeline {
+        let Some(phase) = phases.get(name) else {
+            continue;
+        };
+        writable.extend(phase.grants.write.iter().map(PathBuf::as_path));
+        for read in &phase.grants.read {
+            let missing = std::fs::symlink_metadata(read)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+            if missing && !writable.iter().any(|w| read.starts_with(w)) {
+                let at = phase
+                    .grant_locations
+                    .iter()
+                    .find(|(p, _)| p == read)
+                    .map(|(_, at)| format!("{at}: "))
+                    .unwrap_or_default();
+                return Err(input_error(format!(
+                    "{at}read grant {} of phase {name} does not exist, and no write grant of \
+                     this phase or one before it covers it: create it, or remove it from the \
+                     phase's grants",
+                    read.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Resolve a grant path against the project root, lexically (it need not exist yet). `..` may

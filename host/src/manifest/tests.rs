@@ -205,3 +205,29 @@ fn key_paths_are_read_from_the_header_and_the_line() {
     assert_eq!(at("state]").as_deref(), Some("state"));
     assert_eq!(at("2").as_deref(), Some("odd.a.b"));
 }
+
+#[test]
+fn a_read_grant_that_does_not_exist_is_refused_unless_an_earlier_phase_may_write_it() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("site")).unwrap();
+    let parse_in = |text: &str| parse(text, Path::new("stagecraft.toml"), root.path());
+    let phases = |read: &str| {
+        format!(
+            "[environments.prod]\n\
+             [phases.build]\nplugin = \"builtin:noop\"\n\
+             [phases.build.grants]\nread = [\"site\"]\nwrite = [\"dist\"]\n\
+             [phases.push]\nplugin = \"builtin:noop\"\n\
+             [phases.push.grants]\nread = [\"{read}\"]\n"
+        )
+    };
+    // Written by an earlier phase (or inside what it writes): fine before it exists.
+    assert!(parse_in(&phases("dist")).is_ok());
+    assert!(parse_in(&phases("dist/app.tar")).is_ok());
+    // Nothing writes it: said at load, at the grant.
+    let err = format!("{:#}", parse_in(&phases("asets")).unwrap_err());
+    assert!(
+        err.starts_with("stagecraft.toml:10:9: read grant ")
+            && err.contains("asets of phase push does not exist, and no write grant"),
+        "{err}"
+    );
+}
