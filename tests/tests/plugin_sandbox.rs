@@ -252,6 +252,12 @@ fn exec_runs_only_granted_programs_in_the_project_root() {
         "{msg}"
     );
     assert!(msg.contains("granted: none"), "{msg}");
+    // Said once: a plugin that returns the refusal as its error does not get it appended again.
+    assert_eq!(
+        msg.matches("not in this phase's exec grant").count(),
+        1,
+        "{msg}"
+    );
     assert!(lines.text().contains("exec of `sh` refused"));
 
     let grants = Grants {

@@ -438,7 +438,8 @@ fn guest_failure(
         .lock()
         .ok()
         .and_then(|r| r.first().cloned());
-    if let Some(first) = first_refusal {
+    // Named once: a plugin that passes the refusal on as its own error already says it.
+    if let Some(first) = first_refusal.filter(|first| !message.contains(first.as_str())) {
         message = format!(
             "{message} ({})",
             limits::bounded(&first, limits::MAX_REFUSAL_BYTES)
