@@ -288,6 +288,19 @@ fn dry_run_writes_nothing_and_runs_no_plugin() {
         !p.path().join("out/ran-build").exists(),
         "dry run ran a plugin"
     );
+    // The plan as JSON names each phase with `name`, as `releases show --json` does.
+    let out = p.run(&[
+        "deploy",
+        "--env",
+        "prod",
+        "--version",
+        "v1",
+        "--dry-run",
+        "--json",
+    ]);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(plan["phases"][0]["name"], "build", "{plan}");
+    assert_eq!(plan["phases"][0]["plugin"], "builtin:exec", "{plan}");
 
     // With history present, dry runs leave the state file's bytes unchanged.
     let out = p.run(&["deploy", "--env", "prod", "--version", "v1"]);

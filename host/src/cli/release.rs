@@ -399,7 +399,7 @@ pub fn print_plan(
             "commit_sha": commit,
             "rollback_target": rollback_target.map(|t| t.id.as_str()),
             "phases": phases.iter().map(|(p, plugin, unconfined)| serde_json::json!({
-                "phase": p,
+                "name": p,
                 "plugin": plugin,
                 "exec_unconfined": unconfined,
             })).collect::<Vec<_>>(),
