@@ -209,7 +209,7 @@ fn retained_records(state: &State, retention: &Retention) -> Vec<Release> {
 
 /// Write `text` to stdout. A closed pipe (`stagecraft releases list | head`) is judged where
 /// every command's is, in `cli::main`.
-fn print_stdout(text: &str) -> anyhow::Result<()> {
+pub(super) fn print_stdout(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())

@@ -1,8 +1,6 @@
 //! `stagecraft status`: per environment, what is live, what is under way, who holds the lease,
 //! and the last failure. Reads only; needs no manifest, but names the environments one declares.
 
-use std::io::Write;
-
 use super::GlobalArgs;
 use crate::error::{input_error, ExitCode};
 use crate::manifest;
@@ -63,10 +61,7 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCode> {
     } else {
         render::text(&environments)
     };
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| anyhow::Error::new(e).context("writing to standard output"))?;
+    super::releases::print_stdout(&text)?;
     Ok(ExitCode::Ok)
 }
 

@@ -37,10 +37,9 @@ pub struct CiRun {
 impl Identity {
     /// This process's user and host, and its CI run.
     pub fn current() -> Identity {
-        let holder = super::LeaseHolder::current();
         Identity {
-            user: holder.user,
-            host: holder.host,
+            user: super::user_name(),
+            host: super::host_name(),
             ci: CiRun::from_vars(|name| std::env::var(name).ok().filter(|v| !v.is_empty())),
             extra: Map::new(),
         }

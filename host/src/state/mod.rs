@@ -58,18 +58,28 @@ impl LeaseHolder {
         let command = std::env::args().collect::<Vec<_>>().join(" ");
         LeaseHolder {
             pid: std::process::id(),
-            host: rustix::system::uname()
-                .nodename()
-                .to_string_lossy()
-                .into_owned(),
-            user: std::env::var("USER")
-                .or_else(|_| std::env::var("LOGNAME"))
-                .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw())),
+            host: host_name(),
+            user: user_name(),
             command,
             since: Timestamp::now().as_str().to_string(),
             unrecorded: Vec::new(),
         }
     }
+}
+
+/// This machine's host name, as leases and releases record it.
+pub(crate) fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Who runs this process: `$USER`, else `$LOGNAME`, else `uid <n>`.
+pub(crate) fn user_name() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw()))
 }
 
 impl std::fmt::Display for LeaseHolder {

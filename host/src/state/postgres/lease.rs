@@ -74,22 +74,28 @@ impl PgStore {
         if !self.ensure_schema(&mut client, false)? {
             return Ok(LeaseStatus::Free);
         }
+        // One look at pg_locks: whether a session holds the lock, and the recorded holder when
+        // that session is the one that recorded it (as `current_holder` reads it).
         let row = client
             .query_opt(
-                "SELECT e.lock_key, EXISTS (
-                     SELECT 1 FROM pg_locks l
-                     WHERE l.locktype = 'advisory' AND l.granted
-                       AND l.database = (SELECT oid FROM pg_database
-                                         WHERE datname = current_database())
-                       AND l.classid::bigint = $2 AND l.objid::bigint = e.lock_key
-                       AND l.objsubid = 2)
-                 FROM stagecraft_environments e WHERE e.name = $1",
+                "SELECT bool_or(l.pid IS NOT NULL),
+                        (array_agg(e.holder) FILTER (WHERE l.pid = e.holder_backend_pid))[1]
+                 FROM stagecraft_environments e
+                 LEFT JOIN pg_locks l
+                   ON l.locktype = 'advisory' AND l.granted
+                  AND l.database = (SELECT oid FROM pg_database
+                                    WHERE datname = current_database())
+                  AND l.classid::bigint = $2 AND l.objid::bigint = e.lock_key
+                  AND l.objsubid = 2
+                 WHERE e.name = $1",
                 &[&env, &i64::from(LEASE_LOCK_CLASS)],
             )
             .map_err(|e| self.db_error("reading the lease", e))?;
-        Ok(match row {
-            Some(row) if row.get::<_, bool>(1) => {
-                LeaseStatus::Held(self.current_holder(&mut client, env, row.get(0)))
+        let held: Option<bool> = row.as_ref().and_then(|r| r.get(0));
+        Ok(match held {
+            Some(true) => {
+                let holder: Option<Value> = row.and_then(|r| r.get(1));
+                LeaseStatus::Held(holder.and_then(|h| serde_json::from_value(h).ok()))
             }
             _ => LeaseStatus::Free,
         })
