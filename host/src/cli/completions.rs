@@ -1,17 +1,20 @@
-//! `stagecraft completions <shell>`: shell completion scripts.
+//! `stagecraft completions <shell>`: the script that makes a shell complete stagecraft's
+//! commands, flags, environment names and release ids (dynamic: see [`super::complete`]).
 
-use clap::CommandFactory;
-
-use crate::cli::Cli;
 use crate::error::ExitCode;
 
-/// Print a completion script for your shell.
+/// Print the completion script for your shell.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
-  stagecraft completions bash > ~/.local/share/bash-completion/completions/stagecraft
-  stagecraft completions zsh > \"${fpath[1]}/_stagecraft\"
-  stagecraft completions fish > ~/.config/fish/completions/stagecraft.fish")]
+  echo 'source <(stagecraft completions bash)' >> ~/.bashrc
+  echo 'source <(stagecraft completions zsh)' >> ~/.zshrc
+  echo 'stagecraft completions fish | source' >> ~/.config/fish/config.fish
+
+The script asks stagecraft itself what to offer, so `--env <TAB>` lists the manifest's
+environments and `releases show <TAB>` the history's release ids, in the directory you are in.
+Loading it when the shell starts keeps it in step with the installed stagecraft.
+`COMPLETE=bash stagecraft` prints the same script (clap's convention).")]
 pub struct CompletionsArgs {
     /// bash, zsh, fish, elvish or powershell.
     pub shell: clap_complete::Shell,
@@ -19,11 +22,10 @@ pub struct CompletionsArgs {
 
 pub fn run(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let mut cmd = Cli::command();
-    // clap_complete panics when its writer fails (a closed pipe): generate into memory, then
-    // write with an error the caller can judge.
-    let mut script = Vec::new();
-    clap_complete::generate(args.shell, &mut cmd, "stagecraft", &mut script);
+    let program = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| "stagecraft".into());
+    let script = super::complete::registration_script(&args.shell.to_string(), &program)?;
     std::io::stdout().lock().write_all(&script)?;
     Ok(ExitCode::Ok)
 }

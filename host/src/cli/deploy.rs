@@ -20,7 +20,7 @@ Exit codes: 0 deployed, 1 invalid input or configuration, 2 a phase failed,
 3 state error (unreadable state, lease wait exceeded, I/O).")]
 pub struct DeployArgs {
     /// The environment, as named in the manifest's [environments] table.
-    #[arg(long, short = 'e', env = "STAGECRAFT_ENV")]
+    #[arg(long, short = 'e', env = "STAGECRAFT_ENV", add = super::complete::environments())]
     pub env: Option<String>,
     /// The version to deploy (a tag or a SHA). Default: the git HEAD commit of the project.
     #[arg(long)]

@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions, turning flags into calls, and exit codes.
 //! One file per command group; this file only dispatches.
 
+mod complete;
 mod completions;
 mod deploy;
 mod init;
@@ -69,6 +70,9 @@ pub enum Command {
 
 /// Parse the process arguments, run the command, and return its exit code.
 pub fn main() -> i32 {
+    if let Some(code) = complete::answer_if_asked() {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {

@@ -29,7 +29,7 @@ Examples:
 Exit codes: 0 listed (also when there are none), 3 state error.")]
     List {
         /// Only this environment's releases (the ENVIRONMENT column is then left out).
-        #[arg(long, short = 'e', value_name = "ENV")]
+        #[arg(long, short = 'e', value_name = "ENV", add = super::complete::environments())]
         env: Option<String>,
         /// Print a JSON array of releases instead of a table.
         #[arg(long)]
@@ -44,6 +44,7 @@ Examples:
 Exit codes: 0 shown, 1 no release with that id, 3 state error.")]
     Show {
         /// The release id, e.g. rel-20261125-060102345.
+        #[arg(add = super::complete::release_ids())]
         id: String,
         /// Print the release as one JSON object.
         #[arg(long)]
@@ -67,7 +68,7 @@ Exit codes: 0 pruned (also when nothing had to go), 1 bad input (no releases in 
 environment, --keep 0), 3 state error.")]
     Prune {
         /// The environment to prune.
-        #[arg(long, short = 'e', value_name = "ENV")]
+        #[arg(long, short = 'e', value_name = "ENV", add = super::complete::environments())]
         env: String,
         /// How many of the newest releases to keep (at least 1).
         #[arg(long, value_name = "N")]

@@ -23,16 +23,16 @@ Exit codes: 0 rolled back, 1 invalid input or rollback target, 2 a phase failed,
 pub struct RollbackArgs {
     /// The environment to roll back (required: a rollback never picks one up from
     /// STAGECRAFT_ENV by accident).
-    #[arg(long, short = 'e')]
+    #[arg(long, short = 'e', add = super::complete::environments())]
     pub env: Option<String>,
     /// Go back to the release that was current before the current one.
     #[arg(long)]
     pub to_previous: bool,
     /// Go back to this release id.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", add = super::complete::release_ids())]
     pub to_release: Option<String>,
     /// Go back to the newest release of this version in the environment.
-    #[arg(long, value_name = "VERSION")]
+    #[arg(long, value_name = "VERSION", add = super::complete::versions())]
     pub to_version: Option<String>,
     #[command(flatten)]
     pub flags: RunFlags,

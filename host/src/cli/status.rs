@@ -23,7 +23,7 @@ Examples:
 Exit codes: 0 shown (whatever it shows), 1 bad input (an unknown environment), 3 state error.")]
 pub struct StatusArgs {
     /// Only this environment.
-    #[arg(long, short = 'e', value_name = "ENV")]
+    #[arg(long, short = 'e', value_name = "ENV", add = super::complete::environments())]
     env: Option<String>,
     /// Print one JSON object instead of text.
     #[arg(long)]
