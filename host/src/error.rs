@@ -21,6 +21,32 @@ pub enum ExitCode {
     State = 3,
 }
 
+/// How a process stopped from outside `main` ends: see [`stop_process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// With one of the documented codes.
+    Code(ExitCode),
+    /// As the signal would have ended it: 128 + its number (the shell's convention).
+    Signal(i32),
+}
+
+/// End the process now, from a thread other than main's. Every exit code is otherwise decided
+/// by `cli::main`, from the error a command returns; this is the one other way out, for the two
+/// cases where waiting for main to return would let something run that must not:
+///
+/// - SIGINT/SIGTERM during a release, once the interruption is recorded
+///   (`pipeline/interrupt.rs`): main may be inside a guest, a program's wait or a compile, and
+///   the record says nothing more ran;
+/// - a lost PostgreSQL lease (`state/heartbeat.rs`): another deploy may start at once, so nothing
+///   of this one may run on.
+pub fn stop_process(how: Stop) -> ! {
+    let code = match how {
+        Stop::Code(code) => code as i32,
+        Stop::Signal(signal) => 128 + signal,
+    };
+    std::process::exit(code)
+}
+
 /// Invalid input or configuration (exit 1). The message is shown to the user as is.
 #[derive(Debug)]
 pub struct InputError(pub String);

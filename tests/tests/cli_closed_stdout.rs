@@ -46,6 +46,14 @@ fn no_command_panics_on_a_closed_stdout() {
             with_closed_stdout(p, &["deploy", "--env", "prod", "--version", version]);
         assert_eq!(code, 0, "deploy {version}: {stderr}");
     }
+    let listed = stagecraft(p)
+        .args(["releases", "list", "--json"])
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    let copy = empty.path().join("copy.json");
+    let copy = copy.to_str().unwrap();
     let commands: Vec<(&Path, Vec<&str>)> = vec![
         (p, vec!["--help"]),
         (p, vec!["deploy", "--help"]),
@@ -76,6 +84,21 @@ fn no_command_panics_on_a_closed_stdout() {
         (p, vec!["rollback", "--env", "prod", "--to-version", "v1"]),
         (p, vec!["releases", "list"]),
         (p, vec!["releases", "list", "--json"]),
+        (p, vec!["releases", "show", &id]),
+        (p, vec!["releases", "show", &id, "--json"]),
+        (
+            p,
+            vec![
+                "releases",
+                "prune",
+                "--env",
+                "prod",
+                "--keep",
+                "1",
+                "--dry-run",
+            ],
+        ),
+        (p, vec!["state", "migrate", "--to", copy]),
         (p, vec!["status"]),
         (p, vec!["status", "--json"]),
         (p, vec!["plugin", "check", noop]),
@@ -86,6 +109,17 @@ fn no_command_panics_on_a_closed_stdout() {
         (empty.path(), vec!["init"]),
         (p, vec!["plugin", "new", "--lang", "rust", scaffold_dir]),
     ];
+    // A shell asking for completions.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = stagecraft(p)
+        .env("COMPLETE", "fish")
+        .args(["--", "stagecraft", "deploy", "--env", ""])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "completion: {out:?}");
+    assert!(out.stderr.is_empty(), "completion: {out:?}");
     for (cwd, args) in commands {
         let (code, stderr) = with_closed_stdout(cwd, &args);
         assert_ne!(code, 101, "{args:?} panicked: {stderr}");

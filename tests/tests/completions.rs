@@ -155,3 +155,20 @@ fn the_bash_script_completes_through_the_binary() {
         .collect();
     assert_eq!(got, ["prod", "staging"], "{out:?}");
 }
+
+#[test]
+fn an_unknown_shell_is_named() {
+    let project = Project::file();
+    let out = project.command().env("COMPLETE", "tcsh").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("COMPLETE=tcsh names no shell"), "{stderr}");
+    // Empty or 0 turns completion off: the command runs as usual.
+    let out = project
+        .command()
+        .env("COMPLETE", "0")
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}

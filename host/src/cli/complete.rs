@@ -24,14 +24,28 @@ pub const COMPLETE_VAR: &str = "COMPLETE";
 /// Answer a completion request if this process is one (`COMPLETE` set): `Some(exit code)`.
 /// Runs before anything else reads the arguments or writes to stdout.
 pub fn answer_if_asked() -> Option<i32> {
-    std::env::var_os(COMPLETE_VAR).filter(|v| !v.is_empty() && v != "0")?;
+    let shell = std::env::var_os(COMPLETE_VAR).filter(|v| !v.is_empty() && v != "0")?;
+    // `COMPLETE=/bin/bash` is accepted as clap accepts it: by the file's stem.
+    let shell = PathBuf::from(shell);
+    let name = shell.file_stem().unwrap_or_default().to_string_lossy();
+    if Shells::builtins().completer(&name).is_none() {
+        eprintln!(
+            "Error: {COMPLETE_VAR}={} names no shell stagecraft completes for; use bash, zsh, \
+             fish, elvish or powershell",
+            crate::output::terminal::escape_controls(&shell.to_string_lossy())
+        );
+        return Some(crate::error::ExitCode::Invalid as i32);
+    }
     let cwd = std::env::current_dir().ok();
     match CompleteEnv::with_factory(Cli::command)
         .var(COMPLETE_VAR)
         .try_complete(std::env::args_os(), cwd.as_deref())
     {
-        Ok(true) => Some(0),
-        Ok(false) => None,
+        Ok(answered) => answered.then_some(0),
+        // The only I/O left is writing the answer: a shell that stopped reading (or any write
+        // that failed) gets no candidates, and an error printed mid-completion would only
+        // scribble over the command line being typed.
+        Err(err) if err.kind() == clap::error::ErrorKind::Io => Some(0),
         Err(err) => {
             let _ = err.print();
             Some(crate::error::ExitCode::Invalid as i32)

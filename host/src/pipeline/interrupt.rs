@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
 
+use crate::error::{ExitCode, Stop};
 use crate::state::{PhaseStatus, Release, ReleaseId, State, StateStore, StateStoreExt, Window};
 
 /// Where the release is, as far as the signal handler needs to know.
@@ -66,7 +67,7 @@ impl<'a> Guard<'a> {
                                 "Interrupted by {name}: phase {phase} of release {id} marked failed; \
                                  later phases skipped."
                             );
-                            std::process::exit(2);
+                            crate::error::stop_process(Stop::Code(ExitCode::PhaseFailed));
                         }
                         // Every phase had already finished: let the release complete.
                         Ok(None) => drop(lock),
@@ -77,7 +78,7 @@ impl<'a> Guard<'a> {
                                  interrupted.",
                                 crate::error::describe(&e)
                             );
-                            std::process::exit(3);
+                            crate::error::stop_process(Stop::Code(ExitCode::State));
                         }
                     }
                 }
@@ -171,7 +172,7 @@ pub fn kill_programs_on_signal() -> anyhow::Result<()> {
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             crate::plugin::kill_running();
-            std::process::exit(128 + signal);
+            crate::error::stop_process(Stop::Signal(signal));
         }
     });
     Ok(())

@@ -136,7 +136,7 @@ fn stop_this_process(message: &str) -> ! {
             }
         }
     }
-    std::process::exit(3);
+    crate::error::stop_process(crate::error::Stop::Code(crate::error::ExitCode::State))
 }
 
 /// Every process below `root` in the process tree, from /proc.
