@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use super::GlobalArgs;
+use super::ProjectArgs;
 use crate::error::{input_error, ExitCode};
 use crate::output::releases as render;
 use crate::state::{
@@ -13,6 +13,8 @@ use crate::state::{
 /// Show the release history.
 #[derive(Debug, clap::Args)]
 pub struct ReleasesArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
     #[command(subcommand)]
     pub command: ReleasesCommand,
 }
@@ -81,8 +83,9 @@ environment, --keep 0), 3 state error.")]
     },
 }
 
-pub fn run(global: &GlobalArgs, args: ReleasesArgs) -> anyhow::Result<ExitCode> {
-    let store = super::state::open_without_manifest(global)?;
+pub fn run(args: ReleasesArgs) -> anyhow::Result<ExitCode> {
+    let project = &args.project;
+    let store = super::state::open_without_manifest(project)?;
     if let ReleasesCommand::Prune {
         env,
         keep,
@@ -100,7 +103,7 @@ pub fn run(global: &GlobalArgs, args: ReleasesArgs) -> anyhow::Result<ExitCode> 
             if let Some(env) = &env {
                 // An environment nobody declared and nothing deployed is a typo, not an empty
                 // list.
-                let known = super::status::known_environments(global, &state)?;
+                let known = super::status::known_environments(project, &state)?;
                 super::status::check_known(env, &known, store.as_ref())?;
             }
             let releases = match &env {
