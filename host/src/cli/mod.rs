@@ -62,7 +62,10 @@ const COMMAND_FLAGS: [(&str, &str); 5] = [
         "--verbose",
         "deploy, rollback, plugin check and plugin test",
     ),
-    ("-v", "deploy, rollback, plugin check and plugin test"),
+    (
+        "-v",
+        "deploy, rollback, releases show, plugin check and plugin test",
+    ),
 ];
 
 #[derive(Debug, Subcommand)]

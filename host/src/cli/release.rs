@@ -344,8 +344,10 @@ fn print_result(release: &Release, json: bool) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if json {
-        // The same shape as `releases show --json`.
-        let _ = write!(out, "{}", crate::output::releases::show_json(release));
+        // The same shape as `releases show --json`. The release just run is its environment's
+        // newest (the lease kept others out), so it is live exactly when fully deployed.
+        let live = release.unfinished_phases().is_empty();
+        let _ = write!(out, "{}", crate::output::releases::show_json(release, live));
         return;
     }
     let status = release.overall_status();

@@ -6,8 +6,9 @@ use std::io::Write;
 use super::ProjectArgs;
 use crate::error::{input_error, ExitCode};
 use crate::output::releases as render;
+use crate::output::table::Fit;
 use crate::state::{
-    check_environment_name, Release, Retention, State, StateStore, StateStoreExt, Window,
+    check_environment_name, Release, ReleaseId, Retention, State, StateStore, StateStoreExt, Window,
 };
 
 /// Show the release history.
@@ -50,6 +51,9 @@ Exit codes: 0 shown, 1 no release with that id, 3 state error.")]
         /// Print the release as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Print each phase's full plugin digest (sha256), not its first 12 digits.
+        #[arg(long, short = 'v')]
+        verbose: bool,
     },
     /// Remove an environment's old releases, keeping the newest N and every release that
     /// must stay (the live and current releases, unfinished ones, rollback targets).
@@ -110,21 +114,29 @@ pub fn run(args: ReleasesArgs) -> anyhow::Result<ExitCode> {
                 Some(e) => state.list_env(e),
                 None => state.list_all(),
             };
+            let mut environments: Vec<&str> =
+                releases.iter().map(|r| r.environment.as_str()).collect();
+            environments.dedup();
+            let live: Vec<&ReleaseId> = environments
+                .iter()
+                .filter_map(|e| state.live(e).map(|r| &r.id))
+                .collect();
             if json {
-                render::list_json(&releases)
+                render::list_json(&releases, &live)
             } else {
-                render::list_table(&releases, env.is_none())
+                render::list_table(&releases, &live, env.is_none(), Fit::stdout())
             }
         }
-        ReleasesCommand::Show { id, json } => {
+        ReleasesCommand::Show { id, json, verbose } => {
             let id = id.trim();
             let release = state
                 .get(id)
                 .ok_or_else(|| input_error(format!("release not found: {id}")))?;
+            let context = render::ShowContext::of(release, &state, verbose, Fit::stdout());
             if json {
-                render::show_json(release)
+                render::show_json(release, context.live)
             } else {
-                render::show_text(release)
+                render::show_text(release, &context)
             }
         }
         ReleasesCommand::Prune { .. } => unreachable!("handled above"),

@@ -178,9 +178,16 @@ pub fn json(environments: &[EnvironmentStatus<'_>]) -> String {
                 let s = &env.summary;
                 EnvView {
                     name: env.name,
-                    live: s.live.map(ReleaseView::of),
-                    current: s.current.map(ReleaseView::of),
-                    unfinished: s.unfinished.iter().map(|r| ReleaseView::of(r)).collect(),
+                    live: s.live.map(|r| ReleaseView::of(r, true)),
+                    current: s
+                        .current
+                        .map(|r| ReleaseView::of(r, s.live.is_some_and(|l| l.id == r.id))),
+                    // A release with a phase pending or running is not fully deployed.
+                    unfinished: s
+                        .unfinished
+                        .iter()
+                        .map(|r| ReleaseView::of(r, false))
+                        .collect(),
                     lease: match &env.lease {
                         LeaseStatus::Free => LeaseView {
                             held: false,
@@ -196,7 +203,7 @@ pub fn json(environments: &[EnvironmentStatus<'_>]) -> String {
                         FailureView {
                             phase,
                             error,
-                            release: ReleaseView::of(r),
+                            release: ReleaseView::of(r, false),
                         }
                     }),
                 }
