@@ -145,8 +145,9 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             "plugin": plugin.name(),
             "contract": format!("stagecraft:phase@{}", summary.wit_version),
             "supported": format!("stagecraft:phase@{SUPPORTED_WIT}"),
-            "sha256": plugin.digest(),
-            "size": summary.size,
+            // Named as a phase's plugin and digest are in release JSON.
+            "plugin_digest": plugin.digest(),
+            "size_bytes": summary.size,
             "info": info,
             "imports": imports,
         });
@@ -241,6 +242,8 @@ fn config_from(args: &TestArgs) -> anyhow::Result<BTreeMap<String, String>> {
 /// One conformance scenario's verdict.
 #[derive(Debug, serde::Serialize)]
 struct Verdict {
+    /// The scenario's name (`name`, as every named thing in JSON output).
+    #[serde(rename = "name")]
     scenario: &'static str,
     pass: bool,
     detail: String,

@@ -402,6 +402,7 @@ pub fn print_plan(
     if json {
         let plan = serde_json::json!({
             "dry_run": true,
+            "operation": if rollback_target.is_some() { "rollback" } else { "deploy" },
             "environment": target.environment,
             "version": version,
             "commit_sha": commit,

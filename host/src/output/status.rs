@@ -163,7 +163,16 @@ pub fn json(environments: &[EnvironmentStatus<'_>]) -> String {
     #[derive(Serialize)]
     struct LeaseView<'a> {
         held: bool,
-        holder: Option<&'a LeaseHolder>,
+        holder: Option<HolderView<'a>>,
+    }
+    /// The lease file's holder without its bookkeeping (`unrecorded`), every key present.
+    #[derive(Serialize)]
+    struct HolderView<'a> {
+        pid: u32,
+        host: &'a str,
+        user: &'a str,
+        command: &'a str,
+        since: &'a str,
     }
     #[derive(Serialize)]
     struct FailureView<'a> {
@@ -195,7 +204,13 @@ pub fn json(environments: &[EnvironmentStatus<'_>]) -> String {
                         },
                         LeaseStatus::Held(holder) => LeaseView {
                             held: true,
-                            holder: holder.as_ref(),
+                            holder: holder.as_ref().map(|h: &LeaseHolder| HolderView {
+                                pid: h.pid,
+                                host: &h.host,
+                                user: &h.user,
+                                command: &h.command,
+                                since: &h.since,
+                            }),
                         },
                     },
                     last_failure: s.last_failure.map(|r| {
