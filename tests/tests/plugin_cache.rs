@@ -75,8 +75,8 @@ fn plant_noop_as_hostile(dir: &Path) -> PathBuf {
     let trusted = tempfile::tempdir().unwrap();
     let (_, hostile) = check(trusted.path(), &fixture("hostile").display().to_string());
     let (_, noop) = check(trusted.path(), "builtin:noop");
-    let hostile_entry = entry_of(trusted.path(), hostile["sha256"].as_str().unwrap());
-    let noop_entry = entry_of(trusted.path(), noop["sha256"].as_str().unwrap());
+    let hostile_entry = entry_of(trusted.path(), hostile["plugin_digest"].as_str().unwrap());
+    let noop_entry = entry_of(trusted.path(), noop["plugin_digest"].as_str().unwrap());
     std::fs::create_dir_all(dir).unwrap();
     let planted = dir.join(hostile_entry.file_name().unwrap());
     std::fs::copy(&noop_entry, &planted).unwrap();

@@ -34,7 +34,7 @@ fn check_describes_a_builtin_and_lists_its_imports() {
     let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(json["info"]["name"], "hostile");
     assert_eq!(json["contract"], "stagecraft:phase@0.1.0");
-    assert_eq!(json["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(json["plugin_digest"].as_str().unwrap().len(), 64);
     assert!(json["imports"]
         .as_array()
         .unwrap()

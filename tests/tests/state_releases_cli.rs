@@ -12,6 +12,9 @@ use state_common::*;
 
 use PhaseStatus::*;
 
+/// The sha256 recorded for the rollback's build plugin.
+const DIGEST: &str = "3b4f3b4f3b4f3b4f3b4f3b4f3b4f3b4f3b4f3b4f3b4f3b4f3b4f3b4f3b4f3b4f";
+
 /// prod: a completed deploy, a failed one, and a rollback to the first; staging: one running.
 fn seed(path: &Path) {
     let store = FileStore::open(path.to_path_buf()).unwrap();
@@ -58,6 +61,7 @@ fn seed(path: &Path) {
                 PhaseDetail {
                     summary: Some("built dist/app-v1.0.0.tar.gz".into()),
                     plugin: Some("builtin:exec".into()),
+                    plugin_digest: Some(DIGEST.into()),
                     duration_ms: Some(1520),
                     outputs: [("artifact".to_string(), "dist/app-v1.0.0.tar.gz".to_string())]
                         .into(),
@@ -93,11 +97,11 @@ fn list_shows_every_environment_grouped_and_newest_first() {
     assert_eq!(
         out.stdout,
         "\
-RELEASE ID              ENVIRONMENT  VERSION     TIMESTAMP            STATUS
-rel-20261122-120000000  prod         v1.0.0      2026-11-22 12:00:00  completed
-rel-20261121-110000500  prod         v1.1.0      2026-11-21 11:00:00  failed
-rel-20261120-100000000  prod         v1.0.0      2026-11-20 10:00:00  completed
-rel-20261121-090000000  staging      v1.1.0-rc1  2026-11-21 09:00:00  running
+RELEASE ID              ENVIRONMENT  VERSION     TIMESTAMP            STATUS     OPERATION  LIVE
+rel-20261122-120000000  prod         v1.0.0      2026-11-22 12:00:00  completed  rollback   *
+rel-20261121-110000500  prod         v1.1.0      2026-11-21 11:00:00  failed     deploy
+rel-20261120-100000000  prod         v1.0.0      2026-11-20 10:00:00  completed  deploy
+rel-20261121-090000000  staging      v1.1.0-rc1  2026-11-21 09:00:00  running    deploy
 "
     );
     assert_eq!(out.stderr, "");
@@ -111,10 +115,10 @@ fn list_for_one_environment_leaves_out_the_environment_column() {
     assert_eq!(
         out.stdout,
         "\
-RELEASE ID              VERSION  TIMESTAMP            STATUS
-rel-20261122-120000000  v1.0.0   2026-11-22 12:00:00  completed
-rel-20261121-110000500  v1.1.0   2026-11-21 11:00:00  failed
-rel-20261120-100000000  v1.0.0   2026-11-20 10:00:00  completed
+RELEASE ID              VERSION  TIMESTAMP            STATUS     OPERATION  LIVE
+rel-20261122-120000000  v1.0.0   2026-11-22 12:00:00  completed  rollback   *
+rel-20261121-110000500  v1.1.0   2026-11-21 11:00:00  failed     deploy
+rel-20261120-100000000  v1.0.0   2026-11-20 10:00:00  completed  deploy
 "
     );
     // An environment neither declared nor in the history is a typo: said so, exit 1.
@@ -203,6 +207,7 @@ fn list_json_is_an_array_of_releases_with_their_status() {
                 "operation",
                 "rollback_target",
                 "status",
+                "live",
                 "created_by",
                 "message",
                 "phases"
@@ -226,16 +231,16 @@ Commit SHA:       N/A
 Timestamp:        2026-11-21 11:00:00 UTC
 Previous Release: rel-20261120-100000000
 Operation:        deploy
+Rolled Back By:   rel-20261122-120000000 (to rel-20261120-100000000)
 Status:           failed
 
 Phases:
+  PHASE         STATUS     DETAIL
   build         completed
   push          completed
   migrate_pre   completed
-  rollout       failed
-                  error: health check failed: http://127.0.0.1:8080 returned 503
-  migrate_post  skipped
-                  summary: skipped: rollout failed
+  rollout       failed     error: health check failed: http://127.0.0.1:8080 returned 503
+  migrate_post  skipped    summary: skipped: rollout failed
   finalize      skipped
 "
     );
@@ -248,7 +253,13 @@ Phases:
         first.stdout.contains("Previous Release: N/A\n"),
         "{first:?}"
     );
-    assert!(!first.stdout.contains("Rollback Target"), "{first:?}");
+    assert!(!first.stdout.contains("Rolled Back To"), "{first:?}");
+    // Rolled back from by none: the rollback replaced the failed release, not this one.
+    assert!(!first.stdout.contains("Rolled Back By"), "{first:?}");
+    assert!(
+        first.stdout.contains("Status:           completed\n"),
+        "{first:?}"
+    );
 }
 
 #[test]
@@ -258,15 +269,37 @@ fn show_names_the_rollback_target_of_a_rollback() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
         out.stdout.contains(
-            "Operation:        rollback\nRollback Target:  rel-20261120-100000000\nStatus:           completed\n"
+            "Operation:        rollback\nRolled Back To:   rel-20261120-100000000 (v1.0.0)\n\
+             Status:           completed (live)\n"
         ),
         "{out:?}"
     );
+    // Duration, plugin, short digest, summary and outputs per phase; columns no phase fills
+    // are left out.
     assert!(
-        out.stdout.contains(
-            "  build         completed\n                  summary: built dist/app-v1.0.0.tar.gz\n"
+        out.stdout.ends_with(
+            "\
+Phases:
+  PHASE         STATUS     DURATION  PLUGIN        DIGEST        DETAIL
+  build         completed  1.5s      builtin:exec  3b4f3b4f3b4f  summary: built dist/app-v1.0.0.tar.gz
+                                                                 output: artifact = dist/app-v1.0.0.tar.gz
+  push          completed
+  migrate_pre   completed
+  rollout       completed
+  migrate_post  completed
+  finalize      completed
+"
         ),
-        "{out:?}"
+        "{}",
+        out.stdout
+    );
+    let verbose = run(
+        dir.path(),
+        &["releases", "show", "-v", "rel-20261122-120000000"],
+    );
+    assert!(
+        verbose.stdout.contains(&format!("  {DIGEST}  ")),
+        "{verbose:?}"
     );
 }
 
@@ -284,6 +317,7 @@ fn show_json_is_one_stable_object() {
     assert_eq!(v["previous_id"], "rel-20261121-110000500");
     assert_eq!(v["timestamp"], "2026-11-22T12:00:00.000Z");
     assert_eq!(v["status"], "completed");
+    assert_eq!(v["live"], true);
     assert_eq!(
         v["phases"][0],
         json!({
@@ -293,7 +327,7 @@ fn show_json_is_one_stable_object() {
             "error": null,
             "limit": null,
             "plugin": "builtin:exec",
-            "plugin_digest": null,
+            "plugin_digest": DIGEST,
             "started_at": null,
             "finished_at": null,
             "duration_ms": 1520,
@@ -336,11 +370,11 @@ fn the_original_fixture_lists_and_shows_unchanged() {
     assert_eq!(
         out.stdout,
         "\
-RELEASE ID              ENVIRONMENT  VERSION  TIMESTAMP            STATUS
-rel-20240303-080000456  prod         v1.1.0   2024-03-03 08:00:00  failed
-rel-20240302-090000123  prod         v1.0.0   2024-03-02 09:00:00  completed
-rel-20240304-070000     staging      v1.2.0   2024-03-04 07:00:00  pending
-rel-20240301-101500     staging      v1.0.0   2024-03-01 10:15:00  completed
+RELEASE ID              ENVIRONMENT  VERSION  TIMESTAMP            STATUS     OPERATION  LIVE
+rel-20240303-080000456  prod         v1.1.0   2024-03-03 08:00:00  failed     deploy
+rel-20240302-090000123  prod         v1.0.0   2024-03-02 09:00:00  completed  deploy     *
+rel-20240304-070000     staging      v1.2.0   2024-03-04 07:00:00  pending    deploy
+rel-20240301-101500     staging      v1.0.0   2024-03-01 10:15:00  completed  deploy     *
 "
     );
     let out = run(
@@ -458,4 +492,61 @@ fn a_corrupt_file_is_a_state_error() {
         &["releases", "show", "rel-20261120-100000000", "--json"],
     );
     assert_eq!(out.code, 3, "{out:?}");
+}
+
+/// Columns are aligned by display width (a CJK character takes two terminal columns), and on a
+/// pipe no value is cut, however long.
+#[test]
+fn columns_align_by_display_width_and_a_pipe_gets_every_value_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = format!("v{}", "9".repeat(69));
+    let store = FileStore::open(dir.path().join(".stagecraft/releases.json")).unwrap();
+    store
+        .transact(|s| {
+            s.releases.extend(
+                [
+                    release(
+                        "rel-20261120-100000000",
+                        "prod",
+                        "v5-日本語",
+                        &all(Completed),
+                    ),
+                    release("rel-20261121-100000000", "prod", &long, &all(Completed)),
+                    release("rel-20261122-100000000", "prod", "v6", &all(Completed)),
+                ]
+                .map(Into::into),
+            );
+            Ok(())
+        })
+        .unwrap();
+    let out = run(dir.path(), &["releases", "list", "--env", "prod"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // Display width of what precedes `needle`: the CJK characters here take two columns.
+    let column = |line: &str, needle: &str| -> usize {
+        let at = line
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle} in {line:?}"));
+        line[..at]
+            .chars()
+            .map(|c| {
+                if ('\u{3040}'..='\u{9fff}').contains(&c) {
+                    2
+                } else {
+                    1
+                }
+            })
+            .sum()
+    };
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", out.stdout);
+    let timestamp = column(lines[0], "TIMESTAMP");
+    for (line, stamp) in lines[1..]
+        .iter()
+        .zip(["2026-11-22", "2026-11-21", "2026-11-20"])
+    {
+        assert_eq!(column(line, stamp), timestamp, "\n{}", out.stdout);
+    }
+    assert!(lines[2].contains(&format!("  {long}  ")), "{}", out.stdout);
+    assert!(lines[3].contains("  v5-日本語  "), "{}", out.stdout);
+    assert!(!out.stdout.contains('…'), "nothing is cut on a pipe");
 }

@@ -13,7 +13,7 @@ use clap::CommandFactory;
 use clap_complete::engine::{ArgValueCompleter, CompletionCandidate};
 use clap_complete::env::{CompleteEnv, Shells};
 
-use super::{Cli, GlobalArgs};
+use super::{Cli, ProjectArgs};
 use crate::output::terminal::contains_controls;
 use crate::state::{Release, State};
 
@@ -192,17 +192,16 @@ fn word_value(words: &[OsString], long: &str, short: Option<&str>) -> Option<Str
 }
 
 /// The store and manifest flags already typed on the line being completed.
-fn words_global_args() -> GlobalArgs {
+fn words_global_args() -> ProjectArgs {
     let words = words();
-    GlobalArgs {
+    ProjectArgs {
         config: word_value(&words, "--config", None).map(PathBuf::from),
         state_file: word_value(&words, "--state-file", None).map(PathBuf::from),
         state_url: word_value(&words, "--state-url", None),
-        verbose: false,
     }
 }
 
-fn declared_environments(global: &GlobalArgs) -> Vec<String> {
+fn declared_environments(global: &ProjectArgs) -> Vec<String> {
     let path = global
         .config
         .clone()
@@ -214,7 +213,7 @@ fn declared_environments(global: &GlobalArgs) -> Vec<String> {
 }
 
 /// The history, read the way `releases list` reads it; `None` when it cannot be read.
-fn read_state(global: &GlobalArgs) -> Option<State> {
+fn read_state(global: &ProjectArgs) -> Option<State> {
     let store = super::state::open_without_manifest(global).ok()?;
     store.read().ok()
 }

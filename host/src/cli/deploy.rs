@@ -1,7 +1,7 @@
 //! `stagecraft deploy`: create a release of a version and run its phases.
 
 use crate::cli::release::{self, RunFlags};
-use crate::cli::GlobalArgs;
+use crate::cli::ProjectArgs;
 use crate::error::{input_error, ExitCode};
 use crate::output::terminal::{contains_controls, escape_controls};
 use crate::pipeline::Request;
@@ -30,9 +30,12 @@ pub struct DeployArgs {
     pub commit: Option<String>,
     #[command(flatten)]
     pub flags: RunFlags,
+    #[command(flatten)]
+    pub project: ProjectArgs,
 }
 
-pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
+    let project = &args.project;
     let message = release::message(&args.flags)?;
     for (flag, value) in [("--version", &args.version), ("--commit", &args.commit)] {
         if let Some(value) = value {
@@ -40,7 +43,7 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let target = release::load_target(
-        global,
+        project,
         args.env.as_deref(),
         "pass --env <name> or set STAGECRAFT_ENV",
     )?;
@@ -61,12 +64,12 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
         None => head.unwrap_or_default(),
     };
     if args.flags.dry_run {
-        release::check_grants(global, &target.manifest)?;
+        release::check_grants(project, &target.manifest)?;
         release::print_plan(&target, &version, &commit, None, args.flags.json)?;
         return Ok(ExitCode::Ok);
     }
-    let store = release::open_store(global, &target.manifest)?;
-    release::run_release(global, &target, &args.flags, store.as_ref(), |_| {
+    let store = release::open_store(project, &target.manifest)?;
+    release::run_release(&target, &args.flags, store.as_ref(), |_| {
         Ok(Request {
             environment: target.environment.clone(),
             version: version.clone(),

@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::cli::GlobalArgs;
 use crate::error::{input_error, ExitCode};
 use crate::manifest::MANIFEST_NAME;
 
@@ -13,17 +12,18 @@ use crate::manifest::MANIFEST_NAME;
 Examples:
   stagecraft init
   stagecraft init --config deploy/stagecraft.toml")]
-pub struct InitArgs {}
+pub struct InitArgs {
+    /// Where to write the manifest (default: ./stagecraft.toml).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
 
 /// The starter manifest: valid as written, every key explained.
 pub const STARTER: &str = include_str!("starter.toml");
 
-pub fn run(global: &GlobalArgs, _args: InitArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
-    let path = global
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(MANIFEST_NAME));
+    let path = args.config.unwrap_or_else(|| PathBuf::from(MANIFEST_NAME));
     let mut file = match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -21,15 +21,15 @@ use crate::error::{exit_code_for, ExitCode};
 #[derive(Debug, Parser)]
 #[command(name = "stagecraft", version, about, long_about = None)]
 pub struct Cli {
-    #[command(flatten)]
-    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Flags every command accepts.
-#[derive(Debug, clap::Args)]
-pub struct GlobalArgs {
+/// Where a command finds the project and its release state. Only the commands that read or
+/// write state take these (deploy, rollback, status, releases, state); each is given after the
+/// command, or after its group (`stagecraft releases --state-file x.json list`).
+#[derive(Debug, Default, clap::Args)]
+pub struct ProjectArgs {
     /// The manifest (default: ./stagecraft.toml). Its directory is the project root.
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<std::path::PathBuf>,
@@ -42,10 +42,32 @@ pub struct GlobalArgs {
     /// the command line is visible to other users of the machine.
     #[arg(long, global = true, value_name = "URL", conflicts_with = "state_file")]
     pub state_url: Option<String>,
-    /// Show debug detail: plugin debug logs, durations, whether components came from the cache.
-    #[arg(long, short = 'v', global = true)]
-    pub verbose: bool,
 }
+
+/// The flags only some commands take, and which: the hint when one is given where it does not
+/// apply, or before the command name, where no command flag is taken.
+const COMMAND_FLAGS: [(&str, &str); 5] = [
+    (
+        "--config",
+        "deploy, rollback, status, releases, state and init",
+    ),
+    (
+        "--state-file",
+        "deploy, rollback, status, releases and state",
+    ),
+    (
+        "--state-url",
+        "deploy, rollback, status, releases and state",
+    ),
+    (
+        "--verbose",
+        "deploy, rollback, plugin check and plugin test",
+    ),
+    (
+        "-v",
+        "deploy, rollback, releases show, plugin check and plugin test",
+    ),
+];
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -82,6 +104,12 @@ pub fn main() -> i32 {
                 _ => ExitCode::Invalid as i32,
             };
             let _ = err.print();
+            if let Some((flag, commands)) = misplaced_flag(&err) {
+                eprintln!(
+                    "note: {flag} is a flag of {commands}, given after the command name \
+                     (`stagecraft deploy {flag} ...`)"
+                );
+            }
             return code;
         }
     };
@@ -108,6 +136,19 @@ pub fn main() -> i32 {
     }
 }
 
+/// The command flag a usage error is about, when it names one given where it does not apply.
+fn misplaced_flag(err: &clap::Error) -> Option<(&'static str, &'static str)> {
+    if err.kind() != clap::error::ErrorKind::UnknownArgument {
+        return None;
+    }
+    let clap::error::ContextValue::String(arg) = err.get(clap::error::ContextKind::InvalidArg)?
+    else {
+        return None;
+    };
+    let name = arg.split('=').next().unwrap_or(arg);
+    COMMAND_FLAGS.into_iter().find(|(flag, _)| *flag == name)
+}
+
 /// Whether `err` is, or was caused by, writing to a pipe nobody reads any more.
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
@@ -118,15 +159,14 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let Cli { global, command } = cli;
-    match command {
-        Command::Status(args) => status::run(&global, args),
-        Command::Releases(args) => releases::run(&global, args),
-        Command::Plugin(args) => plugin::run(&global, args),
-        Command::State(args) => state::run(&global, args),
-        Command::Deploy(args) => deploy::run(&global, args),
-        Command::Rollback(args) => rollback::run(&global, args),
-        Command::Init(args) => init::run(&global, args),
+    match cli.command {
+        Command::Status(args) => status::run(args),
+        Command::Releases(args) => releases::run(args),
+        Command::Plugin(args) => plugin::run(args),
+        Command::State(args) => state::run(args),
+        Command::Deploy(args) => deploy::run(args),
+        Command::Rollback(args) => rollback::run(args),
+        Command::Init(args) => init::run(args),
         Command::Completions(args) => completions::run(args),
     }
 }

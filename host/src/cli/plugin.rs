@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
-use super::GlobalArgs;
 use crate::error::{input_error, ExitCode};
 use crate::output::terminal::escape_controls;
 use crate::plugin::*;
@@ -49,6 +48,9 @@ pub struct CheckArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also say how long loading took and whether the component came from the cache.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]
@@ -83,12 +85,15 @@ pub struct TestArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also say, on stderr, how loading went and whether the compiled-component cache was used.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
 }
 
-pub fn run(global: &GlobalArgs, args: PluginArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        PluginCommand::Check(args) => check(global, args),
-        PluginCommand::Test(args) => test(global, args),
+        PluginCommand::Check(args) => check(args),
+        PluginCommand::Test(args) => test(args),
         PluginCommand::New(args) => super::scaffold::run(args),
     }
 }
@@ -121,7 +126,7 @@ fn import_meaning(name: &str) -> &'static str {
     }
 }
 
-fn check(global: &GlobalArgs, args: CheckArgs) -> anyhow::Result<ExitCode> {
+fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     let host = PluginHost::new(None)?;
     let source = parse_source(&args.plugin);
@@ -140,8 +145,9 @@ fn check(global: &GlobalArgs, args: CheckArgs) -> anyhow::Result<ExitCode> {
             "plugin": plugin.name(),
             "contract": format!("stagecraft:phase@{}", summary.wit_version),
             "supported": format!("stagecraft:phase@{SUPPORTED_WIT}"),
-            "sha256": plugin.digest(),
-            "size": summary.size,
+            // Named as a phase's plugin and digest are in release JSON.
+            "plugin_digest": plugin.digest(),
+            "size_bytes": summary.size,
             "info": info,
             "imports": imports,
         });
@@ -182,7 +188,7 @@ fn check(global: &GlobalArgs, args: CheckArgs) -> anyhow::Result<ExitCode> {
     for import in &summary.imports {
         writeln!(stdout, "  {import:width$}  {}", import_meaning(import))?;
     }
-    if global.verbose {
+    if args.verbose {
         writeln!(
             stdout,
             "loaded in {:.1} ms ({})",
@@ -236,6 +242,8 @@ fn config_from(args: &TestArgs) -> anyhow::Result<BTreeMap<String, String>> {
 /// One conformance scenario's verdict.
 #[derive(Debug, serde::Serialize)]
 struct Verdict {
+    /// The scenario's name (`name`, as every named thing in JSON output).
+    #[serde(rename = "name")]
     scenario: &'static str,
     pass: bool,
     detail: String,
@@ -356,7 +364,7 @@ fn report_load(plugin: &LoadedPlugin) {
     }
 }
 
-fn test(global: &GlobalArgs, args: TestArgs) -> anyhow::Result<ExitCode> {
+fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     crate::pipeline::kill_programs_on_signal()?;
     let config = config_from(&args)?;
@@ -379,7 +387,7 @@ fn test(global: &GlobalArgs, args: TestArgs) -> anyhow::Result<ExitCode> {
     }
     let host = PluginHost::new(None)?;
     let plugin = host.load(&parse_source(&args.plugin))?;
-    if global.verbose {
+    if args.verbose {
         report_load(&plugin);
     }
     let mut verdicts = Vec::new();

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::GlobalArgs;
+use crate::cli::ProjectArgs;
 use crate::error::{input_error, ExitCode, PhaseFailed};
 use crate::manifest::{self, Manifest, StateBackend};
 use crate::output::deploy::ConsoleEvents;
@@ -35,6 +35,10 @@ pub struct RunFlags {
     /// (one line, at most 500 characters).
     #[arg(long, short = 'm', value_name = "TEXT")]
     pub message: Option<String>,
+    /// Also print plugin debug logs, each phase's duration, and whether each component was
+    /// compiled or loaded from the cache.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
 }
 
 /// The longest `--message` kept.
@@ -72,11 +76,11 @@ pub struct Target {
 
 /// Load the manifest and check the environment exists in it.
 pub fn load_target(
-    global: &GlobalArgs,
+    project: &ProjectArgs,
     env: Option<&str>,
     env_source: &str,
 ) -> anyhow::Result<Target> {
-    let path = manifest::locate(global.config.as_deref())?;
+    let path = manifest::locate(project.config.as_deref())?;
     let manifest = manifest::load(&path)?;
     let names = manifest
         .environments
@@ -156,9 +160,12 @@ pub fn lock_waits(flags: &RunFlags) -> anyhow::Result<LockWaits> {
 }
 
 /// Open the state store for this project, after refusing grants that would expose it.
-pub fn open_store(global: &GlobalArgs, manifest: &Manifest) -> anyhow::Result<Box<dyn StateStore>> {
-    check_grants(global, manifest)?;
-    super::state::open_for(global, &manifest.state, &manifest.project_root)
+pub fn open_store(
+    project: &ProjectArgs,
+    manifest: &Manifest,
+) -> anyhow::Result<Box<dyn StateStore>> {
+    check_grants(project, manifest)?;
+    super::state::open_for(project, &manifest.state, &manifest.project_root)
 }
 
 /// Refuse any grant that would hand a plugin the keys (docs/manifest.md, "Grants stagecraft
@@ -166,8 +173,8 @@ pub fn open_store(global: &GlobalArgs, manifest: &Manifest) -> anyhow::Result<Bo
 /// compiled-component cache; a write grant over the manifest or a plugin file of the pipeline;
 /// an `env` grant naming a variable that leads to the state or its credentials. The error
 /// points at the grant in the manifest.
-pub fn check_grants(global: &GlobalArgs, manifest: &Manifest) -> anyhow::Result<()> {
-    let protected = protected_paths(global, manifest);
+pub fn check_grants(project: &ProjectArgs, manifest: &Manifest) -> anyhow::Result<()> {
+    let protected = protected_paths(project, manifest);
     for (phase, spec) in &manifest.phases {
         if let Err(refusal) =
             crate::plugin::check_phase_grants(&spec.grants, &manifest.project_root, &protected)
@@ -198,10 +205,10 @@ pub fn check_grants(global: &GlobalArgs, manifest: &Manifest) -> anyhow::Result<
 /// PostgreSQL store has no file on this machine; their directory is protected with them), the
 /// compiled-component cache, the manifest and every plugin file, and the variables that lead to
 /// the state or its credentials (whatever the backend: a plugin has no business with them).
-fn protected_paths(global: &GlobalArgs, manifest: &Manifest) -> Protected {
+fn protected_paths(project: &ProjectArgs, manifest: &Manifest) -> Protected {
     // Where the state lives is decided by state::resolve_target alone; a PostgreSQL store (or
     // one whose URL variable is unset, which the command then reports) has no files to keep out.
-    let target = super::state::target_for(global, &manifest.state, &manifest.project_root);
+    let target = super::state::target_for(project, &manifest.state, &manifest.project_root);
     let state_files = if let Ok(crate::state::StoreTarget::File(state_file)) = target {
         let name = state_file
             .file_name()
@@ -252,7 +259,6 @@ fn protected_paths(global: &GlobalArgs, manifest: &Manifest) -> Protected {
 /// from fresh state under the lease, run the pipeline, print the result. The caller opens the
 /// store (see [`open_store`]), so checks it made before share it and what it last read.
 pub fn run_release(
-    global: &GlobalArgs,
     target: &Target,
     flags: &RunFlags,
     store: &dyn StateStore,
@@ -260,7 +266,7 @@ pub fn run_release(
 ) -> anyhow::Result<ExitCode> {
     let waits = lock_waits(flags)?;
     store.set_lock_wait(waits.commit);
-    let events = ConsoleEvents::new(global.verbose, flags.json);
+    let events = ConsoleEvents::new(flags.verbose, flags.json);
     let host = PluginHost::new(None)?;
     let loaded = pipeline::load_plugins(&target.manifest, &host, &events)?;
 
@@ -338,8 +344,10 @@ fn print_result(release: &Release, json: bool) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if json {
-        // The same shape as `releases show --json`.
-        let _ = write!(out, "{}", crate::output::releases::show_json(release));
+        // The same shape as `releases show --json`. The release just run is its environment's
+        // newest (the lease kept others out), so it is live exactly when fully deployed.
+        let live = release.unfinished_phases().is_empty();
+        let _ = write!(out, "{}", crate::output::releases::show_json(release, live));
         return;
     }
     let status = release.overall_status();
@@ -394,6 +402,7 @@ pub fn print_plan(
     if json {
         let plan = serde_json::json!({
             "dry_run": true,
+            "operation": if rollback_target.is_some() { "rollback" } else { "deploy" },
             "environment": target.environment,
             "version": version,
             "commit_sha": commit,

@@ -3,16 +3,19 @@
 
 use std::io::Write;
 
-use super::GlobalArgs;
+use super::ProjectArgs;
 use crate::error::{input_error, ExitCode};
 use crate::output::releases as render;
+use crate::output::table::Fit;
 use crate::state::{
-    check_environment_name, Release, Retention, State, StateStore, StateStoreExt, Window,
+    check_environment_name, Release, ReleaseId, Retention, State, StateStore, StateStoreExt, Window,
 };
 
 /// Show the release history.
 #[derive(Debug, clap::Args)]
 pub struct ReleasesArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
     #[command(subcommand)]
     pub command: ReleasesCommand,
 }
@@ -49,6 +52,9 @@ Exit codes: 0 shown, 1 no release with that id, 3 state error.")]
         /// Print the release as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Print each phase's full plugin digest (sha256), not its first 12 digits.
+        #[arg(long, short = 'v')]
+        verbose: bool,
     },
     /// Remove an environment's old releases, keeping the newest N and every release that
     /// must stay (the live and current releases, unfinished ones, rollback targets).
@@ -82,8 +88,9 @@ environment, --keep 0), 3 state error.")]
     },
 }
 
-pub fn run(global: &GlobalArgs, args: ReleasesArgs) -> anyhow::Result<ExitCode> {
-    let store = super::state::open_without_manifest(global)?;
+pub fn run(args: ReleasesArgs) -> anyhow::Result<ExitCode> {
+    let project = &args.project;
+    let store = super::state::open_without_manifest(project)?;
     if let ReleasesCommand::Prune {
         env,
         keep,
@@ -101,28 +108,36 @@ pub fn run(global: &GlobalArgs, args: ReleasesArgs) -> anyhow::Result<ExitCode> 
             if let Some(env) = &env {
                 // An environment nobody declared and nothing deployed is a typo, not an empty
                 // list.
-                let known = super::status::known_environments(global, &state)?;
+                let known = super::status::known_environments(project, &state)?;
                 super::status::check_known(env, &known, store.as_ref())?;
             }
             let releases = match &env {
                 Some(e) => state.list_env(e),
                 None => state.list_all(),
             };
+            let mut environments: Vec<&str> =
+                releases.iter().map(|r| r.environment.as_str()).collect();
+            environments.dedup();
+            let live: Vec<&ReleaseId> = environments
+                .iter()
+                .filter_map(|e| state.live(e).map(|r| &r.id))
+                .collect();
             if json {
-                render::list_json(&releases)
+                render::list_json(&releases, &live)
             } else {
-                render::list_table(&releases, env.is_none())
+                render::list_table(&releases, &live, env.is_none(), Fit::stdout())
             }
         }
-        ReleasesCommand::Show { id, json } => {
+        ReleasesCommand::Show { id, json, verbose } => {
             let id = id.trim();
             let release = state
                 .get(id)
                 .ok_or_else(|| input_error(format!("release not found: {id}")))?;
+            let context = render::ShowContext::of(release, &state, verbose, Fit::stdout());
             if json {
-                render::show_json(release)
+                render::show_json(release, context.live)
             } else {
-                render::show_text(release)
+                render::show_text(release, &context)
             }
         }
         ReleasesCommand::Prune { .. } => unreachable!("handled above"),

@@ -1,7 +1,7 @@
 //! `stagecraft rollback`: create a new release from an earlier one and run the same phases.
 
 use crate::cli::release::{self, RunFlags};
-use crate::cli::GlobalArgs;
+use crate::cli::ProjectArgs;
 use crate::error::ExitCode;
 use crate::pipeline::{resolve_target, Request, TargetSelector};
 use crate::state::Operation;
@@ -36,15 +36,18 @@ pub struct RollbackArgs {
     pub to_version: Option<String>,
     #[command(flatten)]
     pub flags: RunFlags,
+    #[command(flatten)]
+    pub project: ProjectArgs,
 }
 
-pub fn run(global: &GlobalArgs, args: RollbackArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: RollbackArgs) -> anyhow::Result<ExitCode> {
+    let project = &args.project;
     let message = release::message(&args.flags)?;
     let selector = TargetSelector::from_flags(args.to_previous, args.to_release, args.to_version)?;
-    let target = release::load_target(global, args.env.as_deref(), "pass --env <name>")?;
+    let target = release::load_target(project, args.env.as_deref(), "pass --env <name>")?;
     if args.flags.dry_run {
-        release::check_grants(global, &target.manifest)?;
-        let store = release::open_store(global, &target.manifest)?;
+        release::check_grants(project, &target.manifest)?;
+        let store = release::open_store(project, &target.manifest)?;
         let state = store.read()?;
         let to = resolve_target(&state, &target.environment, &selector)?;
         release::print_plan(
@@ -58,9 +61,9 @@ pub fn run(global: &GlobalArgs, args: RollbackArgs) -> anyhow::Result<ExitCode> 
     }
     // Validate before loading plugins, so a bad target fails fast; then again under the lease,
     // because another process may have released in between.
-    let store = release::open_store(global, &target.manifest)?;
+    let store = release::open_store(project, &target.manifest)?;
     resolve_target(&store.read()?, &target.environment, &selector)?;
-    release::run_release(global, &target, &args.flags, store.as_ref(), |store| {
+    release::run_release(&target, &args.flags, store.as_ref(), |store| {
         let state = store.read()?;
         let to = resolve_target(&state, &target.environment, &selector)?.clone();
         Ok(Request {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::GlobalArgs;
+use super::ProjectArgs;
 use crate::error::{input_error, ExitCode};
 use crate::manifest::{self, StateBackend};
 use crate::state::{
@@ -17,6 +17,8 @@ use crate::state::{
 /// Manage the release state itself.
 #[derive(Debug, clap::Args)]
 pub struct StateArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
     #[command(subcommand)]
     pub command: StateCommand,
 }
@@ -44,29 +46,29 @@ without --replace, 3 state error (unreachable store, copy that does not verify).
     },
 }
 
-pub fn run(global: &GlobalArgs, args: StateArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: StateArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        StateCommand::Migrate { to, replace } => migrate(global, &to, replace),
+        StateCommand::Migrate { to, replace } => migrate(&args.project, &to, replace),
     }
 }
 
 /// The store for a command that has a validated manifest (deploy, rollback).
 pub fn open_for(
-    global: &GlobalArgs,
+    project: &ProjectArgs,
     backend: &StateBackend,
     project_root: &Path,
 ) -> anyhow::Result<Box<dyn StateStore>> {
-    target_for(global, backend, project_root)?.open()
+    target_for(project, backend, project_root)?.open()
 }
 
 /// The store for a command that must work without a valid manifest (releases, state migrate):
 /// a manifest's `[state]` is still honoured when one is there.
-pub fn open_without_manifest(global: &GlobalArgs) -> anyhow::Result<Box<dyn StateStore>> {
-    let target = target_without_manifest(global)?;
+pub fn open_without_manifest(project: &ProjectArgs) -> anyhow::Result<Box<dyn StateStore>> {
+    let target = target_without_manifest(project)?;
     if let StoreTarget::File(path) = &target {
         // A file named by hand that is not there is a typo, not an empty history (the default
         // file is simply not created until the first deploy).
-        let named = if global.state_file.is_some() {
+        let named = if project.state_file.is_some() {
             Some("--state-file".to_string())
         } else {
             std::env::var_os(state::STATE_FILE_ENV)
@@ -89,7 +91,7 @@ pub fn open_without_manifest(global: &GlobalArgs) -> anyhow::Result<Box<dyn Stat
 /// Where the state lives for a command with this backend and project root (the one rule is
 /// [`state::resolve_target`]).
 pub(crate) fn target_for(
-    global: &GlobalArgs,
+    project: &ProjectArgs,
     backend: &StateBackend,
     project_root: &Path,
 ) -> anyhow::Result<StoreTarget> {
@@ -98,8 +100,8 @@ pub(crate) fn target_for(
         StateBackend::File => None,
     };
     state::resolve_target(&StoreSelection {
-        state_url: global.state_url.as_deref(),
-        state_file: global.state_file.as_deref(),
+        state_url: project.state_url.as_deref(),
+        state_file: project.state_file.as_deref(),
         manifest_url_env,
         project_root,
     })
@@ -107,9 +109,9 @@ pub(crate) fn target_for(
 
 /// The project root is the directory of `--config` if given, else the working directory; the
 /// manifest there (if any) only contributes its `[state]` backend.
-fn target_without_manifest(global: &GlobalArgs) -> anyhow::Result<StoreTarget> {
+fn target_without_manifest(project: &ProjectArgs) -> anyhow::Result<StoreTarget> {
     let cwd = std::env::current_dir().context("finding the working directory")?;
-    let (root, manifest_path): (PathBuf, PathBuf) = match &global.config {
+    let (root, manifest_path): (PathBuf, PathBuf) = match &project.config {
         Some(config) => (
             match config.parent() {
                 Some(dir) if !dir.as_os_str().is_empty() => cwd.join(dir),
@@ -124,12 +126,12 @@ fn target_without_manifest(global: &GlobalArgs) -> anyhow::Result<StoreTarget> {
     } else {
         StateBackend::File
     };
-    target_for(global, &backend, &root)
+    target_for(project, &backend, &root)
 }
 
 /// One read snapshot of the source, one transaction on the destination, then a read-back that
 /// must match.
-fn migrate(global: &GlobalArgs, to: &str, replace: bool) -> anyhow::Result<ExitCode> {
+fn migrate(project: &ProjectArgs, to: &str, replace: bool) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     let to = to.trim();
     if to.is_empty() {
@@ -137,7 +139,7 @@ fn migrate(global: &GlobalArgs, to: &str, replace: bool) -> anyhow::Result<ExitC
             "--to is empty; pass a postgres:// URL or a state file path",
         ));
     }
-    let source_target = target_without_manifest(global)?;
+    let source_target = target_without_manifest(project)?;
     let dest_target = StoreTarget::parse(to, "--to");
     if same_store(&source_target, &dest_target) {
         return Err(input_error(format!(

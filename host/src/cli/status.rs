@@ -1,7 +1,7 @@
 //! `stagecraft status`: per environment, what is live, what is under way, who holds the lease,
 //! and the last failure. Reads only; needs no manifest, but names the environments one declares.
 
-use super::GlobalArgs;
+use super::ProjectArgs;
 use crate::error::{input_error, ExitCode};
 use crate::manifest;
 use crate::output::status::{self as render, EnvironmentStatus};
@@ -22,6 +22,8 @@ Examples:
 
 Exit codes: 0 shown (whatever it shows), 1 bad input (an unknown environment), 3 state error.")]
 pub struct StatusArgs {
+    #[command(flatten)]
+    project: ProjectArgs,
     /// Only this environment.
     #[arg(long, short = 'e', value_name = "ENV", add = super::complete::environments())]
     env: Option<String>,
@@ -30,10 +32,11 @@ pub struct StatusArgs {
     json: bool,
 }
 
-pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let store = super::state::open_without_manifest(global)?;
+pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let project = &args.project;
+    let store = super::state::open_without_manifest(project)?;
     let state = store.read()?;
-    let known = known_environments(global, &state)?;
+    let known = known_environments(project, &state)?;
     let names = match args.env.as_deref().map(str::trim) {
         Some(env) => {
             check_known(env, &known, store.as_ref())?;
@@ -68,10 +71,10 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCode> {
 /// The environments a read command knows: those the manifest declares and those with releases
 /// in `state`, in name order.
 pub(super) fn known_environments(
-    global: &GlobalArgs,
+    project: &ProjectArgs,
     state: &State,
 ) -> anyhow::Result<Vec<String>> {
-    let mut known = declared_environments(global)?;
+    let mut known = declared_environments(project)?;
     for r in &state.releases {
         if !known.contains(&r.environment) {
             known.push(r.environment.clone());
@@ -98,9 +101,9 @@ pub(super) fn check_known(
 /// The environments the manifest declares: `--config`'s (which must exist), else
 /// `./stagecraft.toml`'s if there is one. A manifest that does not load is named on stderr and
 /// left out: the history still says what it holds.
-fn declared_environments(global: &GlobalArgs) -> anyhow::Result<Vec<String>> {
-    let path = match &global.config {
-        Some(_) => manifest::locate(global.config.as_deref())?,
+fn declared_environments(project: &ProjectArgs) -> anyhow::Result<Vec<String>> {
+    let path = match &project.config {
+        Some(_) => manifest::locate(project.config.as_deref())?,
         None if std::path::Path::new(manifest::MANIFEST_NAME).is_file() => {
             manifest::MANIFEST_NAME.into()
         }

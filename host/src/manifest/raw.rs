@@ -8,6 +8,9 @@ use toml::Spanned;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(
+    expecting = "a stagecraft manifest: [environments.<name>] tables, [phases.<name>] tables, and optionally [pipeline] and [state]"
+)]
 pub struct RawManifest {
     #[serde(default)]
     pub environments: BTreeMap<Spanned<String>, RawEnvironment>,
@@ -21,6 +24,9 @@ pub struct RawManifest {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(
+    expecting = "an [environments.<name>] table, e.g. [environments.prod] with an optional vars = { KEY = \"value\" }"
+)]
 pub struct RawEnvironment {
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
@@ -28,12 +34,14 @@ pub struct RawEnvironment {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a [pipeline] table with phases = [\"build\", \"rollout\", ...]")]
 pub struct RawPipeline {
     pub phases: Spanned<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a [phases.<name>] table with plugin = \"builtin:<name>\" or a .wasm path")]
 pub struct RawPhase {
     pub plugin: Spanned<String>,
     #[serde(default)]
@@ -48,6 +56,9 @@ pub struct RawPhase {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(
+    expecting = "a [phases.<name>.grants] table of lists: read, write, env, exec, exec_unconfined"
+)]
 pub struct RawGrants {
     #[serde(default)]
     pub read: Vec<Spanned<String>>,
@@ -63,6 +74,7 @@ pub struct RawGrants {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a [state] table with backend = \"file\" or \"postgres\"")]
 pub struct RawState {
     /// `file` (the default) or `postgres`.
     #[serde(default)]

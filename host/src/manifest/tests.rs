@@ -196,6 +196,32 @@ fn a_type_error_names_the_key_it_is_about() {
     );
 }
 
+/// A table given as a plain value says what table is expected, in the manifest's own words,
+/// never the name of a type inside stagecraft.
+#[test]
+fn a_table_of_the_wrong_type_is_described_in_manifest_terms() {
+    let msg = parse_err("pipeline = 3\n[environments.prod]\n");
+    assert_eq!(
+        msg,
+        "stagecraft.toml:1:12: pipeline: invalid type: integer `3`, expected a [pipeline] table \
+         with phases = [\"build\", \"rollout\", ...]"
+    );
+    for text in [
+        "pipeline = 3\n[environments.prod]\n",
+        "state = \"postgres\"\n[environments.prod]\n",
+        "[environments]\nprod = 1\n",
+        "[environments.prod]\n[phases]\nbuild = \"builtin:noop\"\n",
+        "[environments.prod]\n[phases.build]\nplugin = \"builtin:noop\"\ngrants = 1\n",
+    ] {
+        let msg = parse_err(text);
+        assert!(msg.contains("expected a"), "{text:?}: {msg}");
+        assert!(
+            !msg.contains("Raw") && !msg.contains("struct"),
+            "{text:?}: {msg}"
+        );
+    }
+}
+
 #[test]
 fn key_paths_are_read_from_the_header_and_the_line() {
     let text = "top = 1\n[state]\nhistory_max = \"x\"\n[[odd]]\n  a.b = 2\n";

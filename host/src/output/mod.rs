@@ -3,4 +3,5 @@
 pub mod deploy;
 pub mod releases;
 pub mod status;
+pub mod table;
 pub mod terminal;

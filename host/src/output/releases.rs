@@ -7,12 +7,20 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::table::{Cell, Fit, TextTable};
 use super::terminal::escape_controls;
 
-use crate::state::{OverallStatus, PhaseStatus, Release, Retention};
+use crate::state::{Operation, OverallStatus, PhaseStatus, Release, ReleaseId, Retention, State};
 
-/// The table of `releases list`; `with_environment` is false when `--env` narrowed it to one.
-pub fn list_table(releases: &[&Release], with_environment: bool) -> String {
+/// The table of `releases list`: the Go tool's columns (RELEASE ID; ENVIRONMENT unless `--env`
+/// narrowed it to one, `with_environment` false; VERSION; TIMESTAMP; STATUS), then OPERATION,
+/// then LIVE, a `*` on each environment's live release (its id is in `live`).
+pub fn list_table(
+    releases: &[&Release],
+    live: &[&ReleaseId],
+    with_environment: bool,
+    fit: Fit,
+) -> String {
     if releases.is_empty() {
         return "No releases found\n".to_string();
     }
@@ -20,45 +28,73 @@ pub fn list_table(releases: &[&Release], with_environment: bool) -> String {
     if with_environment {
         header.push("ENVIRONMENT");
     }
-    header.extend(["VERSION", "TIMESTAMP", "STATUS"]);
-    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    header.extend(["VERSION", "TIMESTAMP", "STATUS", "OPERATION", "LIVE"]);
+    let mut table = TextTable::new(header);
+    // Ids, times and the short words after them never wrap: the version and environment do.
+    let first_fixed = if with_environment { 3 } else { 2 };
+    table.keep_whole(0);
+    for c in first_fixed..first_fixed + 4 {
+        table.keep_whole(c);
+    }
     for r in releases {
-        let mut row = vec![r.id.to_string()];
+        let mut row = vec![Cell::new(r.id.as_str())];
         if with_environment {
-            row.push(escape_controls(&r.environment).into_owned());
+            row.push(Cell::new(&r.environment));
         }
-        row.push(escape_controls(&r.version).into_owned());
-        row.push(r.timestamp.display_utc());
-        row.push(r.overall_status().as_str().to_string());
-        rows.push(row);
+        row.extend([
+            Cell::new(&r.version),
+            Cell::new(&r.timestamp.display_utc()),
+            Cell::new(r.overall_status().as_str()),
+            Cell::new(r.operation().as_str()),
+            Cell::new(if live.contains(&&r.id) { "*" } else { "" }),
+        ]);
+        table.row(row);
     }
-    table(&rows)
+    table.render(fit, "")
 }
 
-/// Left-aligned columns separated by two spaces; the last column is not padded.
-fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows[0].len();
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == columns {
-                out.push_str(cell);
-            } else {
-                out.push_str(cell);
-                let pad = widths[c] - cell.chars().count() + 2;
-                out.extend(std::iter::repeat_n(' ', pad));
-            }
-        }
-        out.push('\n');
-    }
-    out
+/// What `releases show` says beside the record itself.
+pub struct ShowContext<'a> {
+    /// Whether it is its environment's live release.
+    pub live: bool,
+    /// For a rollback, the release it redeployed, when the history still has it.
+    pub rolled_back_to: Option<&'a Release>,
+    /// The rollbacks that replaced it while it was current.
+    pub rolled_back_by: Vec<&'a Release>,
+    /// Full plugin digests instead of their first 12 hex digits.
+    pub verbose: bool,
+    pub fit: Fit,
 }
 
-/// The detail view of `releases show`.
-pub fn show_text(r: &Release) -> String {
+impl<'a> ShowContext<'a> {
+    /// The context of `r` in `state`.
+    pub fn of(r: &Release, state: &'a State, verbose: bool, fit: Fit) -> ShowContext<'a> {
+        ShowContext {
+            live: state.live(&r.environment).is_some_and(|l| l.id == r.id),
+            rolled_back_to: r
+                .rollback_target
+                .as_ref()
+                .and_then(|t| state.get(t.as_str())),
+            rolled_back_by: state
+                .list_env(&r.environment)
+                .into_iter()
+                .rev()
+                .filter(|x| {
+                    x.operation() == Operation::Rollback && x.previous_id.as_ref() == Some(&r.id)
+                })
+                .collect(),
+            verbose,
+            fit,
+        }
+    }
+}
+
+/// How many hex digits of a plugin digest `releases show` prints without `--verbose`.
+const SHORT_DIGEST: usize = 12;
+
+/// The detail view of `releases show`: the Go tool's fields first, then ours, then a table of
+/// the phases in pipeline order.
+pub fn show_text(r: &Release, context: &ShowContext<'_>) -> String {
     let or_na = |s: &str| {
         if s.trim().is_empty() {
             "N/A".to_string()
@@ -81,7 +117,22 @@ pub fn show_text(r: &Release) -> String {
         ("Operation", r.operation().as_str().to_string()),
     ];
     if let Some(target) = &r.rollback_target {
-        fields.push(("Rollback Target", target.to_string()));
+        let version = match context.rolled_back_to {
+            Some(t) => escape_controls(&t.version).into_owned(),
+            None => "no longer in the history".to_string(),
+        };
+        fields.push(("Rolled Back To", format!("{target} ({version})")));
+    }
+    if !context.rolled_back_by.is_empty() {
+        let by: Vec<String> = context
+            .rolled_back_by
+            .iter()
+            .map(|x| {
+                let to = x.rollback_target.as_ref().map_or("?", |t| t.as_str());
+                format!("{} (to {to})", x.id)
+            })
+            .collect();
+        fields.push(("Rolled Back By", by.join(", ")));
     }
     if let Some(who) = &r.created_by {
         fields.push(("Created By", escape_controls(&who.to_string()).into_owned()));
@@ -89,48 +140,105 @@ pub fn show_text(r: &Release) -> String {
     if let Some(message) = &r.message {
         fields.push(("Message", escape_controls(message).into_owned()));
     }
-    fields.push(("Status", r.overall_status().as_str().to_string()));
+    let status = r.overall_status().as_str();
+    fields.push((
+        "Status",
+        if context.live {
+            format!("{status} (live)")
+        } else {
+            status.to_string()
+        },
+    ));
     let label_width = fields.iter().map(|(l, _)| l.len()).max().unwrap_or(0) + 1;
     let mut out = String::new();
     for (label, value) in &fields {
         out.push_str(&format!("{:<label_width$} {value}\n", format!("{label}:")));
     }
     out.push_str("\nPhases:\n");
-    let phases = r.phase_statuses();
-    let name_width = phases
-        .iter()
-        .map(|(p, _)| escape_controls(p).chars().count())
-        .max()
-        .unwrap_or(0);
-    for (phase, status) in &phases {
-        let shown = escape_controls(phase);
-        out.push_str(&format!("  {shown:<name_width$}  {status}\n"));
-        if let Some(detail) = r.phase_details.get(phase) {
-            if let Some(summary) = &detail.summary {
-                let summary = escape_controls(summary);
-                out.push_str(&format!("  {:name_width$}    summary: {summary}\n", ""));
-            }
-            if let Some(error) = &detail.error {
-                let error = escape_controls(error);
-                out.push_str(&format!("  {:name_width$}    error: {error}\n", ""));
-            }
-        }
-    }
+    out.push_str(&phase_table(r, context).render(context.fit, "  "));
     out
 }
 
-/// `releases list --json`: an array of release objects (the shape of [`show_json`]).
-pub fn list_json(releases: &[&Release]) -> String {
-    let views: Vec<ReleaseView> = releases.iter().map(|r| ReleaseView::of(r)).collect();
+/// One row per phase: name, status, how long it took, which plugin (and which build of it)
+/// ran, and what it said: its summary, error, the limit that stopped it, its outputs. Columns
+/// no phase has anything in are left out (records of the Go tool have only statuses).
+fn phase_table(r: &Release, context: &ShowContext<'_>) -> TextTable {
+    let mut table = TextTable::new(vec![
+        "PHASE", "STATUS", "DURATION", "PLUGIN", "DIGEST", "DETAIL",
+    ]);
+    for c in [0, 1, 2, 4] {
+        table.keep_whole(c);
+    }
+    for (phase, status) in r.phase_statuses() {
+        let detail = r.phase_details.get(&phase);
+        let digest = detail.and_then(|d| d.plugin_digest.as_deref()).map(|d| {
+            if context.verbose {
+                d
+            } else {
+                d.get(..SHORT_DIGEST).unwrap_or(d)
+            }
+        });
+        let mut lines: Vec<String> = Vec::new();
+        if let Some(d) = detail {
+            if let Some(summary) = &d.summary {
+                lines.push(format!("summary: {summary}"));
+            }
+            if let Some(error) = &d.error {
+                lines.push(format!("error: {error}"));
+            }
+            if let Some(limit) = &d.limit {
+                lines.push(format!("limit: {limit}"));
+            }
+            for (key, value) in &d.outputs {
+                lines.push(format!("output: {key} = {value}"));
+            }
+        }
+        table.row(vec![
+            Cell::new(&phase),
+            Cell::new(status.as_str()),
+            Cell::new(
+                &detail
+                    .and_then(|d| d.duration_ms)
+                    .map(duration)
+                    .unwrap_or_default(),
+            ),
+            Cell::new(detail.and_then(|d| d.plugin.as_deref()).unwrap_or("")),
+            Cell::new(digest.unwrap_or("")),
+            Cell::lines(lines.iter().map(String::as_str)),
+        ]);
+    }
+    table.drop_empty_columns(&[0, 1]);
+    table
+}
+
+/// A phase's duration for people: `850ms`, `1.5s`, `2m05s`, `1h02m`.
+fn duration(ms: u64) -> String {
+    let secs = ms / 1000;
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+/// `releases list --json`: an array of release objects (the shape of [`show_json`]); `live`
+/// holds the ids of the live releases.
+pub fn list_json(releases: &[&Release], live: &[&ReleaseId]) -> String {
+    let views: Vec<ReleaseView> = releases
+        .iter()
+        .map(|r| ReleaseView::of(r, live.contains(&&r.id)))
+        .collect();
     let mut out = serde_json::to_string_pretty(&views).expect("release views serialize");
     out.push('\n');
     out
 }
 
-/// `releases show --json`: one release object.
-pub fn show_json(release: &Release) -> String {
-    let mut out =
-        serde_json::to_string_pretty(&ReleaseView::of(release)).expect("release views serialize");
+/// `releases show --json`: one release object; `live` when it is its environment's live
+/// release.
+pub fn show_json(release: &Release, live: bool) -> String {
+    let mut out = serde_json::to_string_pretty(&ReleaseView::of(release, live))
+        .expect("release views serialize");
     out.push('\n');
     out
 }
@@ -149,6 +257,8 @@ pub(crate) struct ReleaseView<'a> {
     operation: &'static str,
     rollback_target: Option<&'a str>,
     status: OverallStatus,
+    /// Whether it is its environment's live release (newest fully deployed) when printed.
+    live: bool,
     /// Who created it; null in records from before it was recorded.
     created_by: Option<IdentityView<'a>>,
     /// `--message`.
@@ -186,7 +296,7 @@ struct PhaseView<'a> {
 }
 
 impl<'a> ReleaseView<'a> {
-    pub(crate) fn of(r: &'a Release) -> Self {
+    pub(crate) fn of(r: &'a Release, live: bool) -> Self {
         let phases = r
             .phase_statuses()
             .into_iter()
@@ -224,6 +334,7 @@ impl<'a> ReleaseView<'a> {
             operation: r.operation().as_str(),
             rollback_target: r.rollback_target.as_ref().map(|id| id.as_str()),
             status: r.overall_status(),
+            live,
             created_by: r.created_by.as_ref().map(|who| IdentityView {
                 user: &who.user,
                 host: &who.host,
@@ -258,7 +369,8 @@ pub fn prune_text(retention: &Retention, removed: &[Release], dry_run: bool) -> 
             "{verb} {n} {noun} of {env}, keeping the newest {keep}:\n"
         ));
         let refs: Vec<&Release> = removed.iter().collect();
-        out.push_str(&list_table(&refs, false));
+        // Retention never removes the live release.
+        out.push_str(&list_table(&refs, &[], false, Fit::stdout()));
     }
     if !retention.kept_beyond.is_empty() {
         out.push_str(&format!("Kept although older than the newest {keep}:\n"));

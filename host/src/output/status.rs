@@ -163,7 +163,16 @@ pub fn json(environments: &[EnvironmentStatus<'_>]) -> String {
     #[derive(Serialize)]
     struct LeaseView<'a> {
         held: bool,
-        holder: Option<&'a LeaseHolder>,
+        holder: Option<HolderView<'a>>,
+    }
+    /// The lease file's holder without its bookkeeping (`unrecorded`), every key present.
+    #[derive(Serialize)]
+    struct HolderView<'a> {
+        pid: u32,
+        host: &'a str,
+        user: &'a str,
+        command: &'a str,
+        since: &'a str,
     }
     #[derive(Serialize)]
     struct FailureView<'a> {
@@ -178,9 +187,16 @@ pub fn json(environments: &[EnvironmentStatus<'_>]) -> String {
                 let s = &env.summary;
                 EnvView {
                     name: env.name,
-                    live: s.live.map(ReleaseView::of),
-                    current: s.current.map(ReleaseView::of),
-                    unfinished: s.unfinished.iter().map(|r| ReleaseView::of(r)).collect(),
+                    live: s.live.map(|r| ReleaseView::of(r, true)),
+                    current: s
+                        .current
+                        .map(|r| ReleaseView::of(r, s.live.is_some_and(|l| l.id == r.id))),
+                    // A release with a phase pending or running is not fully deployed.
+                    unfinished: s
+                        .unfinished
+                        .iter()
+                        .map(|r| ReleaseView::of(r, false))
+                        .collect(),
                     lease: match &env.lease {
                         LeaseStatus::Free => LeaseView {
                             held: false,
@@ -188,7 +204,13 @@ pub fn json(environments: &[EnvironmentStatus<'_>]) -> String {
                         },
                         LeaseStatus::Held(holder) => LeaseView {
                             held: true,
-                            holder: holder.as_ref(),
+                            holder: holder.as_ref().map(|h: &LeaseHolder| HolderView {
+                                pid: h.pid,
+                                host: &h.host,
+                                user: &h.user,
+                                command: &h.command,
+                                since: &h.since,
+                            }),
                         },
                     },
                     last_failure: s.last_failure.map(|r| {
@@ -196,7 +218,7 @@ pub fn json(environments: &[EnvironmentStatus<'_>]) -> String {
                         FailureView {
                             phase,
                             error,
-                            release: ReleaseView::of(r),
+                            release: ReleaseView::of(r, false),
                         }
                     }),
                 }

@@ -127,15 +127,20 @@ impl State {
         Ok(candidate)
     }
 
+    /// What is live in `env`: its newest fully deployed release (every phase completed or
+    /// skipped), if it has one.
+    pub fn live(&self, env: &str) -> Option<&Release> {
+        self.list_env(env)
+            .into_iter()
+            .find(|r| r.unfinished_phases().is_empty())
+    }
+
     /// What is deployed in `env` and what is under way, as `stagecraft status` shows it.
     pub fn environment_summary(&self, env: &str) -> EnvironmentSummary<'_> {
         let newest = self.list_env(env);
         EnvironmentSummary {
             current: newest.first().copied(),
-            live: newest
-                .iter()
-                .find(|r| r.unfinished_phases().is_empty())
-                .copied(),
+            live: self.live(env),
             unfinished: newest
                 .iter()
                 .filter(|r| r.is_unfinished())
@@ -255,7 +260,7 @@ impl State {
         if let Some(current) = newest.first() {
             keep_as(&mut kept, &current.id, KeptBecause::Current);
         }
-        if let Some(live) = newest.iter().find(|r| r.unfinished_phases().is_empty()) {
+        if let Some(live) = self.live(env) {
             keep_as(&mut kept, &live.id, KeptBecause::Live);
         }
         for release in newest.iter().filter(|r| r.is_unfinished()) {
