@@ -331,6 +331,13 @@ fn apply_history_max(store: &dyn StateStore, env: &str, keep: usize) {
                 if n == 1 { "" } else { "s" },
                 ids.join(", ")
             );
+            if let Err(e) = store.sweep_phase_logs() {
+                eprintln!(
+                    "warning: could not remove the logs of the pruned releases: {}. The next \
+                     prune tries again",
+                    crate::error::describe(&e)
+                );
+            }
         }
         Err(e) => eprintln!(
             "warning: could not prune {env} to history_max = {keep}: {e:#}. The release is \

@@ -1,10 +1,12 @@
-//! `stagecraft releases list|show|prune`: read the release history and print it, or remove an
-//! environment's old releases. Reading never creates the state file, and needs no manifest.
+//! `stagecraft releases list|show|logs|prune`: read the release history and print it, or remove
+//! an environment's old releases with their logs. Reading never creates the state file, and
+//! needs no manifest.
 
 use std::io::Write;
 
 use super::ProjectArgs;
 use crate::error::{input_error, ExitCode};
+use crate::output::logs as logs_render;
 use crate::output::releases as render;
 use crate::output::table::Fit;
 use crate::state::{
@@ -56,13 +58,38 @@ Exit codes: 0 shown, 1 no release with that id, 3 state error.")]
         #[arg(long, short = 'v')]
         verbose: bool,
     },
+    /// Print the kept log of each phase of a release, in pipeline order.
+    #[command(after_help = "\
+Each phase that ran a plugin keeps what it logged (host `log` calls, its stdout as info and
+stderr as warn, and the host's own lines such as a sandbox refusal): the last 128 KiB of it,
+and at most 1 MiB for a release, shared by its phases. A log that had to be cut ends with a
+line saying how many earlier lines were cut and why. Logs are removed with their release by
+`releases prune` and `[state] history_max`.
+
+Examples:
+  stagecraft releases logs rel-20261125-060102345
+  stagecraft releases logs rel-20261125-060102345 --phase rollout
+  stagecraft releases logs rel-20261125-060102345 --json | jq '.phases[].lines[].message'
+
+Exit codes: 0 shown (also when nothing is kept), 1 no release with that id or no phase of
+that name in it, 3 state error.")]
+    Logs {
+        /// The release id, e.g. rel-20261125-060102345.
+        id: String,
+        /// Only this phase's log.
+        #[arg(long, value_name = "PHASE")]
+        phase: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove an environment's old releases, keeping the newest N and every release that
     /// must stay (the live and current releases, unfinished ones, rollback targets).
     #[command(after_help = "\
 Never removed, whatever --keep says: the current release, the live release (newest fully
 deployed), any release with a phase pending or running, the release `rollback --to-previous`
 goes to from any kept release, and the target of an unfinished rollback. Removed releases are
-gone from the history for good; release ids are never reused.
+gone from the history for good, with their phase logs; release ids are never reused.
 
 `[state] history_max = N` in stagecraft.toml does the same after every deploy and rollback.
 
@@ -140,13 +167,56 @@ pub fn run(args: ReleasesArgs) -> anyhow::Result<ExitCode> {
                 render::show_text(release, &context)
             }
         }
+        ReleasesCommand::Logs { id, phase, json } => {
+            logs_text(store.as_ref(), &state, id.trim(), phase.as_deref(), json)?
+        }
         ReleasesCommand::Prune { .. } => unreachable!("handled above"),
     };
     print_stdout(&text)?;
     Ok(ExitCode::Ok)
 }
 
-/// `releases prune`: one transaction that removes what [`State::retention`] lets go.
+/// `releases logs`: the kept logs of release `id` (one phase's with `phase`), rendered.
+fn logs_text(
+    store: &dyn StateStore,
+    state: &State,
+    id: &str,
+    phase: Option<&str>,
+    json: bool,
+) -> anyhow::Result<String> {
+    let release = state
+        .get(id)
+        .ok_or_else(|| input_error(format!("release not found: {id}")))?;
+    let order = release.phase_order();
+    let phase = phase.map(str::trim);
+    if let Some(phase) = phase {
+        if !order.iter().any(|p| p == phase) {
+            return Err(input_error(format!(
+                "release {id} has no phase \"{}\" (its phases: {}).{}",
+                crate::output::terminal::escape_controls(phase),
+                order.join(", "),
+                crate::suggest::did_you_mean(phase, order.iter().map(String::as_str))
+            )));
+        }
+    }
+    let kept = store.phase_logs(&release.id)?;
+    let shown: Vec<logs_render::ShownLog<'_>> = order
+        .iter()
+        .filter(|p| phase.is_none_or(|only| only == p.as_str()))
+        .filter_map(|p| kept.iter().find(|log| log.phase == *p))
+        .map(|log| logs_render::ShownLog { log, release })
+        .collect();
+    Ok(if json {
+        logs_render::logs_json(release, &shown)
+    } else if shown.is_empty() {
+        logs_render::no_logs_text(release, phase)
+    } else {
+        logs_render::logs_text(&shown)
+    })
+}
+
+/// `releases prune`: one transaction that removes what [`State::retention`] lets go, then the
+/// logs of what it removed.
 fn prune(
     store: &dyn StateStore,
     env: &str,
@@ -204,6 +274,17 @@ fn prune(
             Ok(((retention, removed), changed))
         })?
     };
+    if !dry_run {
+        // Also what an earlier prune could not remove. The releases are gone whatever happens
+        // here, so a failure is a warning.
+        if let Err(e) = store.sweep_phase_logs() {
+            eprintln!(
+                "warning: the pruned releases are gone, but their logs could not all be \
+                 removed: {}. The next prune tries again",
+                crate::error::describe(&e)
+            );
+        }
+    }
     let text = if json {
         render::prune_json(&retention, dry_run)
     } else {

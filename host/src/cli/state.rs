@@ -26,7 +26,8 @@ pub struct StateArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum StateCommand {
     /// Copy the whole release history from the current store to another backend: ids,
-    /// statuses, details, order and lineage; then read it back and compare.
+    /// statuses, details, order and lineage, and the releases' phase logs; then read it back
+    /// and compare.
     #[command(after_help = "\
 Examples:
   stagecraft state migrate --to \"$STAGECRAFT_DATABASE_URL\"      # this project's file to PostgreSQL
@@ -177,13 +178,49 @@ fn migrate(project: &ProjectArgs, to: &str, replace: bool) -> anyhow::Result<Exi
         ))
         .into());
     }
+    let with_logs = copy_logs(source.as_ref(), dest.as_ref(), &snapshot)?;
     writeln!(
         stdout,
         "Migrated {count} release{} from {} to {dest_location}",
         if count == 1 { "" } else { "s" },
         source.location()
     )?;
+    if with_logs > 0 {
+        writeln!(
+            stdout,
+            "Copied the phase logs of {with_logs} release{}",
+            if with_logs == 1 { "" } else { "s" }
+        )?;
+    }
     Ok(ExitCode::Ok)
+}
+
+/// Copy every phase log of `copied`'s releases from `source` to `dest`, after the history
+/// itself (a log belongs to a release the destination must already hold), and remove the logs
+/// a replaced history left there. Returns how many releases had logs.
+fn copy_logs(
+    source: &dyn StateStore,
+    dest: &dyn StateStore,
+    copied: &State,
+) -> anyhow::Result<usize> {
+    let failed = |e: anyhow::Error| -> anyhow::Error {
+        StateError::new(format!(
+            "the release history was copied to {}, but its phase logs were not all: {}; run              the migration again with --replace",
+            dest.location(),
+            crate::error::describe(&e)
+        ))
+        .into()
+    };
+    dest.sweep_phase_logs().map_err(failed)?;
+    let mut with_logs = 0;
+    for release in &copied.releases {
+        let logs = source.phase_logs(&release.id).map_err(failed)?;
+        for log in &logs {
+            dest.write_phase_log(&release.id, log).map_err(failed)?;
+        }
+        with_logs += usize::from(!logs.is_empty());
+    }
+    Ok(with_logs)
 }
 
 fn same_store(a: &StoreTarget, b: &StoreTarget) -> bool {

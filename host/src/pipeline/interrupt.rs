@@ -4,9 +4,13 @@
 //!
 //! Every status write of the pipeline goes through [`Guard`], which serializes it with the
 //! signal handler's write: the handler waits for a write in flight, and once it has written,
-//! the pipeline can never write again (the process exits while holding the lock).
+//! the pipeline can never write again (the process exits while holding the lock). A phase's log
+//! is kept through the guard too, so that it is written exactly once: by the pipeline when the
+//! phase ends, or by the handler when the phase is interrupted.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::phase_log::PhaseLogKeeper;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
@@ -17,6 +21,8 @@ use crate::state::{PhaseStatus, Release, ReleaseId, State, StateStore, StateStor
 /// Where the release is, as far as the signal handler needs to know.
 struct Progress {
     running: Option<String>,
+    /// The running phase's log.
+    log: Option<Arc<PhaseLogKeeper>>,
 }
 
 /// Serializes the pipeline's state writes with the signal handler's.
@@ -44,7 +50,10 @@ impl<'a> Guard<'a> {
             store,
             env: env.to_string(),
             id: id.clone(),
-            progress: Arc::new(Mutex::new(Progress { running: None })),
+            progress: Arc::new(Mutex::new(Progress {
+                running: None,
+                log: None,
+            })),
             handle: signals.handle(),
         };
         std::thread::scope(|scope| {
@@ -61,6 +70,13 @@ impl<'a> Guard<'a> {
                     let result = store.transact_env(env, Window::Recent(std::slice::from_ref(id)), |s| {
                         Ok(mark_interrupted(s, id, lock.running.as_deref(), name))
                     });
+                    if let (Ok(Some(_)), Some(log)) = (&result, &lock.log) {
+                        log.keep(
+                            crate::plugin::LogLevel::Warn,
+                            &format!("interrupted: received {name}"),
+                        );
+                        keep_log(store, id, log);
+                    }
                     match result {
                         Ok(Some(phase)) => {
                             eprintln!(
@@ -93,32 +109,55 @@ impl<'a> Guard<'a> {
         self.progress.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Commit the write that marks `phase` running.
+    /// Commit the write that marks `phase` running; `log` keeps what it logs.
     pub fn begin(
         &self,
         phase: &str,
+        log: Arc<PhaseLogKeeper>,
         f: impl FnMut(&mut State) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let mut progress = self.lock();
         self.store.transact_env(&self.env, self.window(), f)?;
         progress.running = Some(phase.to_string());
+        progress.log = Some(log);
         Ok(())
     }
 
-    /// Commit a write that ends a phase.
+    /// Keep the running phase's log (if a phase is running), then commit a write that ends
+    /// it. Returns the record and what the log cost the release's log bound.
     pub fn record(
         &self,
         f: impl FnMut(&mut State) -> anyhow::Result<Release>,
-    ) -> anyhow::Result<Release> {
+    ) -> anyhow::Result<(Release, u64)> {
         let mut progress = self.lock();
+        let spent = match progress.log.take() {
+            Some(log) => keep_log(self.store, &self.id, &log),
+            None => 0,
+        };
         let release = self.store.transact_env(&self.env, self.window(), f)?;
         progress.running = None;
-        Ok(release)
+        Ok((release, spent))
     }
 
     fn window(&self) -> Window<'_> {
         Window::Recent(std::slice::from_ref(&self.id))
     }
+}
+
+/// Write what `log` kept as its phase's log in release `id`; returns what it cost the release's
+/// log bound. A log that cannot be written never changes the release's outcome: say so and go
+/// on.
+fn keep_log(store: &dyn StateStore, id: &ReleaseId, log: &PhaseLogKeeper) -> u64 {
+    let (log, spent) = log.finish();
+    if let Err(e) = store.write_phase_log(id, &log) {
+        eprintln!(
+            "warning: could not keep the log of phase {} of release {id}: {}. The release is \
+             recorded as usual; only this log is missing from `stagecraft releases logs`",
+            log.phase,
+            crate::error::describe(&e)
+        );
+    }
+    spent
 }
 
 /// Mark release `id` interrupted: the running phase (or, between phases, the next pending one)

@@ -4,10 +4,14 @@
 //! `pending`; then, per phase, a transaction marks it `running`, the plugin runs in its sandbox,
 //! and a transaction records `completed` / `skipped` / `failed` with its details. A failure marks
 //! every later phase `skipped` in the same transaction. A status write that fails stops
-//! everything at once: nothing more runs.
+//! everything at once: nothing more runs. What a phase logs goes to the console and is kept,
+//! bounded, as the phase's log in the store (phase_log.rs).
 
 mod host_runner;
 mod interrupt;
+mod phase_log;
+
+pub use phase_log::{KEPT_LINE_COST, PHASE_LOG_BOUND, RELEASE_LOG_BOUND};
 
 pub use interrupt::kill_programs_on_signal;
 mod rollback;
@@ -15,6 +19,7 @@ mod rollback;
 pub use rollback::{resolve_target, TargetSelector};
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -140,13 +145,20 @@ impl<R: Runner> Pipeline<'_, R> {
     ) -> anyhow::Result<Release> {
         let mut earlier_outputs: Vec<(String, BTreeMap<String, String>)> = Vec::new();
         let mut last = release.clone();
+        let configured = self
+            .manifest
+            .pipeline
+            .iter()
+            .filter(|p| self.manifest.phases.contains_key(*p))
+            .count();
+        let mut log_budget = phase_log::ReleaseLogBudget::new(configured);
         for phase in &self.manifest.pipeline {
             let Some(spec) = self.manifest.phases.get(phase) else {
                 let detail = PhaseDetail {
                     summary: Some("no plugin configured".into()),
                     ..PhaseDetail::default()
                 };
-                last = guard.record(|s| {
+                (last, _) = guard.record(|s| {
                     finish_phase(s, release, phase, PhaseStatus::Skipped, detail.clone())
                 })?;
                 self.events
@@ -165,7 +177,11 @@ impl<R: Runner> Pipeline<'_, R> {
                 started_at: Some(started.as_str().to_string()),
                 ..PhaseDetail::default()
             };
-            guard.begin(phase, |s| {
+            let keeper = Arc::new(phase_log::PhaseLogKeeper::new(
+                phase,
+                log_budget.next_phase(),
+            ));
+            guard.begin(phase, Arc::clone(&keeper), |s| {
                 let r = release_mut(s, release)?;
                 r.phases.insert(phase.clone(), PhaseStatus::Running);
                 r.phase_details.insert(phase.clone(), start_detail.clone());
@@ -179,10 +195,14 @@ impl<R: Runner> Pipeline<'_, R> {
                 grants: spec.grants.clone(),
                 limits: spec.limits.clone(),
             };
-            let sink = self.events.log_sink(phase, &spec.plugin_ref);
+            let console = self.events.log_sink(phase, &spec.plugin_ref);
+            let sink = phase_log::Tee {
+                console: console.as_ref(),
+                keeper: &keeper,
+            };
             let clock = std::time::Instant::now();
-            let result = self.runner.run(plugin, &ctx, &sandbox, sink.as_ref());
-            drop(sink);
+            let result = self.runner.run(plugin, &ctx, &sandbox, &sink);
+            drop(console);
             let mut detail = start_detail.clone();
             detail.finished_at = Some(Timestamp::now().as_str().to_string());
             detail.duration_ms = Some(clock.elapsed().as_millis() as u64);
@@ -199,9 +219,11 @@ impl<R: Runner> Pipeline<'_, R> {
                         Outcome::Skipped(reason) => format!("{reason}: {}", report.summary),
                     });
                     detail.outputs = report.outputs.clone();
-                    last = guard
+                    let spent;
+                    (last, spent) = guard
                         .record(|s| finish_phase(s, release, phase, status, detail.clone()))
                         .map_err(|e| unrecorded(e, release, phase, status))?;
+                    log_budget.spent(spent);
                     self.events.phase_finished(phase, status, &detail);
                     if status == PhaseStatus::Completed {
                         earlier_outputs.push((phase.clone(), report.outputs));

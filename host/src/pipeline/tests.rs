@@ -3,13 +3,15 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::plugin::{LogLevel, NullSink};
-use crate::state::{Lease, OverallStatus, State};
+use crate::state::{Lease, OverallStatus, PhaseLog, ReleaseId, State};
 
-/// An in-memory store that can be told to fail its Nth commit.
+/// An in-memory store that can be told to fail its Nth commit, and to fail writing logs.
 struct MemoryStore {
     state: Mutex<State>,
     commits: AtomicUsize,
     fail_commit: Option<usize>,
+    logs: Mutex<Vec<(ReleaseId, PhaseLog)>>,
+    fail_logs: bool,
 }
 
 impl MemoryStore {
@@ -18,6 +20,8 @@ impl MemoryStore {
             state: Mutex::new(State::default()),
             commits: AtomicUsize::new(0),
             fail_commit,
+            logs: Mutex::new(Vec::new()),
+            fail_logs: false,
         }
     }
 }
@@ -51,6 +55,30 @@ impl StateStore for MemoryStore {
     }
     fn lease_status(&self, _env: &str) -> anyhow::Result<crate::state::LeaseStatus> {
         Ok(crate::state::LeaseStatus::Free)
+    }
+    fn write_phase_log(&self, release: &ReleaseId, log: &PhaseLog) -> anyhow::Result<()> {
+        if self.fail_logs {
+            anyhow::bail!("no room for logs");
+        }
+        let mut logs = self.logs.lock().unwrap();
+        logs.retain(|(id, l)| !(id == release && l.phase == log.phase));
+        logs.push((release.clone(), log.clone()));
+        Ok(())
+    }
+    fn phase_logs(&self, release: &ReleaseId) -> anyhow::Result<Vec<PhaseLog>> {
+        let logs = self.logs.lock().unwrap();
+        Ok(logs
+            .iter()
+            .filter(|(id, _)| id == release)
+            .map(|(_, l)| l.clone())
+            .collect())
+    }
+    fn sweep_phase_logs(&self) -> anyhow::Result<usize> {
+        let state = self.state.lock().unwrap();
+        let mut logs = self.logs.lock().unwrap();
+        let before = logs.len();
+        logs.retain(|(id, _)| state.get(id.as_str()).is_some());
+        Ok(before - logs.len())
     }
 }
 
@@ -306,4 +334,30 @@ fn releases_chain_previous_ids_and_rollbacks_carry_their_target() {
         ctx.rollback_target.as_ref().unwrap().release_id,
         first.id.as_str()
     );
+}
+
+#[test]
+fn each_phase_that_ran_keeps_its_log_and_a_failed_log_write_changes_nothing() {
+    let store = MemoryStore::new(None);
+    let mut runner = ScriptedRunner::new();
+    runner.fail_in = Some("rollout");
+    let err = execute(&store, &runner, &deploy("v1")).unwrap_err();
+    assert!(err.downcast_ref::<PhaseFailed>().is_some(), "{err:#}");
+    let release = store.read().unwrap().releases[0].id.clone();
+    let mut logs = store.phase_logs(&release).unwrap();
+    logs.sort_by(|a, b| a.phase.cmp(&b.phase));
+    let phases: Vec<&str> = logs.iter().map(|l| l.phase.as_str()).collect();
+    // Phases that ran, the failed one included; not the unconfigured or the skipped ones.
+    assert_eq!(phases, ["build", "migrate_pre", "rollout"]);
+    for log in &logs {
+        assert_eq!(log.lines.len(), 1, "{log:?}");
+        assert_eq!(log.lines[0].message, "hello");
+        assert_eq!(log.lines[0].level, "info");
+        assert_eq!(log.cut, None);
+    }
+
+    let mut store = MemoryStore::new(None);
+    store.fail_logs = true;
+    let release = execute(&store, &ScriptedRunner::new(), &deploy("v1")).unwrap();
+    assert_eq!(release.overall_status(), OverallStatus::Completed);
 }

@@ -4,6 +4,7 @@
 mod file;
 mod heartbeat;
 mod identity;
+mod logs;
 mod model;
 mod ops;
 mod postgres;
@@ -13,6 +14,7 @@ mod unique_keys;
 pub use file::{parse_state, resolve_state_path, FileStore, DEFAULT_STATE_PATH, STATE_FILE_ENV};
 pub use heartbeat::{lease_lost, LEASE_BOUND as PG_LEASE_BOUND};
 pub use identity::{CiRun, Identity, CI_VARIABLES};
+pub use logs::{storable_phase_name, LogCut, LogLine, PhaseLog, MAX_STORED_LOG_BYTES};
 pub use model::*;
 pub use ops::{EnvironmentSummary, IdsExhausted, KeptBecause, Retention, Unsealable};
 pub use postgres::{
@@ -225,6 +227,19 @@ pub trait StateStore: Send + Sync {
     /// How long a commit may wait for another process's commit before it fails naming the
     /// holder (default [`DEFAULT_COMMIT_WAIT`]). Backends without such a lock ignore it.
     fn set_lock_wait(&self, _wait: Duration) {}
+
+    /// Keep `log` as the log of its phase in `release`, replacing an earlier one: atomically
+    /// (a reader finds the old log or the new one, never a part). The pipeline has bounded it.
+    fn write_phase_log(&self, release: &ReleaseId, log: &PhaseLog) -> anyhow::Result<()>;
+
+    /// The phase logs kept for `release`, in no particular order; none for a release that ran
+    /// before logs were kept, or that does not exist. Reads only: creates nothing.
+    fn phase_logs(&self, release: &ReleaseId) -> anyhow::Result<Vec<PhaseLog>>;
+
+    /// Remove the logs of releases the history no longer holds (pruned, or replaced by
+    /// `state migrate --replace`); returns how many releases' logs went. Logs of a release
+    /// issued after the history was read (a deploy running meanwhile) are never touched.
+    fn sweep_phase_logs(&self) -> anyhow::Result<usize>;
 }
 
 /// Typed convenience over [`StateStore::transact_dyn`].

@@ -8,10 +8,12 @@
 //! - commit.rs: the commit protocol (commit lock, fresh snapshot, atomic replace, backup);
 //! - text.rs: the file's text in pieces, reused for releases a commit did not change;
 //! - lease.rs: per-environment leases and their holder records;
+//! - logs.rs: phase logs in a directory beside the state file;
 //! - parse.rs: reading a state file, and what to say when it is damaged.
 
 mod commit;
 mod lease;
+mod logs;
 mod parse;
 mod text;
 
@@ -269,6 +271,22 @@ impl StateStore for FileStore {
 
     fn lease_status(&self, env: &str) -> anyhow::Result<crate::state::LeaseStatus> {
         self.read_lease_status(env)
+    }
+
+    fn write_phase_log(
+        &self,
+        release: &super::ReleaseId,
+        log: &super::PhaseLog,
+    ) -> anyhow::Result<()> {
+        self.write_log(release, log)
+    }
+
+    fn phase_logs(&self, release: &super::ReleaseId) -> anyhow::Result<Vec<super::PhaseLog>> {
+        self.read_logs(release)
+    }
+
+    fn sweep_phase_logs(&self) -> anyhow::Result<usize> {
+        self.sweep_logs()
     }
 }
 

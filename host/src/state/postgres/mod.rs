@@ -17,6 +17,9 @@
 //!   phase's programs and exits, and a new holder waits out a recent heartbeat before it
 //!   recovers, so a lost session never lets two deploys of one environment overlap.
 //!
+//! - Phase logs live in `stagecraft_phase_logs` (logs.rs), removed with their release by a
+//!   foreign key.
+//!
 //! Schema, semantics and errors are specified in spec/state-postgres.md.
 
 use std::str::FromStr;
@@ -30,6 +33,7 @@ use serde_json::Value;
 
 mod commit;
 mod lease;
+mod logs;
 mod read;
 mod schema;
 mod url;
@@ -473,6 +477,22 @@ impl StateStore for PgStore {
 
     fn lease_status(&self, env: &str) -> anyhow::Result<crate::state::LeaseStatus> {
         self.read_lease_status(env)
+    }
+
+    fn write_phase_log(
+        &self,
+        release: &super::ReleaseId,
+        log: &super::PhaseLog,
+    ) -> anyhow::Result<()> {
+        self.write_log(release, log)
+    }
+
+    fn phase_logs(&self, release: &super::ReleaseId) -> anyhow::Result<Vec<super::PhaseLog>> {
+        self.read_logs(release)
+    }
+
+    fn sweep_phase_logs(&self) -> anyhow::Result<usize> {
+        self.sweep_logs()
     }
 }
 

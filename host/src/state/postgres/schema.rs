@@ -61,6 +61,17 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
      CREATE INDEX stagecraft_releases_id_c ON stagecraft_releases (id COLLATE \"C\");
      ALTER TABLE stagecraft_environments ADD COLUMN serial bigint NOT NULL DEFAULT 0;",
     ),
+    (
+        4,
+        "phase logs, removed with their release",
+        "CREATE TABLE stagecraft_phase_logs (
+         release_id text NOT NULL
+             REFERENCES stagecraft_releases (id) ON DELETE CASCADE,
+         phase text NOT NULL,
+         log text NOT NULL,
+         PRIMARY KEY (release_id, phase)
+     );",
+    ),
 ];
 
 /// The newest schema version this build knows.
