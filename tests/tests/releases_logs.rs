@@ -137,9 +137,9 @@ fn a_deploys_phase_logs_are_printed_in_pipeline_order_escaped() {
     let by_flag = run(
         elsewhere.path(),
         &[
+            "releases",
             "--state-file",
             state.to_str().unwrap(),
-            "releases",
             "logs",
             &id,
             "--phase",
@@ -314,7 +314,7 @@ fn a_history_written_by_the_go_tool_reads_with_no_logs() {
     .unwrap();
     let before = std::fs::read(&state).unwrap();
     let args = |more: &[&str]| {
-        let mut a = vec!["--state-file", state.to_str().unwrap(), "releases", "logs"];
+        let mut a = vec!["releases", "--state-file", state.to_str().unwrap(), "logs"];
         a.extend_from_slice(more);
         a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
     };
@@ -466,9 +466,9 @@ fn state_migrate_copies_logs_both_ways() {
         serde_json::from_str(&out.stdout).unwrap()
     };
     let from_file = read(&[
+        "releases",
         "--state-file",
         copy.to_str().unwrap(),
-        "releases",
         "logs",
         &id,
         "--json",
@@ -483,9 +483,9 @@ fn state_migrate_copies_logs_both_ways() {
     let back = server.create_database("logs_back");
     let out: Run = stagecraft(dir.path())
         .args([
+            "state",
             "--state-file",
             copy.to_str().unwrap(),
-            "state",
             "migrate",
             "--to",
             &back,
@@ -494,6 +494,6 @@ fn state_migrate_copies_logs_both_ways() {
         .unwrap()
         .into();
     assert_eq!(out.code, 0, "{out:?}");
-    let from_db = read(&["--state-url", &back, "releases", "logs", &id, "--json"]);
+    let from_db = read(&["releases", "--state-url", &back, "logs", &id, "--json"]);
     assert_eq!(from_db["phases"], from_file["phases"]);
 }
