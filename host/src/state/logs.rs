@@ -61,3 +61,18 @@ impl PhaseLog {
 pub fn storable_phase_name(phase: &str) -> bool {
     crate::manifest::valid_phase_name(phase)
 }
+
+impl PhaseLog {
+    /// Refuses a log whose phase name could not be stored ([`storable_phase_name`]): the one
+    /// check both backends make before writing.
+    pub fn check_storable(&self) -> anyhow::Result<()> {
+        if storable_phase_name(&self.phase) {
+            return Ok(());
+        }
+        Err(super::StateError::new(format!(
+            "refusing to keep a log for phase {:?}: not a phase name",
+            self.phase
+        ))
+        .into())
+    }
+}

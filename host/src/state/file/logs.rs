@@ -27,13 +27,7 @@ impl FileStore {
 
     /// [`StateStore::write_phase_log`] for the file backend.
     pub(super) fn write_log(&self, release: &ReleaseId, log: &PhaseLog) -> anyhow::Result<()> {
-        if !storable_phase_name(&log.phase) {
-            return Err(StateError::new(format!(
-                "refusing to keep a log for phase {:?}: not a phase name",
-                log.phase
-            ))
-            .into());
-        }
+        log.check_storable()?;
         let dir = self.dir_for_write()?;
         let logs_path = self.logs_dir_path();
         let logs = subdir(dir, &self.logs_dir_name(), true)

@@ -5,7 +5,7 @@
 use postgres::Client;
 
 use super::{connection_gone, PgStore, TxError};
-use crate::state::{storable_phase_name, PhaseLog, ReleaseId, StateError};
+use crate::state::{PhaseLog, ReleaseId, StateError};
 
 impl PgStore {
     /// Run `work` on a pooled connection whose schema is current (`create` false: `Ok(None)`
@@ -33,13 +33,7 @@ impl PgStore {
 
     /// [`crate::state::StateStore::write_phase_log`] for PostgreSQL: one upsert.
     pub(super) fn write_log(&self, release: &ReleaseId, log: &PhaseLog) -> anyhow::Result<()> {
-        if !storable_phase_name(&log.phase) {
-            return Err(StateError::new(format!(
-                "refusing to keep a log for phase {:?}: not a phase name",
-                log.phase
-            ))
-            .into());
-        }
+        log.check_storable()?;
         let text = String::from_utf8(log.to_json()).expect("JSON is UTF-8");
         self.on_connection(true, &mut |client| {
             client
