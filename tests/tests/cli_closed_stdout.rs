@@ -2,6 +2,7 @@
 //! ends without a panic: a closed pipe ends the output, it is not a failure (exit 0 where the
 //! command succeeded). Before, most commands exited 101 with "failed printing to stdout".
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
@@ -86,6 +87,11 @@ fn no_command_panics_on_a_closed_stdout() {
         (p, vec!["releases", "list", "--json"]),
         (p, vec!["releases", "show", &id]),
         (p, vec!["releases", "show", &id, "--json"]),
+        (p, vec!["releases", "logs", &id]),
+        (
+            p,
+            vec!["releases", "logs", &id, "--phase", "build", "--json"],
+        ),
         (
             p,
             vec![
@@ -120,10 +126,70 @@ fn no_command_panics_on_a_closed_stdout() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "completion: {out:?}");
     assert!(out.stderr.is_empty(), "completion: {out:?}");
+    // Every command `--help` lists is in the sweep: a new command joins it or fails here.
+    let swept: BTreeSet<String> = commands
+        .iter()
+        .map(|(_, args)| command_path(args))
+        .collect();
+    let missing: Vec<String> = every_command(p).difference(&swept).cloned().collect();
+    assert!(
+        missing.is_empty(),
+        "commands missing from the closed-stdout sweep: {missing:?}"
+    );
     for (cwd, args) in commands {
         let (code, stderr) = with_closed_stdout(cwd, &args);
         assert_ne!(code, 101, "{args:?} panicked: {stderr}");
         assert_eq!(code, 0, "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// The names a `--help` lists under "Commands:", without `help`.
+fn listed_commands(cwd: &Path, args: &[&str]) -> Vec<String> {
+    let out = stagecraft(cwd).args(args).arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    help.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        // A command's line is indented two spaces; its wrapped description further.
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every command path: `deploy`, `releases list`, `plugin new`, ...
+fn every_command(cwd: &Path) -> BTreeSet<String> {
+    let mut all = BTreeSet::new();
+    for command in listed_commands(cwd, &[]) {
+        let subcommands = listed_commands(cwd, &[&command]);
+        if subcommands.is_empty() {
+            all.insert(command);
+        } else {
+            all.extend(
+                subcommands
+                    .into_iter()
+                    .map(|sub| format!("{command} {sub}")),
+            );
+        }
+    }
+    assert!(all.contains("releases logs"), "{all:?}");
+    all
+}
+
+/// The command a swept invocation runs: its leading words before any flag or value, as far as
+/// the command tree goes (`releases show <id>` is `releases show`).
+fn command_path(args: &[&str]) -> String {
+    let words: Vec<&str> = args
+        .iter()
+        .take_while(|a| !a.starts_with('-'))
+        .copied()
+        .collect();
+    match words.as_slice() {
+        [group @ ("releases" | "plugin" | "state"), sub, ..] => format!("{group} {sub}"),
+        [command, ..] => command.to_string(),
+        [] => String::from("--help"),
     }
 }

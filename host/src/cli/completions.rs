@@ -26,6 +26,6 @@ pub fn run(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
         .next()
         .unwrap_or_else(|| "stagecraft".into());
     let script = super::complete::registration_script(&args.shell.to_string(), &program)?;
-    std::io::stdout().lock().write_all(&script)?;
+    crate::output::stdout().write_all(&script)?;
     Ok(ExitCode::Ok)
 }

@@ -22,7 +22,7 @@ pub struct InitArgs {
 pub const STARTER: &str = include_str!("starter.toml");
 
 pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = crate::output::stdout();
     let path = args.config.unwrap_or_else(|| PathBuf::from(MANIFEST_NAME));
     let mut file = match std::fs::OpenOptions::new()
         .write(true)

@@ -127,7 +127,7 @@ fn import_meaning(name: &str) -> &'static str {
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = crate::output::stdout();
     let host = PluginHost::new(None)?;
     let source = parse_source(&args.plugin);
     let plugin = host.load(&source)?;
@@ -365,7 +365,7 @@ fn report_load(plugin: &LoadedPlugin) {
 }
 
 fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = crate::output::stdout();
     crate::pipeline::kill_programs_on_signal()?;
     let config = config_from(&args)?;
     let limits = Limits {

@@ -8,6 +8,7 @@ use crate::cli::ProjectArgs;
 use crate::error::{input_error, ExitCode, PhaseFailed};
 use crate::manifest::{self, Manifest, StateBackend};
 use crate::output::deploy::ConsoleEvents;
+use crate::output::progress;
 use crate::output::terminal::escape_controls;
 use crate::pipeline::{self, Pipeline, Request};
 use crate::plugin::{PluginHost, PluginSource, Protected, RefusedGrant};
@@ -266,11 +267,11 @@ pub fn run_release(
 ) -> anyhow::Result<ExitCode> {
     let waits = lock_waits(flags)?;
     store.set_lock_wait(waits.commit);
-    let events = ConsoleEvents::new(flags.verbose, flags.json);
+    let events = ConsoleEvents::new(flags.verbose, flags.json, progress::live_wanted());
     let host = PluginHost::new(None)?;
     let loaded = pipeline::load_plugins(&target.manifest, &host, &events)?;
 
-    let lease = store.lease(&target.environment, waits.lease)?;
+    let lease = store.lease_observed(&target.environment, waits.lease, &events)?;
     let request = build_request(store)?;
     // Exported for programs that plugins exec (see LEASE_VAR). Set before any plugin runs and
     // only read by child processes.
@@ -349,7 +350,7 @@ fn apply_history_max(store: &dyn StateStore, env: &str, keep: usize) {
 
 fn print_result(release: &Release, json: bool) {
     use std::io::Write;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     if json {
         // The same shape as `releases show --json`. The release just run is its environment's
         // newest (the lease kept others out), so it is live exactly when fully deployed.
@@ -391,7 +392,7 @@ pub fn print_plan(
     json: bool,
 ) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = crate::output::stdout();
     let phases: Vec<(String, Option<String>, Vec<String>)> = target
         .manifest
         .pipeline

@@ -2,8 +2,6 @@
 //! an environment's old releases with their logs. Reading never creates the state file, and
 //! needs no manifest.
 
-use std::io::Write;
-
 use super::ProjectArgs;
 use crate::error::{input_error, ExitCode};
 use crate::output::logs as logs_render;
@@ -172,7 +170,7 @@ pub fn run(args: ReleasesArgs) -> anyhow::Result<ExitCode> {
         }
         ReleasesCommand::Prune { .. } => unreachable!("handled above"),
     };
-    print_stdout(&text)?;
+    crate::output::print(&text)?;
     Ok(ExitCode::Ok)
 }
 
@@ -290,7 +288,7 @@ fn prune(
     } else {
         render::prune_text(&retention, &removed, dry_run)
     };
-    print_stdout(&text)?;
+    crate::output::print(&text)?;
     Ok(ExitCode::Ok)
 }
 
@@ -302,13 +300,4 @@ fn retained_records(state: &State, retention: &Retention) -> Vec<Release> {
         .rev()
         .filter_map(|id| state.get(id.as_str()).cloned())
         .collect()
-}
-
-/// Write `text` to stdout. A closed pipe (`stagecraft releases list | head`) is judged where
-/// every command's is, in `cli::main`.
-pub(super) fn print_stdout(text: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| anyhow::Error::new(e).context("writing to standard output"))
 }

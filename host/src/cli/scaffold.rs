@@ -148,7 +148,7 @@ fn ensure_empty(dir: &Path) -> anyhow::Result<()> {
 }
 
 pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = crate::output::stdout();
     let name = plugin_name(&args)?;
     ensure_empty(&args.dir)?;
     let crate_name = name.replace('-', "_");

@@ -133,7 +133,7 @@ fn target_without_manifest(project: &ProjectArgs) -> anyhow::Result<StoreTarget>
 /// One read snapshot of the source, one transaction on the destination, then a read-back that
 /// must match.
 fn migrate(project: &ProjectArgs, to: &str, replace: bool) -> anyhow::Result<ExitCode> {
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = crate::output::stdout();
     let to = to.trim();
     if to.is_empty() {
         return Err(input_error(

@@ -64,7 +64,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     } else {
         render::text(&environments)
     };
-    super::releases::print_stdout(&text)?;
+    crate::output::print(&text)?;
     Ok(ExitCode::Ok)
 }
 

@@ -49,6 +49,23 @@ fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// A duration written the way [`parse_duration`] and `--lock-wait` read it: `30s`, `1m30s`,
+/// `1h`, `500ms`, `2s500ms`; `0s` for zero. Sub-millisecond parts are dropped.
+pub fn format_duration(d: Duration) -> String {
+    let mut ms = d.as_millis();
+    if ms == 0 {
+        return "0s".to_string();
+    }
+    let mut out = String::new();
+    for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+        if ms >= size {
+            out.push_str(&format!("{}{unit}", ms / size));
+            ms %= size;
+        }
+    }
+    out
+}
+
 /// Parse a wait as `--lock-wait` takes it: a duration as in the manifest (`30s`, `1m30s`,
 /// `500ms`), or a bare number of seconds (`10`, `2.5`: the original tool's form); zero waits not
 /// at all. At most a day.
@@ -137,6 +154,23 @@ mod tests {
 #[cfg(test)]
 mod wait_tests {
     use super::*;
+
+    #[test]
+    fn a_formatted_duration_reads_back_as_itself() {
+        for (ms, text) in [
+            (0, "0s"),
+            (500, "500ms"),
+            (2_500, "2s500ms"),
+            (30_000, "30s"),
+            (90_000, "1m30s"),
+            (3_600_000, "1h"),
+            (5_400_000, "1h30m"),
+        ] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_wait(text), Ok(d));
+        }
+    }
 
     #[test]
     fn a_wait_is_a_duration_or_a_number_of_seconds_up_to_a_day() {

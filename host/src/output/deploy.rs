@@ -2,19 +2,20 @@
 //!
 //! stdout carries the deterministic part: one line per phase as it finishes (durations only
 //! with `--verbose`), or, with `--json`, only the final release record. stderr carries plugin logs
-//! tagged with phase and plugin, and a live progress line when it is a terminal. Every piece of
-//! plugin text, and every value that came from the user or from state, is printed through
-//! [`escape_controls`], so a phase is always exactly one line and no plugin writes escape
-//! sequences to the terminal.
+//! tagged with phase and plugin, and what the command is waiting on (progress.rs): live on a
+//! terminal, plain lines elsewhere. Every piece of plugin text, and every value that came from the
+//! user or from state, is printed through [`escape_controls`], so a phase is always exactly one
+//! line and no plugin writes escape sequences to the terminal.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::progress::{Clock, Progress};
 use super::terminal::escape_controls;
 use crate::pipeline::Events;
 use crate::plugin::{LogLevel, LogSink};
-use crate::state::{PhaseDetail, PhaseStatus, Release};
+use crate::state::{LeaseHolder, LeaseWaitObserver, PhaseDetail, PhaseStatus, Release};
 
 /// Width of the phase-name column.
 const PHASE_WIDTH: usize = 13;
@@ -23,27 +24,26 @@ const PHASE_WIDTH: usize = 13;
 pub struct ConsoleEvents {
     verbose: bool,
     json: bool,
-    /// A progress line is only drawn when stderr is a terminal.
-    progress: bool,
+    progress: Progress,
     /// Serializes writes from the pipeline thread and plugin log callbacks.
     lock: Mutex<()>,
 }
 
 impl ConsoleEvents {
-    pub fn new(verbose: bool, json: bool) -> Self {
+    /// `live`: draw progress in place on stderr ([`super::progress::live_wanted`]).
+    pub fn new(verbose: bool, json: bool, live: bool) -> Self {
         ConsoleEvents {
             verbose,
             json,
-            progress: std::io::stderr().is_terminal(),
+            progress: Progress::new(live),
             lock: Mutex::new(()),
         }
     }
+}
 
-    fn clear_progress(&self, err: &mut impl Write) {
-        if self.progress {
-            let _ = write!(err, "\r\x1b[K");
-        }
-    }
+/// The progress prefix of a phase: its name in the phase column, as in the result lines.
+fn phase_prefix(phase: &str) -> String {
+    format!("  {:<PHASE_WIDTH$} ", escape_controls(phase))
 }
 
 /// One phase's line: name, status, and what happened (escaped: always one line).
@@ -68,9 +68,27 @@ pub fn phase_line(phase: &str, status: PhaseStatus, detail: &PhaseDetail, verbos
 // Output errors are ignored on purpose while a release runs: a closed stdout (a pipe to
 // `head`) must never abort a deploy half-way. The state file is the record.
 impl Events for ConsoleEvents {
+    fn plugin_compiling(&self, phase: &str, plugin: &str, cached_afterwards: bool) {
+        let _g = self.lock.lock();
+        let plugin = escape_controls(plugin);
+        let why = if cached_afterwards {
+            "first use, cached afterwards"
+        } else {
+            "not cached: no usable cache directory"
+        };
+        let message = format!(
+            "compiling {plugin} for phase {} ({why})",
+            escape_controls(phase)
+        );
+        let plain = format!("{message}...");
+        self.progress
+            .begin("", &message, Clock::Elapsed, Some(plain.as_str()));
+    }
+
     fn plugin_loaded(&self, phase: &str, plugin: &str, cached: bool, took: Duration) {
+        let _g = self.lock.lock();
+        self.progress.end();
         if self.verbose {
-            let _g = self.lock.lock();
             let how = if cached {
                 "loaded from cache"
             } else {
@@ -78,7 +96,9 @@ impl Events for ConsoleEvents {
             };
             let _ = writeln!(
                 std::io::stderr(),
-                "[{phase} {plugin}] {how} in {:.1} ms",
+                "[{} {}] {how} in {:.1} ms",
+                escape_controls(phase),
+                escape_controls(plugin),
                 took.as_secs_f64() * 1000.0
             );
         }
@@ -103,15 +123,15 @@ impl Events for ConsoleEvents {
     }
 
     fn phase_started(&self, phase: &str, plugin: &str) {
-        if self.progress {
-            let _g = self.lock.lock();
-            let _ = write!(std::io::stderr(), "\r\x1b[K  {phase} running ({plugin})...");
-        }
+        let _g = self.lock.lock();
+        let message = format!("running {}", escape_controls(plugin));
+        self.progress
+            .begin(&phase_prefix(phase), &message, Clock::Elapsed, None);
     }
 
     fn phase_finished(&self, phase: &str, status: PhaseStatus, detail: &PhaseDetail) {
         let _g = self.lock.lock();
-        self.clear_progress(&mut std::io::stderr());
+        self.progress.end();
         if !self.json {
             let _ = writeln!(
                 std::io::stdout(),
@@ -124,8 +144,32 @@ impl Events for ConsoleEvents {
     fn log_sink(&self, phase: &str, plugin: &str) -> Box<dyn LogSink + '_> {
         Box::new(ConsoleSink {
             events: self,
-            tag: format!("[{phase} {plugin}]"),
+            tag: format!("[{} {}]", escape_controls(phase), escape_controls(plugin)),
         })
+    }
+}
+
+/// A wait for the environment's lease: who holds it and how long this command will wait.
+impl LeaseWaitObserver for ConsoleEvents {
+    fn waiting(&self, env: &str, holder: Option<&LeaseHolder>, wait: Duration, left: Duration) {
+        let _g = self.lock.lock();
+        let who = match holder {
+            Some(h) => escape_controls(&h.to_string()).into_owned(),
+            None => "another process (it has not recorded its details yet)".to_string(),
+        };
+        let env = escape_controls(env);
+        let message = format!("waiting for the lease on \"{env}\", held by {who}");
+        let plain = format!(
+            "Waiting up to {} (--lock-wait) for the lease on \"{env}\", held by {who}...",
+            crate::manifest::units::format_duration(wait)
+        );
+        self.progress
+            .begin("", &message, Clock::Countdown(left), Some(plain.as_str()));
+    }
+
+    fn wait_ended(&self) {
+        let _g = self.lock.lock();
+        self.progress.end();
     }
 }
 
@@ -140,19 +184,20 @@ impl LogSink for ConsoleSink<'_> {
             return;
         }
         let _g = self.events.lock.lock();
-        let mut err = std::io::stderr().lock();
-        self.events.clear_progress(&mut err);
-        // One terminal line per line of the message, each tagged, so a forged line is still
-        // visibly part of the log; anything else a terminal would act on is shown escaped.
-        for line in message.lines() {
-            let _ = writeln!(
-                err,
-                "{} {}: {}",
-                self.tag,
-                level.as_str(),
-                escape_controls(line)
-            );
-        }
+        self.events.progress.above(|| {
+            let mut err = std::io::stderr().lock();
+            // One terminal line per line of the message, each tagged, so a forged line is still
+            // visibly part of the log; anything else a terminal would act on is shown escaped.
+            for line in message.lines() {
+                let _ = writeln!(
+                    err,
+                    "{} {}: {}",
+                    self.tag,
+                    level.as_str(),
+                    escape_controls(line)
+                );
+            }
+        });
     }
 }
 

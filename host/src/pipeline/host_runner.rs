@@ -9,8 +9,8 @@ use crate::plugin::{
 impl Runner for PluginHost {
     type Loaded = LoadedPlugin;
 
-    fn load(&self, spec: &PhaseSpec) -> anyhow::Result<LoadedPlugin> {
-        PluginHost::load(self, &spec.source)
+    fn load(&self, spec: &PhaseSpec, compiling: &dyn Fn(bool)) -> anyhow::Result<LoadedPlugin> {
+        PluginHost::load_with(self, &spec.source, compiling)
     }
 
     fn digest(&self, loaded: &LoadedPlugin) -> String {

@@ -38,8 +38,9 @@ use crate::state::{
 /// Loads and runs plugins. The real one is [`crate::plugin::PluginHost`]; tests script one.
 pub trait Runner {
     type Loaded;
-    /// Load (compile, or fetch from the cache) the plugin a phase uses.
-    fn load(&self, spec: &PhaseSpec) -> anyhow::Result<Self::Loaded>;
+    /// Load (compile, or fetch from the cache) the plugin a phase uses; `compiling` is called
+    /// just before a compile (not for a cache hit), with whether its result will be cached.
+    fn load(&self, spec: &PhaseSpec, compiling: &dyn Fn(bool)) -> anyhow::Result<Self::Loaded>;
     /// The sha256 of the component, hex.
     fn digest(&self, loaded: &Self::Loaded) -> String;
     /// Whether `load` found it in the compiled-component cache.
@@ -56,6 +57,9 @@ pub trait Runner {
 
 /// What the pipeline tells the user as it goes. Rendering lives in `output`.
 pub trait Events: Sync {
+    /// A phase's plugin is being compiled (it is not in the cache); `plugin_loaded` follows.
+    /// `cached_afterwards`: whether later runs will find the compilation in the cache.
+    fn plugin_compiling(&self, phase: &str, plugin: &str, cached_afterwards: bool);
     fn plugin_loaded(&self, phase: &str, plugin: &str, cached: bool, took: Duration);
     fn release_created(&self, release: &Release);
     fn phase_started(&self, phase: &str, plugin: &str);
@@ -95,7 +99,9 @@ pub fn load_plugins<R: Runner>(
             continue;
         };
         let started = std::time::Instant::now();
-        let loaded = runner.load(spec).map_err(|e| {
+        let compiling =
+            |cached_afterwards| events.plugin_compiling(phase, &spec.plugin_ref, cached_afterwards);
+        let loaded = runner.load(spec, &compiling).map_err(|e| {
             crate::error::input_error(format!(
                 "phase {phase}: plugin {} cannot be loaded: {e:#}",
                 spec.plugin_ref

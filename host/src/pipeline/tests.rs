@@ -50,7 +50,12 @@ impl StateStore for MemoryStore {
         *guard = next;
         Ok(())
     }
-    fn lease(&self, env: &str, _wait: Duration) -> anyhow::Result<Lease> {
+    fn lease_observed(
+        &self,
+        env: &str,
+        _wait: Duration,
+        _observer: &dyn crate::state::LeaseWaitObserver,
+    ) -> anyhow::Result<Lease> {
         Ok(Lease::new(env, Box::new(())))
     }
     fn lease_status(&self, _env: &str) -> anyhow::Result<crate::state::LeaseStatus> {
@@ -101,7 +106,7 @@ impl ScriptedRunner {
 
 impl Runner for ScriptedRunner {
     type Loaded = String;
-    fn load(&self, spec: &PhaseSpec) -> anyhow::Result<String> {
+    fn load(&self, spec: &PhaseSpec, _compiling: &dyn Fn(bool)) -> anyhow::Result<String> {
         Ok(spec.plugin_ref.clone())
     }
     fn digest(&self, _: &String) -> String {
@@ -142,6 +147,7 @@ impl Runner for ScriptedRunner {
 
 struct QuietEvents;
 impl Events for QuietEvents {
+    fn plugin_compiling(&self, _: &str, _: &str, _: bool) {}
     fn plugin_loaded(&self, _: &str, _: &str, _: bool, _: Duration) {}
     fn release_created(&self, _: &Release) {}
     fn phase_started(&self, _: &str, _: &str) {}

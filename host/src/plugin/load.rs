@@ -47,6 +47,17 @@ impl PluginHost {
     /// Read, check, compile (or load from the cache) and link a plugin. Errors are
     /// [`crate::error::InputError`]s that say what the file is and what to do about it.
     pub fn load(&self, source: &PluginSource) -> anyhow::Result<LoadedPlugin> {
+        self.load_with(source, &|_| {})
+    }
+
+    /// [`PluginHost::load`], calling `compiling` just before a component is compiled (it was
+    /// in neither cache), with whether the compilation will be cached for later runs: the
+    /// compile takes seconds to a minute, which a person at a terminal should hear about.
+    pub fn load_with(
+        &self,
+        source: &PluginSource,
+        compiling: &dyn Fn(bool),
+    ) -> anyhow::Result<LoadedPlugin> {
         let start = Instant::now();
         let name = source.to_string();
         let file = match source {
@@ -111,6 +122,7 @@ impl PluginHost {
         let (bytes, component) = match cached {
             Some(component) => (bytes, component),
             None => {
+                compiling(entry.is_some());
                 let (bytes, compiled) = compile(&self.engine, bytes, self.compile_timeout)
                     .map_err(|late| input_error(format!("{name}: {late}")))?;
                 let component = compiled.map_err(|e| {

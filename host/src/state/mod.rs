@@ -218,7 +218,18 @@ pub trait StateStore: Send + Sync {
     /// finished in one transaction: the first unfinished phase `failed` ("interrupted"), the
     /// rest `skipped` (see [`State::recover_interrupted`]). On timeout: a [`StateError`] naming
     /// the holder.
-    fn lease(&self, env: &str, wait: Duration) -> anyhow::Result<Lease>;
+    fn lease(&self, env: &str, wait: Duration) -> anyhow::Result<Lease> {
+        self.lease_observed(env, wait, &Unobserved)
+    }
+
+    /// [`StateStore::lease`], telling `observer` when the lease turns out to be held by someone
+    /// else and the wait begins (only with a `wait` above zero), and when the wait ends.
+    fn lease_observed(
+        &self,
+        env: &str,
+        wait: Duration,
+        observer: &dyn LeaseWaitObserver,
+    ) -> anyhow::Result<Lease>;
 
     /// Whether `env`'s lease is held right now, and by whom when the holder recorded itself.
     /// Reads only: creates nothing, takes nothing a deploy waits for.
@@ -311,16 +322,77 @@ pub enum Window<'a> {
 }
 
 /// The "busy" error every backend gives when `env`'s lease is held: who holds it, and what to do.
-pub fn busy_error(env: &str, holder: Option<LeaseHolder>) -> anyhow::Error {
+/// Without a wait it is the Go tool's message; after a wait (`--lock-wait`) that ran out it says
+/// how long it waited instead of suggesting the flag that was already given.
+pub fn busy_error(env: &str, holder: Option<LeaseHolder>, waited: Duration) -> anyhow::Error {
     let who = match holder {
         Some(h) => h.to_string(),
         None => "another process (it has not recorded its details yet)".to_string(),
     };
-    StateError::new(format!(
-        "environment \"{env}\" is being deployed by {who}; wait for it, or pass \
-         --lock-wait <duration> (e.g. --lock-wait 5m) to wait here"
-    ))
-    .into()
+    let message = if waited.is_zero() {
+        format!(
+            "environment \"{env}\" is being deployed by {who}; wait for it, or pass \
+             --lock-wait <duration> (e.g. --lock-wait 5m) to wait here"
+        )
+    } else {
+        format!(
+            "environment \"{env}\" is still being deployed by {who} after waiting {} for it; \
+             try again when it finishes, or wait longer with a larger --lock-wait (e.g. \
+             --lock-wait 5m)",
+            crate::manifest::units::format_duration(waited)
+        )
+    };
+    StateError::new(message).into()
+}
+
+/// Told about a wait for an environment's lease ([`StateStore::lease_observed`]), so a person
+/// at a terminal sees who they are waiting for and how long is left, instead of silence.
+pub trait LeaseWaitObserver {
+    /// The lease is held by `holder` (`None`: it has not recorded itself yet) and this process
+    /// waits for it `wait` in all, at most `left` from now. Called again when the holder changes.
+    fn waiting(&self, env: &str, holder: Option<&LeaseHolder>, wait: Duration, left: Duration);
+    /// The wait is over: the lease was taken, or the wait failed.
+    fn wait_ended(&self);
+}
+
+/// A lease wait nobody watches ([`StateStore::lease`]).
+pub struct Unobserved;
+
+impl LeaseWaitObserver for Unobserved {
+    fn waiting(&self, _: &str, _: Option<&LeaseHolder>, _: Duration, _: Duration) {}
+    fn wait_ended(&self) {}
+}
+
+/// Calls [`LeaseWaitObserver::wait_ended`] when a wait that began is left, however it is left.
+pub(crate) struct WaitEnd<'a> {
+    observer: &'a dyn LeaseWaitObserver,
+    wait: Duration,
+    began: bool,
+}
+
+impl<'a> WaitEnd<'a> {
+    /// A wait of `wait` in all, watched by `observer`.
+    pub(crate) fn new(observer: &'a dyn LeaseWaitObserver, wait: Duration) -> Self {
+        WaitEnd {
+            observer,
+            wait,
+            began: false,
+        }
+    }
+
+    /// Tell the observer who holds the lease (the first call begins the wait).
+    pub(crate) fn waiting(&mut self, env: &str, holder: Option<&LeaseHolder>, left: Duration) {
+        self.began = true;
+        self.observer.waiting(env, holder, self.wait, left);
+    }
+}
+
+impl Drop for WaitEnd<'_> {
+    fn drop(&mut self) {
+        if self.began {
+            self.observer.wait_ended();
+        }
+    }
 }
 
 /// Where release state lives: a resolved choice of backend.

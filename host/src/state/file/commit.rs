@@ -115,7 +115,7 @@ impl FileStore {
                 "Waiting for the commit lock {} held by {}, for up to {} (--lock-wait)...",
                 lock_path.display(),
                 holder(),
-                humanize(wait)
+                crate::manifest::units::format_duration(wait)
             );
         })
         .map_err(|e| {
@@ -129,7 +129,7 @@ impl FileStore {
                 self.path.display(),
                 lock_path.display(),
                 holder(),
-                humanize(wait)
+                crate::manifest::units::format_duration(wait)
             ))
             .into());
         }

@@ -7,7 +7,12 @@ use crate::state::LeaseStatus;
 impl FileStore {
     /// [`StateStore::lease`] for the file backend: an exclusive flock on `leases/<env>.lock`,
     /// then recovery of what a dead holder left unfinished.
-    pub(super) fn take_lease(&self, env: &str, wait: Duration) -> anyhow::Result<Lease> {
+    pub(super) fn take_lease(
+        &self,
+        env: &str,
+        wait: Duration,
+        observer: &dyn crate::state::LeaseWaitObserver,
+    ) -> anyhow::Result<Lease> {
         check_environment_name(env)?;
         let dir = self.dir_for_write()?;
         let leases_dir = self.dir_path.join("leases");
@@ -51,13 +56,22 @@ impl FileStore {
 
         let deadline = Instant::now() + wait;
         let mut backoff = Duration::from_millis(1);
+        let mut waiting = crate::state::WaitEnd::new(observer, wait);
+        // Who the observer was last told holds the lease (pid and start).
+        let mut told: Option<Option<(u32, String)>> = None;
         loop {
             match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => break,
                 Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {
                     let now = Instant::now();
+                    let holder = read_holder(&file);
                     if now >= deadline {
-                        return Err(crate::state::busy_error(env, read_holder(&file)));
+                        return Err(crate::state::busy_error(env, holder, wait));
+                    }
+                    let who = holder.as_ref().map(|h| (h.pid, h.since.clone()));
+                    if told.as_ref() != Some(&who) {
+                        waiting.waiting(env, holder.as_ref(), deadline - now);
+                        told = Some(who);
                     }
                     // Polling with backoff keeps the wait bounded without a helper thread; the
                     // holder is usually a deploy that lasts seconds to minutes.

@@ -265,8 +265,13 @@ impl StateStore for FileStore {
         self.commit_with(f)
     }
 
-    fn lease(&self, env: &str, wait: Duration) -> anyhow::Result<Lease> {
-        self.take_lease(env, wait)
+    fn lease_observed(
+        &self,
+        env: &str,
+        wait: Duration,
+        observer: &dyn crate::state::LeaseWaitObserver,
+    ) -> anyhow::Result<Lease> {
+        self.take_lease(env, wait, observer)
     }
 
     fn lease_status(&self, env: &str) -> anyhow::Result<crate::state::LeaseStatus> {
@@ -288,11 +293,6 @@ impl StateStore for FileStore {
     fn sweep_phase_logs(&self) -> anyhow::Result<usize> {
         self.sweep_logs()
     }
-}
-
-/// `10s`, `1.5s`: a wait as `--lock-wait` takes it.
-fn humanize(wait: Duration) -> String {
-    format!("{}s", wait.as_secs_f64())
 }
 
 /// fsync the directory so the renames are durable. cap-std's handle may be `O_PATH`, which

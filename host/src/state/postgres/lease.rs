@@ -178,6 +178,7 @@ impl PgStore {
         env: &str,
         lock_key: i32,
         wait: Duration,
+        observer: &dyn crate::state::LeaseWaitObserver,
     ) -> anyhow::Result<()> {
         let err = |e: postgres::Error| self.db_error("taking the lease", e);
         let got: bool = client
@@ -190,9 +191,14 @@ impl PgStore {
         if got {
             return Ok(());
         }
+        let holder = self.current_holder(client, env, lock_key);
         if wait.is_zero() {
-            return Err(busy_error(env, self.current_holder(client, env, lock_key)));
+            return Err(busy_error(env, holder, wait));
         }
+        // The server's queue cannot say who holds the lock while this session waits in it, so
+        // the observer hears of the holder seen now, once.
+        let mut waiting = crate::state::WaitEnd::new(observer, wait);
+        waiting.waiting(env, holder.as_ref(), wait);
         // Wait in the server's lock queue (woken the moment the holder lets go), bounded by
         // lock_timeout; 0 would mean "forever", hence at least 1 ms.
         let ms = wait.as_millis().clamp(1, i32::MAX as u128);
@@ -206,15 +212,22 @@ impl PgStore {
         let _ = client.batch_execute("RESET lock_timeout");
         match waited {
             Ok(_) => Ok(()),
-            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
-                Err(busy_error(env, self.current_holder(client, env, lock_key)))
-            }
+            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => Err(busy_error(
+                env,
+                self.current_holder(client, env, lock_key),
+                wait,
+            )),
             Err(e) => Err(err(e)),
         }
     }
 
     /// Take `env`'s lease (`StateStore::lease`): see the module documentation.
-    pub(super) fn take_lease(&self, env: &str, wait: Duration) -> anyhow::Result<Lease> {
+    pub(super) fn take_lease(
+        &self,
+        env: &str,
+        wait: Duration,
+        observer: &dyn crate::state::LeaseWaitObserver,
+    ) -> anyhow::Result<Lease> {
         check_environment_name(env)?;
         // A connection of its own: the advisory lock lives exactly as long as this session.
         let mut client = self.connect()?;
@@ -241,7 +254,7 @@ impl PgStore {
             )
             .map_err(err)?
             .get(0);
-        self.acquire(&mut client, env, lock_key, wait)?;
+        self.acquire(&mut client, env, lock_key, wait, observer)?;
         self.wait_out_previous_holder(&mut client, env)?;
         let holder = serde_json::to_value(LeaseHolder::current()).expect("holder serializes");
         let backend_pid: i32 = client

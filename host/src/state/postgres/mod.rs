@@ -471,8 +471,13 @@ impl StateStore for PgStore {
         self.commit_env_with(env, window, f)
     }
 
-    fn lease(&self, env: &str, wait: Duration) -> anyhow::Result<Lease> {
-        self.take_lease(env, wait)
+    fn lease_observed(
+        &self,
+        env: &str,
+        wait: Duration,
+        observer: &dyn crate::state::LeaseWaitObserver,
+    ) -> anyhow::Result<Lease> {
+        self.take_lease(env, wait, observer)
     }
 
     fn lease_status(&self, env: &str) -> anyhow::Result<crate::state::LeaseStatus> {

@@ -1,0 +1,442 @@
+//! What a deploy shows while it waits: live lines on a terminal (run under a pseudo-terminal
+//! through util-linux `script`, the screen rebuilt with the vt100 crate), plain lines on a pipe
+//! or with `NO_COLOR` / `TERM=dumb`.
+//!
+//! Nothing here depends on timing: a phase that must be seen running blocks on a FIFO until the
+//! test has seen what it looks for, and every wait for output has a generous limit that only
+//! turns a hang into a failure.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use stagecraft_tests::{make_fifo, stagecraft, stagecraft_bin, BlockedDeploy, Run};
+
+const ROWS: u16 = 40;
+const COLS: u16 = 100;
+/// Only a hang reaches it.
+const HANG: Duration = Duration::from_secs(120);
+
+/// `build` runs `cat gates/gate-<version>.fifo` (blocking until the test lets it go), then
+/// `finalize` is a no-op.
+fn blocking_project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("stagecraft.toml"),
+        "[environments.prod]\n\
+         [phases.build]\nplugin = \"builtin:exec\"\n\
+         config = { command = \"cat gates/gate-{{version}}.fifo\" }\ntimeout = \"10m\"\n\
+         [phases.build.grants]\nexec = [\"cat\"]\nread = [\"gates\"]\n\
+         [phases.finalize]\nplugin = \"builtin:noop\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("gates")).unwrap();
+    dir
+}
+
+/// A gate the test holds open: `cat` of it blocks until [`Gate::open`].
+struct Gate {
+    fifo: PathBuf,
+    writer: Option<std::fs::File>,
+}
+
+impl Gate {
+    fn new(project: &Path, version: &str) -> Gate {
+        let fifo = project.join(format!("gates/gate-{version}.fifo"));
+        make_fifo(&fifo);
+        let writer = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        Gate {
+            fifo,
+            writer: Some(writer),
+        }
+    }
+
+    /// Let `cat` finish, whether or not it has opened the FIFO yet.
+    fn open(&mut self) {
+        let plain = self.fifo.with_extension("plain");
+        std::fs::write(&plain, "").unwrap();
+        std::fs::rename(&plain, &self.fifo).unwrap();
+        drop(self.writer.take());
+    }
+}
+
+/// `stagecraft <args>` on a pseudo-terminal of ROWS x COLS, its output collected as it comes.
+struct Pty {
+    child: Child,
+    output: Arc<(Mutex<Vec<u8>>, Condvar)>,
+}
+
+impl Pty {
+    /// `envs` are set (Some) or removed (None) on top of the test harness's environment.
+    fn spawn(cwd: &Path, args: &[&str], envs: &[(&str, Option<&str>)]) -> Pty {
+        let harness = stagecraft(cwd);
+        let quoted: Vec<String> = std::iter::once(stagecraft_bin().to_str().unwrap())
+            .chain(args.iter().copied())
+            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+            .collect();
+        let line = format!("stty cols {COLS} rows {ROWS}; exec {}", quoted.join(" "));
+        let mut cmd = Command::new("script");
+        cmd.args(["-qfec", &line, "/dev/null"])
+            .current_dir(cwd)
+            .env("TERM", "xterm-256color")
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in harness.get_envs() {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
+        }
+        for (key, value) in envs {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
+        }
+        let mut child = cmd.spawn().expect("spawn script (util-linux)");
+        let mut stdout = child.stdout.take().unwrap();
+        let output = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let sink = Arc::clone(&output);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stdout.read(&mut buf).unwrap_or(0);
+                let (bytes, grew) = &*sink;
+                if n > 0 {
+                    bytes.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+                grew.notify_all();
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+        Pty { child, output }
+    }
+
+    /// Wait until the screen shows what `seen` looks for; panics with the screen on a hang.
+    fn wait_for(&self, what: &str, seen: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let started = Instant::now();
+        let (bytes, grew) = &*self.output;
+        let mut guard = bytes.lock().unwrap();
+        loop {
+            let rows = screen(&guard);
+            if seen(&rows) {
+                return rows;
+            }
+            let left = HANG.checked_sub(started.elapsed()).unwrap_or_else(|| {
+                panic!("the terminal never showed {what}:\n{}", rows.join("\n"))
+            });
+            guard = grew.wait_timeout(guard, left).unwrap().0;
+        }
+    }
+
+    /// Wait for the command to exit; its exit code and the final screen.
+    fn finish(mut self) -> (i32, Vec<String>, Vec<u8>) {
+        let status = self.child.wait().unwrap();
+        // The reader thread sees EOF once `script` has exited; take what it collected then.
+        let mut stderr = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        let (bytes, grew) = &*self.output;
+        let started = Instant::now();
+        let mut guard = bytes.lock().unwrap();
+        // Give the reader its final read (EOF wakes the condvar).
+        while started.elapsed() < Duration::from_secs(5) {
+            let (g, timeout) = grew
+                .wait_timeout(guard, Duration::from_millis(200))
+                .unwrap();
+            guard = g;
+            if timeout.timed_out() {
+                break;
+            }
+        }
+        let raw = guard.clone();
+        (status.code().unwrap_or(-1), screen(&raw), raw)
+    }
+}
+
+/// The screen's rows after `bytes`, trailing blanks trimmed.
+fn screen(bytes: &[u8]) -> Vec<String> {
+    let mut parser = vt100::Parser::new(ROWS, COLS, 0);
+    parser.process(bytes);
+    parser
+        .screen()
+        .contents()
+        .lines()
+        .map(|l| l.trim_end().to_string())
+        .collect()
+}
+
+/// A live spinner row ends in a clock of tenths of a second: `running builtin:exec 1.3s`.
+fn ends_in_a_clock(row: &str) -> bool {
+    let Some(clock) = row.rsplit(' ').next() else {
+        return false;
+    };
+    let Some(secs) = clock.strip_suffix('s') else {
+        return false;
+    };
+    secs.split_once('.').is_some_and(|(whole, tenth)| {
+        !whole.is_empty()
+            && whole.bytes().all(|b| b.is_ascii_digit())
+            && tenth.len() == 1
+            && tenth.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+#[test]
+fn a_running_phase_is_one_live_line_with_its_time_that_log_lines_print_above() {
+    let project = blocking_project();
+    let mut gate = Gate::new(project.path(), "v1");
+    let pty = Pty::spawn(
+        project.path(),
+        &["deploy", "--env", "prod", "--version", "v1"],
+        &[],
+    );
+    // builtin:exec logs the command it runs, while the build's live line is up: the log line
+    // stays, and the live line is drawn again below it.
+    let rows = pty.wait_for("the build's live line below its log line", |rows| {
+        let log = rows
+            .iter()
+            .position(|r| r.starts_with("[build builtin:exec]") && r.contains("gate-v1.fifo"));
+        let live = rows
+            .iter()
+            .rposition(|r| r.starts_with("  build ") && r.contains("running builtin:exec"));
+        matches!((log, live), (Some(log), Some(live)) if live > log)
+    });
+    let live = rows.iter().rfind(|r| r.contains("running builtin:exec"));
+    assert!(
+        live.is_some_and(|r| ends_in_a_clock(r)),
+        "the live line counts seconds: {rows:#?}"
+    );
+    gate.open();
+    let (code, rows, _) = pty.finish();
+    assert_eq!(code, 0, "{rows:#?}");
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("  build         completed")),
+        "{rows:#?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("  finalize      completed")),
+        "{rows:#?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("[build builtin:exec]") && r.contains("gate-v1.fifo")),
+        "the log line is still on the screen: {rows:#?}"
+    );
+    assert!(
+        !rows.iter().any(|r| r.contains("running builtin:")),
+        "no live line is left behind: {rows:#?}"
+    );
+}
+
+#[test]
+fn a_first_compile_is_said_live_on_a_terminal_and_plainly_elsewhere() {
+    let project = blocking_project();
+    std::fs::write(project.path().join("gates/gate-v1.fifo"), "").unwrap();
+    std::fs::write(project.path().join("gates/gate-v2.fifo"), "").unwrap();
+    std::fs::write(project.path().join("gates/gate-v3.fifo"), "").unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+
+    // A terminal: the line is drawn, then erased.
+    let pty = Pty::spawn(
+        project.path(),
+        &["deploy", "--env", "prod", "--version", "v1"],
+        &[("STAGECRAFT_CACHE_DIR", Some(cache_dir))],
+    );
+    let (code, rows, raw) = pty.finish();
+    assert_eq!(code, 0, "{rows:#?}");
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(
+        raw.contains("compiling builtin:exec for phase build (first use, cached afterwards)"),
+        "{raw:?}"
+    );
+    assert!(
+        !rows.iter().any(|r| r.contains("compiling")),
+        "erased once compiled: {rows:#?}"
+    );
+
+    // A pipe, with a cold cache again: one plain line per compiled plugin, no control characters.
+    let cold = tempfile::tempdir().unwrap();
+    let out: Run = stagecraft(project.path())
+        .args(["deploy", "--env", "prod", "--version", "v2"])
+        .env("STAGECRAFT_CACHE_DIR", cold.path())
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stderr
+            .lines()
+            .filter(|l| l.starts_with("compiling "))
+            .collect::<Vec<_>>(),
+        [
+            "compiling builtin:exec for phase build (first use, cached afterwards)...",
+            "compiling builtin:noop for phase finalize (first use, cached afterwards)...",
+        ],
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains(['\x1b', '\r']), "{out:?}");
+
+    // Cached now: nothing to say.
+    let out: Run = stagecraft(project.path())
+        .args(["deploy", "--env", "prod", "--version", "v3"])
+        .env("STAGECRAFT_CACHE_DIR", cold.path())
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stderr.contains("compiling"), "{out:?}");
+}
+
+#[test]
+fn no_color_or_a_dumb_terminal_gets_plain_lines_on_a_terminal() {
+    let project = blocking_project();
+    for (i, envs) in [
+        [("NO_COLOR", Some("1")), ("TERM", Some("xterm"))],
+        [("NO_COLOR", None), ("TERM", Some("dumb"))],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let version = format!("v{i}");
+        std::fs::write(
+            project.path().join(format!("gates/gate-{version}.fifo")),
+            "",
+        )
+        .unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let mut envs = envs.to_vec();
+        envs.push(("STAGECRAFT_CACHE_DIR", cache.path().to_str()));
+        let pty = Pty::spawn(
+            project.path(),
+            &["deploy", "--env", "prod", "--version", &version],
+            &envs,
+        );
+        let (code, rows, raw) = pty.finish();
+        assert_eq!(code, 0, "{envs:?}: {rows:#?}");
+        assert!(
+            !raw.contains(&0x1b),
+            "{envs:?}: no escape sequences: {:?}",
+            String::from_utf8_lossy(&raw)
+        );
+        assert!(
+            rows.iter()
+                .any(|r| r
+                    == "compiling builtin:exec for phase build (first use, cached afterwards)..."),
+            "{envs:?}: {rows:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_lease_wait_names_the_holder_then_says_how_long_it_waited() {
+    let project = blocking_project();
+    let mut first = BlockedDeploy::start(
+        {
+            let mut cmd = stagecraft(project.path());
+            cmd.args(["deploy", "--env", "prod", "--version", "v1"]);
+            cmd
+        },
+        project.path(),
+        "v1",
+    );
+    let pid = first.child.id();
+    std::fs::write(project.path().join("gates/gate-v2.fifo"), "").unwrap();
+    std::fs::write(project.path().join("gates/gate-v3.fifo"), "").unwrap();
+
+    // A wait that runs out says what it waited for, and how long, instead of suggesting the
+    // flag it was given.
+    let out: Run = stagecraft(project.path())
+        .args([
+            "deploy",
+            "--env",
+            "prod",
+            "--version",
+            "v2",
+            "--lock-wait",
+            "100ms",
+        ])
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, 3, "{out:?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!(
+            "Waiting up to 100ms (--lock-wait) for the lease on \"prod\", held by pid {pid} on "
+        )),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "environment \"prod\" is still being deployed by pid {pid} on "
+        )) && out.stderr.contains(
+            "after waiting 100ms for it; try again when it finishes, or wait longer with a \
+             larger --lock-wait (e.g. --lock-wait 5m)"
+        ),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains(['\x1b', '\r']), "{out:?}");
+
+    // On a terminal: a live line naming the holder and counting down, gone once the lease is
+    // taken.
+    let pty = Pty::spawn(
+        project.path(),
+        &[
+            "deploy",
+            "--env",
+            "prod",
+            "--version",
+            "v3",
+            "--lock-wait",
+            "10m",
+        ],
+        &[],
+    );
+    pty.wait_for("the lease wait's live line", |rows| {
+        rows.iter().any(|r| {
+            r.contains(&format!(
+                "waiting for the lease on \"prod\", held by pid {pid} on "
+            )) && r.ends_with("s left")
+        })
+    });
+    first.release_gate();
+    assert_eq!(first.child.wait().unwrap().code(), Some(0));
+    let (code, rows, _) = pty.finish();
+    assert_eq!(code, 0, "{rows:#?}");
+    assert!(
+        !rows.iter().any(|r| r.contains("waiting for the lease")),
+        "{rows:#?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("  build         completed")),
+        "{rows:#?}"
+    );
+}
+
+#[test]
+fn the_clock_check_reads_tenths_of_seconds() {
+    assert!(ends_in_a_clock(
+        "  build         ⠋ running builtin:exec 12.3s"
+    ));
+    assert!(!ends_in_a_clock("  build         completed"));
+    assert!(!ends_in_a_clock("waiting 27s"));
+}
