@@ -44,6 +44,7 @@ pub fn stop_process(how: Stop) -> ! {
         Stop::Code(code) => code as i32,
         Stop::Signal(signal) => 128 + signal,
     };
+    crate::output::progress::erase_for_exit();
     std::process::exit(code)
 }
 

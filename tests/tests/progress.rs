@@ -440,3 +440,133 @@ fn the_clock_check_reads_tenths_of_seconds() {
     assert!(!ends_in_a_clock("  build         completed"));
     assert!(!ends_in_a_clock("waiting 27s"));
 }
+
+/// The pid of the `stagecraft` that `script` runs (its only child: the shell execs it).
+fn stagecraft_pid(script: &Child) -> i32 {
+    let children = std::fs::read_to_string(format!(
+        "/proc/{}/task/{}/children",
+        script.id(),
+        script.id()
+    ))
+    .unwrap();
+    children.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+fn interrupt(pid: i32) {
+    let pid = rustix::process::Pid::from_raw(pid).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+}
+
+#[test]
+fn an_interrupt_erases_the_live_line_in_a_lease_wait_and_in_a_phase() {
+    let project = blocking_project();
+    let mut first = BlockedDeploy::start(
+        {
+            let mut cmd = stagecraft(project.path());
+            cmd.args(["deploy", "--env", "prod", "--version", "v1"]);
+            cmd
+        },
+        project.path(),
+        "v1",
+    );
+
+    // Ctrl-C while waiting for the lease: the process ends as SIGINT would, line erased.
+    let waiter = Pty::spawn(
+        project.path(),
+        &[
+            "deploy",
+            "--env",
+            "prod",
+            "--version",
+            "v2",
+            "--lock-wait",
+            "10m",
+        ],
+        &[],
+    );
+    waiter.wait_for("the lease wait's live line", |rows| {
+        rows.iter()
+            .any(|r| r.contains("waiting for the lease on \"prod\""))
+    });
+    interrupt(stagecraft_pid(&waiter.child));
+    let (code, rows, _) = waiter.finish();
+    assert_eq!(code, 130, "{rows:#?}");
+    assert!(
+        !rows.iter().any(|r| r.contains("waiting for the lease")),
+        "{rows:#?}"
+    );
+    first.release_gate();
+    assert_eq!(first.child.wait().unwrap().code(), Some(0));
+
+    // Ctrl-C while a phase runs: the release records it, and the message replaces the line.
+    let mut gate = Gate::new(project.path(), "v3");
+    let running = Pty::spawn(
+        project.path(),
+        &["deploy", "--env", "prod", "--version", "v3"],
+        &[],
+    );
+    running.wait_for("the build's live line", |rows| {
+        rows.iter().any(|r| r.contains("running builtin:exec"))
+    });
+    interrupt(stagecraft_pid(&running.child));
+    let (code, rows, _) = running.finish();
+    gate.open();
+    assert_eq!(code, 2, "{rows:#?}");
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("Interrupted by SIGINT: phase build of release")),
+        "{rows:#?}"
+    );
+    assert!(
+        !rows.iter().any(|r| r.contains("running builtin:")),
+        "{rows:#?}"
+    );
+}
+
+#[test]
+fn a_forged_lease_holder_record_is_shown_escaped() {
+    let project = blocking_project();
+    let leases = project.path().join(".stagecraft/leases");
+    std::fs::create_dir_all(&leases).unwrap();
+    std::fs::write(project.path().join("gates/gate-v1.fifo"), "").unwrap();
+    // The file backend's holder record, as a hostile earlier holder could have left it, held by
+    // this test's own lock.
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(leases.join("prod.lock"))
+        .unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    std::fs::write(
+        leases.join("prod.lock"),
+        r#"{"pid":1,"host":"h\u001b]0;owned\u0007","user":"u","command":"deploy \u001b[2J\r\nError: forged","since":"2026-12-06T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let out: Run = stagecraft(project.path())
+        .args([
+            "deploy",
+            "--env",
+            "prod",
+            "--version",
+            "v1",
+            "--lock-wait",
+            "50ms",
+        ])
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(!out.stderr.contains(['\x1b', '\r', '\x07']), "{out:?}");
+    assert!(
+        out.stderr
+            .contains(r"command `deploy \x1b[2J\r\nError: forged`"),
+        "{out:?}"
+    );
+    assert!(
+        !out.stderr.lines().any(|l| l.starts_with("Error: forged")),
+        "{out:?}"
+    );
+    drop(lock);
+}

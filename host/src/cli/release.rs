@@ -269,9 +269,11 @@ pub fn run_release(
     store.set_lock_wait(waits.commit);
     let events = ConsoleEvents::new(flags.verbose, flags.json, progress::live_wanted());
     let host = PluginHost::new(None)?;
-    let loaded = pipeline::load_plugins(&target.manifest, &host, &events)?;
-
-    let lease = store.lease_observed(&target.environment, waits.lease, &events)?;
+    let (loaded, lease) = pipeline::exit_cleanly_on_signal(|| -> anyhow::Result<_> {
+        let loaded = pipeline::load_plugins(&target.manifest, &host, &events)?;
+        let lease = store.lease_observed(&target.environment, waits.lease, &events)?;
+        Ok((loaded, lease))
+    })??;
     let request = build_request(store)?;
     // Exported for programs that plugins exec (see LEASE_VAR). Set before any plugin runs and
     // only read by child processes.

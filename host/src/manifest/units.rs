@@ -68,12 +68,13 @@ pub fn format_duration(d: Duration) -> String {
 
 /// Parse a wait as `--lock-wait` takes it: a duration as in the manifest (`30s`, `1m30s`,
 /// `500ms`), or a bare number of seconds (`10`, `2.5`: the original tool's form); zero waits not
-/// at all. At most a day.
+/// at all. At most a day. A number of seconds is rounded up to whole milliseconds, so a wait
+/// that is not zero prints as one ([`format_duration`]): `0.0004` waits 1ms.
 pub fn parse_wait(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     let wait = match s.parse::<f64>() {
         Ok(seconds) if seconds.is_finite() && (0.0..=86_400.0).contains(&seconds) => {
-            Duration::from_secs_f64(seconds)
+            Duration::from_millis((seconds * 1000.0).ceil() as u64)
         }
         Ok(_) => Duration::MAX,
         Err(_) => parse_duration_or_zero(s).map_err(|_| {
@@ -179,6 +180,7 @@ mod wait_tests {
         assert_eq!(parse_wait(" 2.5 "), Ok(Duration::from_millis(2500)));
         assert_eq!(parse_wait("0"), Ok(Duration::ZERO));
         assert_eq!(parse_wait("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_wait("0.0004"), Ok(Duration::from_millis(1)));
         assert_eq!(parse_wait("24h"), Ok(Duration::from_secs(86_400)));
         for bad in ["abc", "-1", "25h", "90000", "10 s", "NaN", "inf", ""] {
             assert!(parse_wait(bad).is_err(), "{bad}");

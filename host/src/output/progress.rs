@@ -9,7 +9,10 @@
 //! characters, and a running phase is not announced (its result line follows).
 //!
 //! Only one thing is waited on at a time (plugins load one by one, phases run one by one, and
-//! the lease is taken between the two), so there is at most one live line.
+//! the lease is taken between the two), so there is at most one live line, kept process-wide in
+//! [`LIVE`]: messages printed from elsewhere while it is drawn (a commit-lock wait, a lost lease,
+//! an interruption) go above it through [`eprint_above`], and a process that exits from a
+//! background thread erases it first ([`erase_for_exit`]).
 
 use std::borrow::Cow;
 use std::ffi::OsStr;
@@ -47,18 +50,42 @@ pub enum Clock {
     Countdown(Duration),
 }
 
+/// The live line on the screen, if any (one console per process).
+static LIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+fn live_line() -> std::sync::MutexGuard<'static, Option<ProgressBar>> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Print `message` (whole lines) on stderr, above the live line when one is drawn. For what is
+/// said outside the pipeline's events; the text must already be escaped.
+pub fn eprint_above(message: &str) {
+    let live = live_line();
+    let print = || {
+        let _ = writeln!(std::io::stderr().lock(), "{message}");
+    };
+    match live.as_ref() {
+        Some(bar) => bar.suspend(print),
+        None => print(),
+    }
+}
+
+/// Erase the live line for good: the process is about to exit from a thread that cannot return
+/// through the command (error::stop_process).
+pub fn erase_for_exit() {
+    if let Some(bar) = live_line().take() {
+        bar.finish_and_clear();
+    }
+}
+
 /// The one live line, or plain lines.
 pub struct Progress {
     live: bool,
-    current: Mutex<Option<ProgressBar>>,
 }
 
 impl Progress {
     pub fn new(live: bool) -> Self {
-        Progress {
-            live,
-            current: Mutex::new(None),
-        }
+        Progress { live }
     }
 
     pub fn is_live(&self) -> bool {
@@ -69,7 +96,7 @@ impl Progress {
     /// one. Plain: `plain`, when given, is printed once on stderr. Both texts must already be
     /// escaped (see `terminal::escape_controls`).
     pub fn begin(&self, prefix: &str, message: &str, clock: Clock, plain: Option<&str>) {
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = live_line();
         if let Some(old) = current.take() {
             old.finish_and_clear();
         }
@@ -92,8 +119,7 @@ impl Progress {
 
     /// The wait is over: erase the live line (nothing to do for plain output).
     pub fn end(&self) {
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(bar) = current.take() {
+        if let Some(bar) = live_line().take() {
             bar.finish_and_clear();
         }
     }
@@ -101,7 +127,7 @@ impl Progress {
     /// Run `write` (which prints whole lines) with the live line out of the way, so what it
     /// prints stays on the screen above the line, which is then drawn again below it.
     pub fn above<R>(&self, write: impl FnOnce() -> R) -> R {
-        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let current = live_line();
         match current.as_ref() {
             Some(bar) => bar.suspend(write),
             None => write(),
@@ -173,7 +199,7 @@ mod tests {
         let progress = Progress::new(false);
         progress.begin("", "compiling", Clock::Elapsed, None);
         assert_eq!(progress.above(|| 7), 7);
-        assert!(progress.current.lock().unwrap().is_none());
+        assert!(live_line().is_none());
         progress.end();
     }
 }

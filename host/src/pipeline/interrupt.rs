@@ -18,6 +18,26 @@ use signal_hook::iterator::{Handle, Signals};
 use crate::error::{ExitCode, Stop};
 use crate::state::{PhaseStatus, Release, ReleaseId, State, StateStore, StateStoreExt, Window};
 
+/// Runs `body`, the part of a command before its release exists (loading plugins, waiting for
+/// the lease), so that SIGINT or SIGTERM erases the live progress line and ends the process as
+/// the signal would (exit 128 + its number) instead of leaving the line drawn. Nothing is recorded
+/// yet, so there is nothing to mark; a lease taken meanwhile dies with the process.
+pub fn exit_cleanly_on_signal<T>(body: impl FnOnce() -> T) -> anyhow::Result<T> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| anyhow::anyhow!("installing the SIGINT/SIGTERM handler: {e}"))?;
+    let handle = signals.handle();
+    Ok(std::thread::scope(|scope| {
+        scope.spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                crate::error::stop_process(Stop::Signal(signal));
+            }
+        });
+        let out = body();
+        handle.close();
+        out
+    }))
+}
+
 /// Where the release is, as far as the signal handler needs to know.
 struct Progress {
     running: Option<String>,
@@ -79,21 +99,23 @@ impl<'a> Guard<'a> {
                     }
                     match result {
                         Ok(Some(phase)) => {
-                            eprintln!(
+                            crate::output::progress::eprint_above(&format!(
                                 "Interrupted by {name}: phase {phase} of release {id} marked failed; \
                                  later phases skipped."
-                            );
+                            ));
                             crate::error::stop_process(Stop::Code(ExitCode::PhaseFailed));
                         }
                         // Every phase had already finished: let the release complete.
                         Ok(None) => drop(lock),
                         Err(e) => {
-                            eprintln!(
+                            crate::output::progress::eprint_above(&format!(
                                 "Interrupted by {name}, but recording it failed: {}\nThe next \
                                  deploy or rollback of this environment will mark release {id} \
                                  interrupted.",
-                                crate::error::describe(&e)
-                            );
+                                crate::output::terminal::escape_controls_by_line(
+                                    &crate::error::describe(&e)
+                                )
+                            ));
                             crate::error::stop_process(Stop::Code(ExitCode::State));
                         }
                     }
@@ -150,12 +172,12 @@ impl<'a> Guard<'a> {
 fn keep_log(store: &dyn StateStore, id: &ReleaseId, log: &PhaseLogKeeper) -> u64 {
     let (log, spent) = log.finish();
     if let Err(e) = store.write_phase_log(id, &log) {
-        eprintln!(
+        crate::output::progress::eprint_above(&format!(
             "warning: could not keep the log of phase {} of release {id}: {}. The release is \
              recorded as usual; only this log is missing from `stagecraft releases logs`",
             log.phase,
-            crate::error::describe(&e)
-        );
+            crate::output::terminal::escape_controls_by_line(&crate::error::describe(&e))
+        ));
     }
     spent
 }

@@ -13,7 +13,7 @@ mod phase_log;
 
 pub use phase_log::{KEPT_LINE_COST, PHASE_LOG_BOUND, RELEASE_LOG_BOUND};
 
-pub use interrupt::kill_programs_on_signal;
+pub use interrupt::{exit_cleanly_on_signal, kill_programs_on_signal};
 mod rollback;
 
 pub use rollback::{resolve_target, TargetSelector};

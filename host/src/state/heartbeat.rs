@@ -127,7 +127,10 @@ fn wait_or_stopped(stop: &(Mutex<bool>, Condvar), for_: Duration) -> bool {
 /// exit with code 3. Nothing of this process may run once another holder can start.
 fn stop_this_process(message: &str) -> ! {
     LOST.store(true, Ordering::SeqCst);
-    eprintln!("Error: {message}");
+    crate::output::progress::eprint_above(&format!(
+        "Error: {}",
+        crate::output::terminal::escape_controls_by_line(message)
+    ));
     // Twice: a child may have started another between the first scan and its kill.
     for _ in 0..2 {
         for pid in descendants(std::process::id()) {

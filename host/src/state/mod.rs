@@ -84,12 +84,19 @@ pub(crate) fn user_name() -> String {
         .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw()))
 }
 
+/// Shown escaped: a holder record is read back from a lease file or database row that another
+/// process wrote, so its text could carry terminal controls or a forged line.
 impl std::fmt::Display for LeaseHolder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::output::terminal::escape_controls as shown;
         write!(
             f,
             "pid {} on {} (user {}, command `{}`, since {})",
-            self.pid, self.host, self.user, self.command, self.since
+            self.pid,
+            shown(&self.host),
+            shown(&self.user),
+            shown(&self.command),
+            shown(&self.since)
         )
     }
 }

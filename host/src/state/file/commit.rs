@@ -111,12 +111,12 @@ impl FileStore {
         };
         let locked = lock_within(&file, wait, || {
             // Said while waiting, on stderr, because a silent wait looks like a hang.
-            eprintln!(
+            crate::output::progress::eprint_above(&format!(
                 "Waiting for the commit lock {} held by {}, for up to {} (--lock-wait)...",
-                lock_path.display(),
+                crate::output::terminal::escape_controls(&lock_path.display().to_string()),
                 holder(),
                 crate::manifest::units::format_duration(wait)
-            );
+            ));
         })
         .map_err(|e| {
             StateError::caused_by(format!("cannot lock {}: {e}", lock_path.display()), e)

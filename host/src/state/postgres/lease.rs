@@ -161,10 +161,10 @@ impl PgStore {
             if !said {
                 let who =
                     holder.map_or_else(|| "its previous holder".to_string(), |h| h.to_string());
-                eprintln!(
+                crate::output::progress::eprint_above(&format!(
                     "The lease on environment \"{env}\" was lost by {who} moments ago; waiting \
                      up to {left:.0}s for it to stop its phase before recovering its release..."
-                );
+                ));
                 said = true;
             }
             std::thread::sleep(Duration::from_secs_f64(left.min(0.25)));
