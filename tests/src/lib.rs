@@ -159,22 +159,31 @@ pub fn make_fifo(path: &Path) {
     .unwrap_or_else(|e| panic!("create the FIFO {}: {e}", path.display()));
 }
 
-/// The project's build phase must be `builtin:exec` running `cat gate-{{version}}.fifo` (with
-/// `exec = ["cat"]` granted). The gate is a FIFO the test holds open read-write, which never
-/// blocks, so `cat` opens it at once and reads until [`BlockedDeploy::release_gate`].
-pub struct BlockedDeploy {
-    pub child: std::process::Child,
-    fifo: PathBuf,
-    writer: Option<std::fs::File>,
-    stderr: std::io::BufReader<std::process::ChildStderr>,
+/// A manifest whose `build` phase runs `cat gates/gate-<version>.fifo` (blocking until the test
+/// opens its [`Gate`]) and whose `finalize` is a no-op, with these environments.
+pub fn blocking_manifest(envs: &[&str]) -> String {
+    let mut m = String::new();
+    for e in envs {
+        m.push_str(&format!("[environments.{e}]\n"));
+    }
+    m.push_str(
+        "[phases.build]\nplugin = \"builtin:exec\"\n\
+         config = { command = \"cat gates/gate-{{version}}.fifo\" }\ntimeout = \"10m\"\n\
+         [phases.build.grants]\nexec = [\"cat\"]\nread = [\"gates\"]\n\
+         [phases.finalize]\nplugin = \"builtin:noop\"\n",
+    );
+    m
 }
 
-impl BlockedDeploy {
-    /// Create `gates/gate-<version>.fifo` in `project` (a directory the phase is granted to read:
-    /// the exec'd `cat` sees nothing else of the project), spawn `deploy` (a `stagecraft deploy` command
-    /// of that version, its stderr is taken over here) and return once its build phase runs.
-    pub fn start(mut deploy: Command, project: &Path, version: &str) -> BlockedDeploy {
-        use std::io::BufRead;
+/// `gates/gate-<version>.fifo` in a project of [`blocking_manifest`], held open by the test: a
+/// `cat` of it blocks until [`Gate::open`]. Holding it read-write never blocks the test.
+pub struct Gate {
+    fifo: PathBuf,
+    writer: Option<std::fs::File>,
+}
+
+impl Gate {
+    pub fn new(project: &Path, version: &str) -> Gate {
         std::fs::create_dir_all(project.join("gates")).expect("create gates/");
         let fifo = project.join("gates").join(format!("gate-{version}.fifo"));
         make_fifo(&fifo);
@@ -183,6 +192,38 @@ impl BlockedDeploy {
             .write(true)
             .open(&fifo)
             .expect("open the gate FIFO");
+        Gate {
+            fifo,
+            writer: Some(writer),
+        }
+    }
+
+    /// Let `cat` finish, whether or not it has opened the gate yet (or ever will, when the
+    /// deploy was killed first): a plain file replaces the FIFO for a `cat` still to open it,
+    /// then closing the last writer gives EOF to one that has.
+    pub fn open(&mut self) {
+        let plain = self.fifo.with_extension("plain");
+        std::fs::write(&plain, "").unwrap();
+        std::fs::rename(&plain, &self.fifo).unwrap();
+        drop(self.writer.take());
+    }
+}
+
+/// A deploy of a project of [`blocking_manifest`], stopped in its build phase at its [`Gate`].
+pub struct BlockedDeploy {
+    pub child: std::process::Child,
+    gate: Gate,
+    stderr: std::io::BufReader<std::process::ChildStderr>,
+}
+
+impl BlockedDeploy {
+    /// Create the gate of `version` in `project` (a directory the phase is granted to read: the
+    /// exec'd `cat` sees nothing else of the project), spawn `deploy` (a `stagecraft deploy`
+    /// command of that version, its stderr is taken over here) and return once its build phase
+    /// runs.
+    pub fn start(mut deploy: Command, project: &Path, version: &str) -> BlockedDeploy {
+        use std::io::BufRead;
+        let gate = Gate::new(project, version);
         let mut child = deploy
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -201,20 +242,14 @@ impl BlockedDeploy {
         }
         BlockedDeploy {
             child,
-            fifo,
-            writer: Some(writer),
+            gate,
             stderr,
         }
     }
 
-    /// Let `cat` finish, whether or not it has opened the gate yet (or ever will, when the
-    /// deploy was killed first): a plain file replaces the FIFO for a `cat` still to open it,
-    /// then closing the last writer gives EOF to one that has.
+    /// Let the deploy's `cat` finish ([`Gate::open`]).
     pub fn release_gate(&mut self) {
-        let plain = self.fifo.with_extension("plain");
-        std::fs::write(&plain, "").unwrap();
-        std::fs::rename(&plain, &self.fifo).unwrap();
-        drop(self.writer.take());
+        self.gate.open();
     }
 
     /// Everything the deploy writes on stderr from here until it exits.

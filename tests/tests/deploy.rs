@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use serde_json::Value;
-use stagecraft_tests::{run, stagecraft, workspace_root, BlockedDeploy, Run};
+use stagecraft_tests::{blocking_manifest, run, stagecraft, workspace_root, BlockedDeploy, Run};
 
 /// A temporary project with a manifest.
 struct Project {
@@ -568,21 +568,6 @@ fn after_a_rollback_a_fresh_reader_sees_every_phase_completed_50_times() {
             );
         }
     }
-}
-
-/// A manifest whose build phase blocks on `gates/gate-<version>.fifo` (see [`BlockedDeploy`]).
-fn blocking_manifest(envs: &[&str]) -> String {
-    let mut m = String::new();
-    for e in envs {
-        m.push_str(&format!("[environments.{e}]\n"));
-    }
-    m.push_str(
-        "[phases.build]\nplugin = \"builtin:exec\"\n\
-         config = { command = \"cat gates/gate-{{version}}.fifo\" }\ntimeout = \"10m\"\n\
-         [phases.build.grants]\nexec = [\"cat\"]\nread = [\"gates\"]\n\
-         [phases.finalize]\nplugin = \"builtin:noop\"\n",
-    );
-    m
 }
 
 /// `stagecraft deploy --env <env> --version <version>` in `p`.

@@ -7,63 +7,28 @@
 //! turns a hang into a failure.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use stagecraft_tests::{make_fifo, stagecraft, stagecraft_bin, BlockedDeploy, Run};
+use stagecraft_tests::{blocking_manifest, stagecraft, stagecraft_bin, BlockedDeploy, Gate, Run};
 
 const ROWS: u16 = 40;
 const COLS: u16 = 100;
 /// Only a hang reaches it.
 const HANG: Duration = Duration::from_secs(120);
 
-/// `build` runs `cat gates/gate-<version>.fifo` (blocking until the test lets it go), then
-/// `finalize` is a no-op.
+/// A project of [`blocking_manifest`] with one environment, `prod`, and its `gates/`.
 fn blocking_project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("stagecraft.toml"),
-        "[environments.prod]\n\
-         [phases.build]\nplugin = \"builtin:exec\"\n\
-         config = { command = \"cat gates/gate-{{version}}.fifo\" }\ntimeout = \"10m\"\n\
-         [phases.build.grants]\nexec = [\"cat\"]\nread = [\"gates\"]\n\
-         [phases.finalize]\nplugin = \"builtin:noop\"\n",
+        blocking_manifest(&["prod"]),
     )
     .unwrap();
     std::fs::create_dir_all(dir.path().join("gates")).unwrap();
     dir
-}
-
-/// A gate the test holds open: `cat` of it blocks until [`Gate::open`].
-struct Gate {
-    fifo: PathBuf,
-    writer: Option<std::fs::File>,
-}
-
-impl Gate {
-    fn new(project: &Path, version: &str) -> Gate {
-        let fifo = project.join(format!("gates/gate-{version}.fifo"));
-        make_fifo(&fifo);
-        let writer = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&fifo)
-            .unwrap();
-        Gate {
-            fifo,
-            writer: Some(writer),
-        }
-    }
-
-    /// Let `cat` finish, whether or not it has opened the FIFO yet.
-    fn open(&mut self) {
-        let plain = self.fifo.with_extension("plain");
-        std::fs::write(&plain, "").unwrap();
-        std::fs::rename(&plain, &self.fifo).unwrap();
-        drop(self.writer.take());
-    }
 }
 
 /// `stagecraft <args>` on a pseudo-terminal of ROWS x COLS, its output collected as it comes.

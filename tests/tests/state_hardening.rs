@@ -565,11 +565,7 @@ fn a_phase_end_lost_to_a_full_disk_is_recorded_as_what_happened() {
     let p = tempfile::tempdir().unwrap();
     std::fs::write(
         p.path().join("stagecraft.toml"),
-        "[environments.prod]\n\
-         [phases.build]\nplugin = \"builtin:exec\"\n\
-         config = { command = \"cat gates/gate-{{version}}.fifo\" }\ntimeout = \"10m\"\n\
-         [phases.build.grants]\nexec = [\"cat\"]\nread = [\"gates\"]\n\
-         [phases.finalize]\nplugin = \"builtin:noop\"\n",
+        stagecraft_tests::blocking_manifest(&["prod"]),
     )
     .unwrap();
     let mnt = p.path().join("full");
