@@ -83,6 +83,16 @@ impl fmt::Display for PhaseFailed {
 }
 impl std::error::Error for PhaseFailed {}
 
+/// A failed phase and what stagecraft did about it (an automatic rollback, or why there was
+/// none): exit 2 like [`PhaseFailed`], which it keeps as its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{failed}; {then}")]
+pub struct PhaseFailedThen {
+    #[source]
+    pub failed: PhaseFailed,
+    pub then: String,
+}
+
 /// A state failure (exit 3): unreadable, corrupt or newer state, I/O, a lease not acquired in
 /// time. The message says what happened, where, and what to do next; `source` keeps the
 /// underlying I/O or database error, for callers that branch on it (a full disk, a lost

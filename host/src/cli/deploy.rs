@@ -3,6 +3,7 @@
 use crate::cli::release::{self, RunFlags};
 use crate::cli::ProjectArgs;
 use crate::error::{input_error, ExitCode};
+use crate::manifest::OnFailure;
 use crate::output::terminal::{contains_controls, escape_controls};
 use crate::pipeline::Request;
 use crate::state::Operation;
@@ -28,6 +29,9 @@ pub struct DeployArgs {
     /// The commit SHA to record. Default: the git HEAD commit, when in a git work tree.
     #[arg(long)]
     pub commit: Option<String>,
+    /// If a phase fails, stop there even when the manifest says `on_failure = "rollback"`.
+    #[arg(long)]
+    pub no_auto_rollback: bool,
     #[command(flatten)]
     pub flags: RunFlags,
     #[command(flatten)]
@@ -69,7 +73,12 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::Ok);
     }
     let store = release::open_store(project, &target.manifest)?;
-    release::run_release(&target, &args.flags, store.as_ref(), |_| {
+    let on_failure = if args.no_auto_rollback {
+        OnFailure::Stop
+    } else {
+        target.manifest.on_failure(&target.environment)
+    };
+    release::run_release(&target, &args.flags, store.as_ref(), on_failure, |_| {
         Ok(Request {
             environment: target.environment.clone(),
             version: version.clone(),
@@ -77,6 +86,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
             operation: Operation::Deploy,
             rollback_target: None,
             message: message.clone(),
+            auto_rollback_of: None,
         })
     })
 }

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::cli::ProjectArgs;
-use crate::error::{input_error, ExitCode, PhaseFailed};
-use crate::manifest::{self, Manifest, StateBackend};
+use crate::error::{input_error, ExitCode, PhaseFailed, PhaseFailedThen};
+use crate::manifest::{self, Manifest, OnFailure, StateBackend};
 use crate::output::deploy::ConsoleEvents;
 use crate::output::progress;
 use crate::output::terminal::escape_controls;
@@ -263,6 +263,7 @@ pub fn run_release(
     target: &Target,
     flags: &RunFlags,
     store: &dyn StateStore,
+    on_failure: OnFailure,
     build_request: impl FnOnce(&dyn StateStore) -> anyhow::Result<Request>,
 ) -> anyhow::Result<ExitCode> {
     let waits = lock_waits(flags)?;
@@ -297,14 +298,24 @@ pub fn run_release(
         // The state could not take it; the lease file usually can (it is rewritten in place).
         let _ = lease.leave_note(end);
     }
-    let record = match &result {
+    let failed_record = |id: &str| store.read().ok().and_then(|s| s.get(id).cloned());
+    let mut record = match &result {
         Ok(release) => Some(release.clone()),
-        Err(e) => e.downcast_ref::<PhaseFailed>().and_then(|failed| {
-            store
-                .read()
-                .ok()
-                .and_then(|s| s.get(&failed.release_id).cloned())
-        }),
+        Err(e) => e
+            .downcast_ref::<PhaseFailed>()
+            .and_then(|failed| failed_record(&failed.release_id)),
+    };
+    let result = match (result, &record) {
+        (Err(e), Some(failed_release))
+            if on_failure == OnFailure::Rollback && e.is::<PhaseFailed>() =>
+        {
+            let failed = e.downcast::<PhaseFailed>().expect("checked just above");
+            let after = roll_back_after(&pipeline, &loaded, store, failed_release, failed, flags);
+            // The failed release now names its rollback.
+            record = record.and_then(|r| failed_record(r.id.as_str()));
+            Err(after)
+        }
+        (result, _) => result,
     };
     if let Some(release) = &record {
         print_result(release, flags.json);
@@ -313,6 +324,91 @@ pub fn run_release(
         }
     }
     result.map(|_| ExitCode::Ok)
+}
+
+/// `on_failure = "rollback"`: `failed` (the deploy `failed_release`) failed in a phase. Still
+/// under the lease, roll the environment back to its live release (newest fully deployed) as a
+/// new release linked to the failed one, with today's plugins, like `rollback --to-release`.
+/// Returns the command's error: the phase failure and what followed (exit 2), or a state error
+/// if the rollback could not be recorded (exit 3). Nothing is retried.
+fn roll_back_after(
+    pipeline: &Pipeline<'_, PluginHost>,
+    loaded: &pipeline::LoadedPhases<crate::plugin::LoadedPlugin>,
+    store: &dyn StateStore,
+    failed_release: &Release,
+    failed: PhaseFailed,
+    flags: &RunFlags,
+) -> anyhow::Error {
+    let env = &failed_release.environment;
+    let state = match store.read() {
+        Ok(state) => state,
+        Err(e) => return e.context(format!("{failed}; the automatic rollback could not start")),
+    };
+    let Some(live) = state.live(env).cloned() else {
+        return PhaseFailedThen {
+            failed,
+            then: format!(
+                "no automatic rollback: {} has no fully deployed release to roll back to",
+                escape_controls(env)
+            ),
+        }
+        .into();
+    };
+    crate::output::progress::eprint_above(&format!(
+        "Release {} failed in phase {}; rolling {} back automatically to {} ({}), its last fully \
+         deployed release (on_failure = \"rollback\")",
+        failed.release_id,
+        escape_controls(&failed.phase),
+        escape_controls(env),
+        live.id,
+        escape_controls(&live.version)
+    ));
+    let request = Request {
+        environment: env.clone(),
+        version: live.version.clone(),
+        commit: live.commit_sha.clone(),
+        operation: Operation::Rollback,
+        rollback_target: Some(live.clone()),
+        message: Some(format!(
+            "automatic rollback: release {} failed in phase {}",
+            failed.release_id, failed.phase
+        )),
+        auto_rollback_of: Some(failed_release.id.clone()),
+    };
+    match pipeline.execute(loaded, &request) {
+        Ok(rollback) => {
+            if !flags.json {
+                print_result(&rollback, false);
+            }
+            PhaseFailedThen {
+                failed,
+                then: format!(
+                    "rolled back automatically: release {} redeployed {}, and {} is live in {} \
+                     again",
+                    rollback.id,
+                    live.id,
+                    escape_controls(&live.version),
+                    escape_controls(env)
+                ),
+            }
+            .into()
+        }
+        Err(e) => match e.downcast::<PhaseFailed>() {
+            Ok(rollback_failed) => PhaseFailedThen {
+                then: format!(
+                    "the automatic rollback failed too ({rollback_failed}); nothing more is \
+                     tried: check {}, then deploy or roll back by hand",
+                    escape_controls(env)
+                ),
+                failed,
+            }
+            .into(),
+            Err(e) => e.context(format!(
+                "{failed}; the automatic rollback to {} could not be recorded",
+                live.id
+            )),
+        },
+    }
 }
 
 /// `[state] history_max`: prune the environment after its release, still under its lease. The

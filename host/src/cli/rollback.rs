@@ -3,6 +3,7 @@
 use crate::cli::release::{self, RunFlags};
 use crate::cli::ProjectArgs;
 use crate::error::ExitCode;
+use crate::manifest::OnFailure;
 use crate::pipeline::{resolve_target, Request, TargetSelector};
 use crate::state::Operation;
 
@@ -63,16 +64,24 @@ pub fn run(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     // because another process may have released in between.
     let store = release::open_store(project, &target.manifest)?;
     resolve_target(&store.read()?, &target.environment, &selector)?;
-    release::run_release(&target, &args.flags, store.as_ref(), |store| {
-        let state = store.read()?;
-        let to = resolve_target(&state, &target.environment, &selector)?.clone();
-        Ok(Request {
-            environment: target.environment.clone(),
-            version: to.version.clone(),
-            commit: to.commit_sha.clone(),
-            operation: Operation::Rollback,
-            rollback_target: Some(to),
-            message: message.clone(),
-        })
-    })
+    // A failed rollback is never rolled back in turn: on_failure applies to deploys.
+    release::run_release(
+        &target,
+        &args.flags,
+        store.as_ref(),
+        OnFailure::Stop,
+        |store| {
+            let state = store.read()?;
+            let to = resolve_target(&state, &target.environment, &selector)?.clone();
+            Ok(Request {
+                environment: target.environment.clone(),
+                version: to.version.clone(),
+                commit: to.commit_sha.clone(),
+                operation: Operation::Rollback,
+                rollback_target: Some(to),
+                message: message.clone(),
+                auto_rollback_of: None,
+            })
+        },
+    )
 }

@@ -35,11 +35,63 @@ pub struct Manifest {
     /// `[state] history_max`: releases each environment keeps after a deploy or rollback (see
     /// [`crate::state::State::retention`]); `None` keeps everything.
     pub history_max: Option<usize>,
+    /// `[deploy] on_failure`: what a deploy does when a phase fails, unless its environment
+    /// says otherwise (see [`Manifest::on_failure`]).
+    pub on_failure: OnFailure,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Environment {
     pub vars: BTreeMap<String, String>,
+    /// `[environments.<name>] on_failure`, overriding `[deploy] on_failure`.
+    pub on_failure: Option<OnFailure>,
+}
+
+/// What a deploy does when one of its phases fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Stop: the release is recorded failed and the command exits 2 (the Go tool's behaviour).
+    #[default]
+    Stop,
+    /// Then roll the environment back to its last fully deployed release, as a new release
+    /// linked to the failed one.
+    Rollback,
+}
+
+impl OnFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Stop => "stop",
+            OnFailure::Rollback => "rollback",
+        }
+    }
+
+    fn parse(at: &Locator, value: &toml::Spanned<String>) -> anyhow::Result<OnFailure> {
+        match value.get_ref().as_str() {
+            "stop" => Ok(OnFailure::Stop),
+            "rollback" => Ok(OnFailure::Rollback),
+            other => Err(input_error(at.message(
+                Some(value.span()),
+                &format!(
+                    "on_failure = {other:?} is not a choice; use \"stop\" (the default: record \
+                     the failure and exit 2) or \"rollback\" (then roll back to the last fully \
+                     deployed release)"
+                ),
+            ))),
+        }
+    }
+}
+
+impl Manifest {
+    /// What a deploy of `env` does when a phase fails: the environment's `on_failure`, else
+    /// `[deploy] on_failure`, else stop.
+    pub fn on_failure(&self, env: &str) -> OnFailure {
+        self.environments
+            .iter()
+            .find(|(name, _)| name.as_str() == env)
+            .and_then(|(_, e)| e.on_failure)
+            .unwrap_or(self.on_failure)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -216,7 +268,18 @@ pub fn parse(text: &str, path: &Path, project_root: &Path) -> anyhow::Result<Man
     for (name, env) in raw.environments {
         let parsed = EnvironmentName::parse(name.get_ref())
             .map_err(|e| input_error(at.message(Some(name.span()), &e.to_string())))?;
-        environments.insert(parsed, Environment { vars: env.vars });
+        let on_failure = env
+            .on_failure
+            .as_ref()
+            .map(|v| OnFailure::parse(&at, v))
+            .transpose()?;
+        environments.insert(
+            parsed,
+            Environment {
+                vars: env.vars,
+                on_failure,
+            },
+        );
     }
 
     let pipeline: Vec<String> = match &raw.pipeline {
@@ -324,6 +387,11 @@ pub fn parse(text: &str, path: &Path, project_root: &Path) -> anyhow::Result<Man
         },
     };
 
+    let on_failure = match raw.deploy.as_ref().and_then(|d| d.on_failure.as_ref()) {
+        Some(value) => OnFailure::parse(&at, value)?,
+        None => OnFailure::Stop,
+    };
+
     Ok(Manifest {
         path: path.to_path_buf(),
         project_root: project_root.to_path_buf(),
@@ -332,6 +400,7 @@ pub fn parse(text: &str, path: &Path, project_root: &Path) -> anyhow::Result<Man
         phases,
         state,
         history_max,
+        on_failure,
     })
 }
 

@@ -9,7 +9,7 @@ use toml::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[serde(
-    expecting = "a stagecraft manifest: [environments.<name>] tables, [phases.<name>] tables, and optionally [pipeline] and [state]"
+    expecting = "a stagecraft manifest: [environments.<name>] tables, [phases.<name>] tables, and optionally [pipeline], [state] and [deploy]"
 )]
 pub struct RawManifest {
     #[serde(default)]
@@ -20,16 +20,30 @@ pub struct RawManifest {
     pub phases: BTreeMap<Spanned<String>, RawPhase>,
     #[serde(default)]
     pub state: Option<RawState>,
+    #[serde(default)]
+    pub deploy: Option<RawDeploy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[serde(expecting = "a [deploy] table with on_failure = \"stop\" or \"rollback\"")]
+pub struct RawDeploy {
+    /// What a deploy does when a phase fails: `stop` (the default) or `rollback`.
+    #[serde(default)]
+    pub on_failure: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[serde(
-    expecting = "an [environments.<name>] table, e.g. [environments.prod] with an optional vars = { KEY = \"value\" }"
+    expecting = "an [environments.<name>] table, e.g. [environments.prod] with an optional vars = { KEY = \"value\" } and on_failure = \"stop\" or \"rollback\""
 )]
 pub struct RawEnvironment {
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
+    /// This environment's `[deploy] on_failure`.
+    #[serde(default)]
+    pub on_failure: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

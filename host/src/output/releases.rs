@@ -134,6 +134,15 @@ pub fn show_text(r: &Release, context: &ShowContext<'_>) -> String {
             .collect();
         fields.push(("Rolled Back By", by.join(", ")));
     }
+    if let Some(failed) = &r.auto_rollback_of {
+        fields.push((
+            "Automatic Rollback Of",
+            format!("{failed} (it failed; on_failure = \"rollback\")"),
+        ));
+    }
+    if let Some(rollback) = &r.auto_rolled_back_by {
+        fields.push(("Rolled Back Automatically By", rollback.to_string()));
+    }
     if let Some(who) = &r.created_by {
         fields.push(("Created By", escape_controls(&who.to_string()).into_owned()));
     }
@@ -263,6 +272,10 @@ pub(crate) struct ReleaseView<'a> {
     created_by: Option<IdentityView<'a>>,
     /// `--message`.
     message: Option<&'a str>,
+    /// The failed deploy an automatic rollback answers (`on_failure = "rollback"`).
+    auto_rollback_of: Option<&'a str>,
+    /// The automatic rollback that answered this failed deploy.
+    auto_rolled_back_by: Option<&'a str>,
     phases: Vec<PhaseView<'a>>,
 }
 
@@ -345,6 +358,8 @@ impl<'a> ReleaseView<'a> {
                 }),
             }),
             message: r.message.as_deref(),
+            auto_rollback_of: r.auto_rollback_of.as_ref().map(|id| id.as_str()),
+            auto_rolled_back_by: r.auto_rolled_back_by.as_ref().map(|id| id.as_str()),
             phases,
         }
     }

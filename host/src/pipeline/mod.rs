@@ -79,6 +79,8 @@ pub struct Request {
     pub rollback_target: Option<Release>,
     /// Why (`--message`), recorded with the release.
     pub message: Option<String>,
+    /// For an automatic rollback: the failed deploy it answers. Both records name each other.
+    pub auto_rollback_of: Option<crate::state::ReleaseId>,
 }
 
 /// Plugins loaded for every configured phase, before anything is written: a plugin that cannot
@@ -270,8 +272,9 @@ impl<R: Runner> Pipeline<'_, R> {
 
     fn create_release(&self, req: &Request) -> anyhow::Result<Release> {
         let pipeline = self.manifest.pipeline.clone();
+        let answered: Vec<crate::state::ReleaseId> = req.auto_rollback_of.iter().cloned().collect();
         self.store
-            .transact_env(&req.environment, Window::Recent(&[]), |state| {
+            .transact_env(&req.environment, Window::Recent(&answered), |state| {
                 let release = state
                     .push_release(
                         &req.environment,
@@ -291,7 +294,18 @@ impl<R: Runner> Pipeline<'_, R> {
                 release.pipeline = pipeline.clone();
                 release.created_by = Some(crate::state::Identity::current());
                 release.message = req.message.clone();
-                Ok(release.clone())
+                release.auto_rollback_of = req.auto_rollback_of.clone();
+                let created = release.clone();
+                if let Some(failed) = &req.auto_rollback_of {
+                    let failed = state.get_mut(failed.as_str()).ok_or_else(|| {
+                        crate::state::StateError::new(format!(
+                            "release {failed} disappeared from the state before its automatic \
+                             rollback; another tool edited the state"
+                        ))
+                    })?;
+                    failed.auto_rolled_back_by = Some(created.id.clone());
+                }
+                Ok(created)
             })
     }
 

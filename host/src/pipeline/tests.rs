@@ -177,6 +177,7 @@ fn deploy(version: &str) -> Request {
         operation: Operation::Deploy,
         rollback_target: None,
         message: None,
+        auto_rollback_of: None,
     }
 }
 
@@ -328,6 +329,7 @@ fn releases_chain_previous_ids_and_rollbacks_carry_their_target() {
         operation: Operation::Rollback,
         rollback_target: Some(target.clone()),
         message: None,
+        auto_rollback_of: None,
     };
     let third = execute(&store, &runner, &req).unwrap();
     assert_eq!(third.operation, Some(Operation::Rollback));

@@ -424,6 +424,12 @@ pub struct Release {
     /// Why, as given with `--message`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// For a rollback that `on_failure = "rollback"` started: the failed deploy it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_rollback_of: Option<ReleaseId>,
+    /// For a deploy that failed and was rolled back automatically: that rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_rolled_back_by: Option<ReleaseId>,
     #[serde(flatten, deserialize_with = "unique_keys::unknown_fields")]
     pub extra: Map<String, Value>,
 }

@@ -91,6 +91,8 @@ impl State {
             pipeline: Vec::new(),
             phase_details: Default::default(),
             created_by: None,
+            auto_rollback_of: None,
+            auto_rolled_back_by: None,
             message: None,
             extra: Default::default(),
         }));
@@ -588,6 +590,8 @@ mod tests {
             pipeline: Vec::new(),
             phase_details: BTreeMap::new(),
             created_by: None,
+            auto_rollback_of: None,
+            auto_rolled_back_by: None,
             message: None,
             extra: Default::default(),
         })

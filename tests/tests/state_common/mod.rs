@@ -39,6 +39,8 @@ pub fn release(id: &str, env: &str, version: &str, phases: &[(&str, PhaseStatus)
         pipeline: Vec::new(),
         phase_details: Default::default(),
         created_by: None,
+        auto_rollback_of: None,
+        auto_rolled_back_by: None,
         message: None,
         extra: Default::default(),
     }
