@@ -201,3 +201,86 @@ fn on_failure_takes_stop_or_rollback_only() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_pruned_failed_deploy_is_named_as_gone_by_its_rollback() {
+    let p = project(Project::file());
+    assert_eq!(deploy(&p, "prod", "v1", &[]).code, 0);
+    fail(&p, "v2");
+    assert_eq!(deploy(&p, "prod", "v2", &[]).code, 2);
+    assert_eq!(deploy(&p, "prod", "v3", &[]).code, 0);
+    let rollback = p.releases("prod")[1].0.clone();
+    let failed = p.releases("prod")[2].0.clone();
+    let pruned = p.run(&["releases", "prune", "--env", "prod", "--keep", "1"]);
+    assert_eq!(pruned.code, 0, "{pruned:?}");
+    let kept: Vec<String> = p.releases("prod").into_iter().map(|(id, _)| id).collect();
+    assert!(kept.contains(&rollback), "v3's previous release is kept");
+    assert!(!kept.contains(&failed), "{kept:?}");
+    let text = p.run(&["releases", "show", &rollback]);
+    assert!(
+        text.stdout
+            .lines()
+            .any(|l| l.starts_with("Automatic Rollback Of:")
+                && l.ends_with(&format!(" {failed} (no longer in the history)"))),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn an_interrupted_automatic_rollback_says_which_deploy_it_answered() {
+    use std::io::BufRead;
+    let p = Project::file();
+    std::fs::write(
+        p.path().join("stagecraft.toml"),
+        format!(
+            "[deploy]\non_failure = \"rollback\"\n{}",
+            stagecraft_tests::blocking_manifest(&["prod"])
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(p.path().join("gates")).unwrap();
+    std::fs::write(p.path().join("gates/gate-v1.fifo"), "").unwrap();
+    assert_eq!(deploy(&p, "prod", "v1", &[]).code, 0);
+    // v2 has no gate, so its build fails; the rollback's build (v1) then blocks on a real FIFO.
+    std::fs::remove_file(p.path().join("gates/gate-v1.fifo")).unwrap();
+    let mut gate = stagecraft_tests::Gate::new(p.path(), "v1");
+    let mut child = p
+        .command()
+        .args(["deploy", "--env", "prod", "--version", "v2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the rollback never ran: {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("cat gates/gate-v1.fifo") {
+            break;
+        }
+    }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let code = child.wait().unwrap().code();
+    gate.open();
+    let history = p.releases("prod");
+    let (rollback, failed) = (&history[0].0, &history[1].0);
+    assert_eq!(code, Some(2), "{seen}{rest}");
+    assert!(
+        rest.contains(&format!(
+            "Interrupted by SIGINT: phase build of release {rollback} marked failed; later \
+             phases skipped. It was the automatic rollback of release {failed}, which had \
+             failed: nothing more is tried."
+        )),
+        "{seen}{rest}"
+    );
+    assert_eq!(show(&p, rollback)["status"], "failed");
+    assert_eq!(show(&p, failed)["auto_rolled_back_by"], rollback.as_str());
+}

@@ -310,7 +310,15 @@ pub fn run_release(
             if on_failure == OnFailure::Rollback && e.is::<PhaseFailed>() =>
         {
             let failed = e.downcast::<PhaseFailed>().expect("checked just above");
-            let after = roll_back_after(&pipeline, &loaded, store, failed_release, failed, flags);
+            let after = roll_back_after(
+                &pipeline,
+                &loaded,
+                store,
+                &lease,
+                failed_release,
+                failed,
+                flags,
+            );
             // The failed release now names its rollback.
             record = record.and_then(|r| failed_record(r.id.as_str()));
             Err(after)
@@ -335,12 +343,16 @@ fn roll_back_after(
     pipeline: &Pipeline<'_, PluginHost>,
     loaded: &pipeline::LoadedPhases<crate::plugin::LoadedPlugin>,
     store: &dyn StateStore,
+    lease: &crate::state::Lease,
     failed_release: &Release,
     failed: PhaseFailed,
     flags: &RunFlags,
 ) -> anyhow::Error {
     let env = &failed_release.environment;
-    let state = match store.read() {
+    // Nothing of the rollback is recorded while the history is read (which takes a while for a
+    // long one): SIGINT or SIGTERM here ends the command as it would before any release.
+    let read = pipeline::exit_cleanly_on_signal(|| store.read()).and_then(|read| read);
+    let state = match read {
         Ok(state) => state,
         Err(e) => return e.context(format!("{failed}; the automatic rollback could not start")),
     };
@@ -375,7 +387,16 @@ fn roll_back_after(
         )),
         auto_rollback_of: Some(failed_release.id.clone()),
     };
-    match pipeline.execute(loaded, &request) {
+    let result = pipeline.execute(loaded, &request);
+    if let Some(end) = result
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<crate::state::UnrecordedEnd>())
+    {
+        // As for the deploy: the next holder's recovery reads what could not be recorded.
+        let _ = lease.leave_note(end);
+    }
+    match result {
         Ok(rollback) => {
             if !flags.json {
                 print_result(&rollback, false);

@@ -61,6 +61,10 @@ pub struct ShowContext<'a> {
     pub rolled_back_to: Option<&'a Release>,
     /// The rollbacks that replaced it while it was current.
     pub rolled_back_by: Vec<&'a Release>,
+    /// For an automatic rollback: whether the history still has the failed deploy it answers.
+    pub auto_rollback_of_kept: bool,
+    /// For a deploy rolled back automatically: whether the history still has that rollback.
+    pub auto_rolled_back_by_kept: bool,
     /// Full plugin digests instead of their first 12 hex digits.
     pub verbose: bool,
     pub fit: Fit,
@@ -83,6 +87,14 @@ impl<'a> ShowContext<'a> {
                     x.operation() == Operation::Rollback && x.previous_id.as_ref() == Some(&r.id)
                 })
                 .collect(),
+            auto_rollback_of_kept: r
+                .auto_rollback_of
+                .as_ref()
+                .is_some_and(|id| state.get(id.as_str()).is_some()),
+            auto_rolled_back_by_kept: r
+                .auto_rolled_back_by
+                .as_ref()
+                .is_some_and(|id| state.get(id.as_str()).is_some()),
             verbose,
             fit,
         }
@@ -134,14 +146,22 @@ pub fn show_text(r: &Release, context: &ShowContext<'_>) -> String {
             .collect();
         fields.push(("Rolled Back By", by.join(", ")));
     }
+    let gone = " (no longer in the history)";
     if let Some(failed) = &r.auto_rollback_of {
-        fields.push((
-            "Automatic Rollback Of",
-            format!("{failed} (it failed; on_failure = \"rollback\")"),
-        ));
+        let note = if context.auto_rollback_of_kept {
+            " (it failed; on_failure = \"rollback\")"
+        } else {
+            gone
+        };
+        fields.push(("Automatic Rollback Of", format!("{failed}{note}")));
     }
     if let Some(rollback) = &r.auto_rolled_back_by {
-        fields.push(("Rolled Back Automatically By", rollback.to_string()));
+        let note = if context.auto_rolled_back_by_kept {
+            ""
+        } else {
+            gone
+        };
+        fields.push(("Rolled Back Automatically By", format!("{rollback}{note}")));
     }
     if let Some(who) = &r.created_by {
         fields.push(("Created By", escape_controls(&who.to_string()).into_owned()));

@@ -78,6 +78,7 @@ impl<'a> Guard<'a> {
         };
         std::thread::scope(|scope| {
             let progress = Arc::clone(&guard.progress);
+            let auto_rollback_of = release.auto_rollback_of.clone();
             scope.spawn(move || {
                 if let Some(signal) = signals.forever().next() {
                     let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
@@ -99,9 +100,16 @@ impl<'a> Guard<'a> {
                     }
                     match result {
                         Ok(Some(phase)) => {
+                            let answered = match &auto_rollback_of {
+                                Some(failed) => format!(
+                                    " It was the automatic rollback of release {failed}, which \
+                                     had failed: nothing more is tried."
+                                ),
+                                None => String::new(),
+                            };
                             crate::output::progress::eprint_above(&format!(
                                 "Interrupted by {name}: phase {phase} of release {id} marked failed; \
-                                 later phases skipped."
+                                 later phases skipped.{answered}"
                             ));
                             crate::error::stop_process(Stop::Code(ExitCode::PhaseFailed));
                         }
