@@ -290,14 +290,7 @@ pub fn run_release(
         events: &events,
     };
     let result = pipeline.execute(&loaded, &request);
-    if let Some(end) = result
-        .as_ref()
-        .err()
-        .and_then(|e| e.downcast_ref::<crate::state::UnrecordedEnd>())
-    {
-        // The state could not take it; the lease file usually can (it is rewritten in place).
-        let _ = lease.leave_note(end);
-    }
+    leave_note_if_unrecorded(&lease, &result);
     let failed_record = |id: &str| store.read().ok().and_then(|s| s.get(id).cloned());
     let mut record = match &result {
         Ok(release) => Some(release.clone()),
@@ -332,6 +325,18 @@ pub fn run_release(
         }
     }
     result.map(|_| ExitCode::Ok)
+}
+
+/// A phase end the state could not take is left in the lease for the next holder's recovery
+/// (the lease file usually can take it: it is rewritten in place).
+fn leave_note_if_unrecorded<T>(lease: &crate::state::Lease, result: &anyhow::Result<T>) {
+    if let Some(end) = result
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<crate::state::UnrecordedEnd>())
+    {
+        let _ = lease.leave_note(end);
+    }
 }
 
 /// `on_failure = "rollback"`: `failed` (the deploy `failed_release`) failed in a phase. Still
@@ -388,14 +393,7 @@ fn roll_back_after(
         auto_rollback_of: Some(failed_release.id.clone()),
     };
     let result = pipeline.execute(loaded, &request);
-    if let Some(end) = result
-        .as_ref()
-        .err()
-        .and_then(|e| e.downcast_ref::<crate::state::UnrecordedEnd>())
-    {
-        // As for the deploy: the next holder's recovery reads what could not be recorded.
-        let _ = lease.leave_note(end);
-    }
+    leave_note_if_unrecorded(lease, &result);
     match result {
         Ok(rollback) => {
             if !flags.json {
