@@ -16,9 +16,14 @@ Examples:
   stagecraft deploy -e prod                      # version = git HEAD
   stagecraft deploy -e prod --version v2 --dry-run
   stagecraft deploy -e prod --version v2 --json --lock-wait 5m
+  stagecraft deploy -e prod --version v2 --no-auto-rollback
 
-Exit codes: 0 deployed, 1 invalid input or configuration, 2 a phase failed,
-3 state error (unreadable state, lease wait exceeded, I/O).")]
+With on_failure = \"rollback\" in the manifest's [deploy] table (or an environment's),
+a failed phase is followed by a rollback to the last fully deployed release.
+
+Exit codes: 0 deployed, 1 invalid input or configuration, 2 a phase failed
+(whether or not it was rolled back automatically), 3 state error (unreadable
+state, lease wait exceeded, I/O).")]
 pub struct DeployArgs {
     /// The environment, as named in the manifest's [environments] table.
     #[arg(long, short = 'e', env = "STAGECRAFT_ENV", add = super::complete::environments())]
