@@ -154,7 +154,8 @@ impl LeaseWaitObserver for ConsoleEvents {
     fn waiting(&self, env: &str, holder: Option<&LeaseHolder>, wait: Duration, left: Duration) {
         let _g = self.lock.lock();
         let who = match holder {
-            Some(h) => escape_controls(&h.to_string()).into_owned(),
+            // A holder's Display escapes what it read from the lease record.
+            Some(h) => h.to_string(),
             None => "another process (it has not recorded its details yet)".to_string(),
         };
         let env = escape_controls(env);

@@ -12,7 +12,7 @@
 //! the lease is taken between the two), so there is at most one live line, kept process-wide in
 //! [`LIVE`]: messages printed from elsewhere while it is drawn (a commit-lock wait, a lost lease,
 //! an interruption) go above it through [`eprint_above`], and a process that exits from a
-//! background thread erases it first ([`erase_for_exit`]).
+//! background thread erases it first ([`erase_live_line`]).
 
 use std::borrow::Cow;
 use std::ffi::OsStr;
@@ -57,22 +57,26 @@ fn live_line() -> std::sync::MutexGuard<'static, Option<ProgressBar>> {
     LIVE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Print `message` (whole lines) on stderr, above the live line when one is drawn. For what is
-/// said outside the pipeline's events; the text must already be escaped.
-pub fn eprint_above(message: &str) {
-    let live = live_line();
-    let print = || {
-        let _ = writeln!(std::io::stderr().lock(), "{message}");
-    };
-    match live.as_ref() {
-        Some(bar) => bar.suspend(print),
-        None => print(),
+/// Run `write` (which prints whole lines) with the live line out of the way, so what it prints
+/// stays on the screen above the line, which is then drawn again below it.
+fn above<R>(write: impl FnOnce() -> R) -> R {
+    match live_line().as_ref() {
+        Some(bar) => bar.suspend(write),
+        None => write(),
     }
 }
 
-/// Erase the live line for good: the process is about to exit from a thread that cannot return
-/// through the command (error::stop_process).
-pub fn erase_for_exit() {
+/// Print `message` (whole lines) on stderr, above the live line when one is drawn. For what is
+/// said outside the pipeline's events; the text must already be escaped.
+pub fn eprint_above(message: &str) {
+    above(|| {
+        let _ = writeln!(std::io::stderr().lock(), "{message}");
+    });
+}
+
+/// Erase the live line, if one is drawn. Also what a process exiting from a thread that cannot
+/// return through the command calls first (error::stop_process).
+pub fn erase_live_line() {
     if let Some(bar) = live_line().take() {
         bar.finish_and_clear();
     }
@@ -88,18 +92,11 @@ impl Progress {
         Progress { live }
     }
 
-    pub fn is_live(&self) -> bool {
-        self.live
-    }
-
     /// Begin a wait. Live: a spinner line `{prefix} ⠋ {message} {clock}` replaces any earlier
     /// one. Plain: `plain`, when given, is printed once on stderr. Both texts must already be
     /// escaped (see `terminal::escape_controls`).
     pub fn begin(&self, prefix: &str, message: &str, clock: Clock, plain: Option<&str>) {
-        let mut current = live_line();
-        if let Some(old) = current.take() {
-            old.finish_and_clear();
-        }
+        erase_live_line();
         if !self.live {
             if let Some(line) = plain {
                 let _ = writeln!(std::io::stderr(), "{line}");
@@ -114,24 +111,17 @@ impl Progress {
         // seen (and a test can look for it).
         bar.tick();
         bar.enable_steady_tick(TICK);
-        *current = Some(bar);
+        *live_line() = Some(bar);
     }
 
     /// The wait is over: erase the live line (nothing to do for plain output).
     pub fn end(&self) {
-        if let Some(bar) = live_line().take() {
-            bar.finish_and_clear();
-        }
+        erase_live_line();
     }
 
-    /// Run `write` (which prints whole lines) with the live line out of the way, so what it
-    /// prints stays on the screen above the line, which is then drawn again below it.
+    /// [`above`]: print whole lines above the live line.
     pub fn above<R>(&self, write: impl FnOnce() -> R) -> R {
-        let current = live_line();
-        match current.as_ref() {
-            Some(bar) => bar.suspend(write),
-            None => write(),
-        }
+        above(write)
     }
 }
 
