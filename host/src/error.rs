@@ -44,7 +44,7 @@ pub fn stop_process(how: Stop) -> ! {
         Stop::Code(code) => code as i32,
         Stop::Signal(signal) => 128 + signal,
     };
-    crate::output::progress::erase_live_line();
+    crate::output::progress::close_live_line();
     std::process::exit(code)
 }
 

@@ -35,6 +35,8 @@ fn blocking_project() -> tempfile::TempDir {
 struct Pty {
     child: Child,
     output: Arc<(Mutex<Vec<u8>>, Condvar)>,
+    /// The thread that collects the output; it ends at EOF, once `script` and the pty are gone.
+    reader: std::thread::JoinHandle<()>,
 }
 
 impl Pty {
@@ -70,7 +72,7 @@ impl Pty {
         let mut stdout = child.stdout.take().unwrap();
         let output = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let sink = Arc::clone(&output);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             loop {
                 let n = stdout.read(&mut buf).unwrap_or(0);
@@ -84,7 +86,11 @@ impl Pty {
                 }
             }
         });
-        Pty { child, output }
+        Pty {
+            child,
+            output,
+            reader,
+        }
     }
 
     /// Wait until the screen shows what `seen` looks for; panics with the screen on a hang.
@@ -107,7 +113,6 @@ impl Pty {
     /// Wait for the command to exit; its exit code and the final screen.
     fn finish(mut self) -> (i32, Vec<String>, Vec<u8>) {
         let status = self.child.wait().unwrap();
-        // The reader thread sees EOF once `script` has exited; take what it collected then.
         let mut stderr = String::new();
         self.child
             .stderr
@@ -115,19 +120,9 @@ impl Pty {
             .unwrap()
             .read_to_string(&mut stderr)
             .unwrap();
-        let (bytes, grew) = &*self.output;
-        let started = Instant::now();
-        let mut guard = bytes.lock().unwrap();
-        // Give the reader its final read (EOF wakes the condvar).
-        while started.elapsed() < Duration::from_secs(5) {
-            let (g, timeout) = grew
-                .wait_timeout(guard, Duration::from_millis(200))
-                .unwrap();
-            guard = g;
-            if timeout.timed_out() {
-                break;
-            }
-        }
+        // Everything `script` wrote is collected once its reader has seen EOF.
+        self.reader.join().expect("the output reader");
+        let guard = self.output.0.lock().unwrap();
         let raw = guard.clone();
         (status.code().unwrap_or(-1), screen(&raw), raw)
     }

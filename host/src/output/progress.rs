@@ -12,7 +12,7 @@
 //! the lease is taken between the two), so there is at most one live line, kept process-wide in
 //! [`LIVE`]: messages printed from elsewhere while it is drawn (a commit-lock wait, a lost lease,
 //! an interruption) go above it through [`eprint_above`], and a process that exits from a
-//! background thread erases it first ([`erase_live_line`]).
+//! background thread erases it first and keeps it from being drawn again ([`close_live_line`]).
 
 use std::borrow::Cow;
 use std::ffi::OsStr;
@@ -51,16 +51,27 @@ pub enum Clock {
 }
 
 /// The live line on the screen, if any (one console per process).
-static LIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
+struct Live {
+    bar: Option<ProgressBar>,
+    /// Set once the process is stopping: no line is drawn again.
+    closed: bool,
+}
 
-fn live_line() -> std::sync::MutexGuard<'static, Option<ProgressBar>> {
+static LIVE: Mutex<Live> = Mutex::new(Live {
+    bar: None,
+    closed: false,
+});
+
+/// The lock is held from a line's first draw until it is recorded here, so a thread that
+/// erases it (a signal's, exiting) never finds a line on the screen that is not yet in [`LIVE`].
+fn live_line() -> std::sync::MutexGuard<'static, Live> {
     LIVE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Run `write` (which prints whole lines) with the live line out of the way, so what it prints
 /// stays on the screen above the line, which is then drawn again below it.
 fn above<R>(write: impl FnOnce() -> R) -> R {
-    match live_line().as_ref() {
+    match live_line().bar.as_ref() {
         Some(bar) => bar.suspend(write),
         None => write(),
     }
@@ -74,10 +85,20 @@ pub fn eprint_above(message: &str) {
     });
 }
 
-/// Erase the live line, if one is drawn. Also what a process exiting from a thread that cannot
-/// return through the command calls first (error::stop_process).
+/// Erase the live line, if one is drawn.
 pub fn erase_live_line() {
-    if let Some(bar) = live_line().take() {
+    if let Some(bar) = live_line().bar.take() {
+        bar.finish_and_clear();
+    }
+}
+
+/// Erase the live line and draw none again: what a process exiting from a thread that cannot
+/// return through the command calls first (error::stop_process), while main may still be
+/// beginning a wait.
+pub fn close_live_line() {
+    let mut live = live_line();
+    live.closed = true;
+    if let Some(bar) = live.bar.take() {
         bar.finish_and_clear();
     }
 }
@@ -96,11 +117,17 @@ impl Progress {
     /// one. Plain: `plain`, when given, is printed once on stderr. Both texts must already be
     /// escaped (see `terminal::escape_controls`).
     pub fn begin(&self, prefix: &str, message: &str, clock: Clock, plain: Option<&str>) {
-        erase_live_line();
+        let mut live = live_line();
+        if let Some(bar) = live.bar.take() {
+            bar.finish_and_clear();
+        }
         if !self.live {
             if let Some(line) = plain {
                 let _ = writeln!(std::io::stderr(), "{line}");
             }
+            return;
+        }
+        if live.closed {
             return;
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
@@ -111,7 +138,7 @@ impl Progress {
         // seen (and a test can look for it).
         bar.tick();
         bar.enable_steady_tick(TICK);
-        *live_line() = Some(bar);
+        live.bar = Some(bar);
     }
 
     /// The wait is over: erase the live line (nothing to do for plain output).
@@ -189,7 +216,7 @@ mod tests {
         let progress = Progress::new(false);
         progress.begin("", "compiling", Clock::Elapsed, None);
         assert_eq!(progress.above(|| 7), 7);
-        assert!(live_line().is_none());
+        assert!(live_line().bar.is_none());
         progress.end();
     }
 }
