@@ -453,6 +453,7 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         env: args.env.clone(),
         exec: args.exec.clone(),
         exec_unconfined: Vec::new(),
+        net: Vec::new(),
     };
     let mut reports: Vec<(&'static str, PhaseReport)> = Vec::new();
     let mut escapes: Vec<String> = Vec::new();

@@ -11,6 +11,7 @@ use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::input_error;
+use crate::plugin::net::NetGrant;
 use crate::plugin::{Grants, Limits, PluginSource};
 use crate::state::{EnvironmentName, CANONICAL_PHASES};
 
@@ -496,6 +497,17 @@ fn build_phase(at: &Locator, root: &Path, spec: raw::RawPhase) -> anyhow::Result
                 )));
             }
             out.push(p.clone());
+        }
+    }
+    for entry in &spec.grants.net {
+        let grant = NetGrant::parse(entry.get_ref()).map_err(|why| {
+            input_error(at.message(
+                Some(entry.span()),
+                &format!("net grant {:?}: {why}", entry.get_ref()),
+            ))
+        })?;
+        if !grants.net.contains(&grant) {
+            grants.net.push(grant);
         }
     }
     if let Some(both) = spec

@@ -71,7 +71,7 @@ pub struct RawPhase {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[serde(
-    expecting = "a [phases.<name>.grants] table of lists: read, write, env, exec, exec_unconfined"
+    expecting = "a [phases.<name>.grants] table of lists: read, write, env, exec, exec_unconfined, net"
 )]
 pub struct RawGrants {
     #[serde(default)]
@@ -84,6 +84,9 @@ pub struct RawGrants {
     pub exec: Vec<Spanned<String>>,
     #[serde(default)]
     pub exec_unconfined: Vec<Spanned<String>>,
+    /// Origins `scheme://host[:port]` the phase may reach (see plugin::net::grant).
+    #[serde(default)]
+    pub net: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -257,3 +257,38 @@ fn a_read_grant_that_does_not_exist_is_refused_unless_an_earlier_phase_may_write
         "{err}"
     );
 }
+
+#[test]
+fn net_grants_parse_to_origins_and_a_bad_one_points_at_its_line() {
+    let m = parse_ok(
+        r#"
+[environments.prod]
+[phases.rollout]
+plugin = "builtin:noop"
+[phases.rollout.grants]
+net = ["https://registry.example.com", "http://127.0.0.1:8080", "https://*.example.net", "https://registry.example.com:443"]
+"#,
+    );
+    let net: Vec<String> = m.phases["rollout"]
+        .grants
+        .net
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        net,
+        [
+            "https://registry.example.com:443",
+            "http://127.0.0.1:8080",
+            "https://*.example.net:443"
+        ]
+    );
+    let msg = parse_err(
+        "[environments.prod]\n[phases.rollout]\nplugin = \"builtin:noop\"\n\
+         [phases.rollout.grants]\nnet = [\"https://*.com\"]\n",
+    );
+    assert!(
+        msg.starts_with("stagecraft.toml:5:8: net grant \"https://*.com\": *.com would grant"),
+        "{msg}"
+    );
+}

@@ -6,6 +6,9 @@
 //! the caller gives up on a run by dropping its future (see [`super::run`]). `log` is async so
 //! that every log line hands control back to the caller, which prints it while the guest waits;
 //! `exec` stays a plain call bounded by the phase deadline itself.
+//!
+//! The world's WASI imports (`wasi:http` and what it uses) are wasmtime's own bindings; they
+//! are linked separately (see `PluginHost::new`).
 
 wasmtime::component::bindgen!({
     world: "phase-plugin",
@@ -14,4 +17,9 @@ wasmtime::component::bindgen!({
         "stagecraft:phase/host.log": async,
     },
     exports: { default: async },
+    with: {
+        "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+        "wasi:io": wasmtime_wasi::p2::bindings::io,
+        "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+    },
 });

@@ -9,11 +9,13 @@ use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::stagecraft::phase::host::{self as wit_host, ExecResult};
 use super::bindings::stagecraft::phase::types as wit_types;
 use super::confine::{self, Jail, Prepared, SpawnError};
 use super::limits::{self, LogBudget, MemoryLimiter};
+use super::net::HttpHooks;
 use super::open_grants::OpenedGrant;
 use super::types::LogLevel;
 
@@ -48,6 +50,9 @@ pub(crate) struct RunState {
     pub refusals: Arc<Mutex<Vec<String>>>,
     /// An exec'd program was killed at the deadline: the run failed on its timeout.
     pub timed_out: bool,
+    pub http: WasiHttpCtx,
+    /// The `net` grant's checks, which every `wasi:http` request goes through.
+    pub http_hooks: HttpHooks,
 }
 
 impl WasiView for RunState {
@@ -55,6 +60,16 @@ impl WasiView for RunState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RunState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
         }
     }
 }

@@ -16,6 +16,7 @@ mod grants;
 mod imports;
 mod limits;
 mod load;
+pub mod net;
 mod open_grants;
 mod run;
 mod types;
@@ -42,7 +43,7 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::Engine;
 
-use bindings::{PhasePlugin, PhasePluginPre};
+use bindings::PhasePluginPre;
 use imports::RunState;
 
 /// Loads and runs phase plugins. Create one per process and share it.
@@ -116,8 +117,20 @@ impl PluginHost {
         let mut linker = Linker::<RunState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI: {e:#}"))?;
-        PhasePlugin::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("cannot link the host interface: {e:#}"))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link wasi:http: {e:#}"))?;
+        // Our own interfaces only: WASI and wasi:http are linked above.
+        bindings::stagecraft::phase::host::add_to_linker::<RunState, HasSelf<RunState>>(
+            &mut linker,
+            |s| s,
+        )
+        .and_then(|()| {
+            bindings::stagecraft::phase::types::add_to_linker::<RunState, HasSelf<RunState>>(
+                &mut linker,
+                |s| s,
+            )
+        })
+        .map_err(|e| anyhow::anyhow!("cannot link the host interface: {e:#}"))?;
         Ok(PluginHost {
             engine,
             linker,

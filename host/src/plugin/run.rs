@@ -16,12 +16,15 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi_http::WasiHttpCtx;
 
 use super::bindings::stagecraft::phase::types as wit;
 use super::engine::EPOCH_TICK;
 use super::grants::wasi_context;
 use super::imports::{ExecPolicy, RunState};
 use super::limits::{self, LogBudget, MemoryLimiter};
+use super::net::client::{resolve_overrides, MAX_REQUEST_FIELDS};
+use super::net::{HttpHooks, NetPolicy};
 use super::open_grants::open_grants;
 use super::types::*;
 use super::{LoadedPlugin, PluginHost};
@@ -231,11 +234,13 @@ fn new_store(
         .iter()
         .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
         .collect();
+    let mut http = WasiHttpCtx::new();
+    http.set_field_size_limit(MAX_REQUEST_FIELDS);
     let state = RunState {
         wasi,
         table: ResourceTable::new(),
         memory: MemoryLimiter::new(sandbox.limits.memory_bytes),
-        log: budget,
+        log: budget.clone(),
         exec: ExecPolicy {
             allowed: sandbox.grants.exec.clone(),
             unconfined: sandbox.grants.exec_unconfined.clone(),
@@ -246,8 +251,16 @@ fn new_store(
             deadline,
             timeout_text: sandbox.limits.timeout_text.clone(),
         },
-        refusals,
+        refusals: refusals.clone(),
         timed_out: false,
+        http,
+        http_hooks: HttpHooks::new(NetPolicy {
+            grants: sandbox.grants.net.clone(),
+            deadline,
+            resolve: resolve_overrides().map_err(PhaseFailure::Grant)?.to_vec(),
+            budget: budget.clone(),
+            refusals,
+        }),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);

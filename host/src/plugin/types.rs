@@ -153,6 +153,8 @@ pub struct Grants {
     /// reach everything this user can. Still killed with everything they start when the phase
     /// ends.
     pub exec_unconfined: Vec<String>,
+    /// Origins reachable through `wasi:http`, and the ports exec'd programs may connect to.
+    pub net: Vec<super::net::NetGrant>,
 }
 
 /// Per-phase budgets.

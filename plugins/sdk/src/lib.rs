@@ -37,6 +37,8 @@ pub mod bindings {
         export_macro_name: "__export_phase_plugin",
         default_bindings_module: "stagecraft_plugin_sdk::bindings",
         runtime_path: "stagecraft_plugin_sdk::__rt",
+        // The WASI interfaces wasi:http uses (wit/deps/) are generated here too.
+        generate_all,
     });
 }
 
