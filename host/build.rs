@@ -14,7 +14,13 @@ use std::process::Command;
 
 /// (directory name under plugins/builtin, crate name). The directory name is the `builtin:` name.
 const BUILTINS: &[&str] = &["noop", "exec", "render", "switch"];
-const FIXTURES: &[&str] = &["hostile", "slow-describe", "loud-describe"];
+const FIXTURES: &[&str] = &[
+    "hostile",
+    "slow-describe",
+    "loud-describe",
+    "http-probe",
+    "contract-0-1-0",
+];
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 fn main() {
@@ -39,6 +45,7 @@ fn main() {
         "plugins/builtin",
         "plugins/fixtures",
         "wit",
+        "spec/wit",
         "Cargo.lock",
     ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod hostile;
+pub mod http;
 pub mod pg;
 pub mod project;
 

@@ -313,6 +313,8 @@ pub trait Phase {
 }
 
 /// Structured log lines, shown live and kept (capped) in the phase log.
+pub mod http;
+
 pub mod log {
     use super::wit_host::{self, LogLevel};
 

@@ -21,6 +21,7 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -56,7 +57,7 @@ pub const RESOLVE_ENV: &str = "STAGECRAFT_RESOLVE";
 pub(crate) struct NetPolicy {
     pub grants: Vec<NetGrant>,
     pub deadline: Instant,
-    pub resolve: Vec<(String, u16, IpAddr)>,
+    pub resolve: Vec<Resolved>,
     pub budget: Arc<Mutex<LogBudget>>,
     pub refusals: Arc<Mutex<Vec<String>>>,
 }
@@ -74,9 +75,12 @@ impl HttpHooks {
     }
 }
 
+/// One [`RESOLVE_ENV`] entry: host, port, the address to use.
+pub type Resolved = (String, u16, IpAddr);
+
 /// [`RESOLVE_ENV`], read once per process.
-pub fn resolve_overrides() -> Result<&'static [(String, u16, IpAddr)], String> {
-    static PARSED: OnceLock<Result<Vec<(String, u16, IpAddr)>, String>> = OnceLock::new();
+pub fn resolve_overrides() -> Result<&'static [Resolved], String> {
+    static PARSED: OnceLock<Result<Vec<Resolved>, String>> = OnceLock::new();
     PARSED
         .get_or_init(|| match std::env::var(RESOLVE_ENV) {
             Ok(value) => parse_resolve(&value),
@@ -88,7 +92,7 @@ pub fn resolve_overrides() -> Result<&'static [(String, u16, IpAddr)], String> {
 }
 
 /// Parse [`RESOLVE_ENV`]'s value; the error names the bad entry.
-pub fn parse_resolve(value: &str) -> Result<Vec<(String, u16, IpAddr)>, String> {
+pub fn parse_resolve(value: &str) -> Result<Vec<Resolved>, String> {
     let mut out = Vec::new();
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let bad = || {
@@ -324,12 +328,14 @@ async fn send(
         .path_and_query(path)
         .build()
         .map_err(|_| Error::HttpRequestUriInvalid)?;
+    let over_cap = Arc::new(AtomicBool::new(false));
     let request = request.map(|body| {
         Capped::new(
             body,
             MAX_REQUEST_BODY,
             Error::HttpRequestBodySize(Some(MAX_REQUEST_BODY)),
         )
+        .noting_overflow(over_cap.clone())
         .boxed_unsync()
     });
     // The connection runs as its own task from now on (the response needs it); its handle goes
@@ -337,9 +343,14 @@ async fn send(
     let driving =
         wasmtime_wasi::runtime::spawn(async move { connection.await.map_err(Error::from) });
     let first_byte = policy.left(options.as_ref().and_then(|o| o.first_byte_timeout));
-    let response = tokio::time::timeout(first_byte, sender.send_request(request))
-        .await
-        .map_err(|_| Error::HttpResponseTimeout)??;
+    let response = match tokio::time::timeout(first_byte, sender.send_request(request)).await {
+        Err(_) => return Err(Error::HttpResponseTimeout),
+        // hyper reports a body's error as its own; the cap is the reason worth telling.
+        Ok(Err(_)) if over_cap.load(Ordering::SeqCst) => {
+            return Err(Error::HttpRequestBodySize(Some(MAX_REQUEST_BODY)))
+        }
+        Ok(result) => result?,
+    };
     let response = response.map(|body| {
         Capped::new(
             body.map_err(Error::from),
@@ -356,6 +367,8 @@ struct Capped<B> {
     inner: B,
     left: u64,
     over: Option<Error>,
+    /// Set when the cap is hit, for whoever sees the error only through another one.
+    overflowed: Option<Arc<AtomicBool>>,
 }
 
 impl<B> Capped<B> {
@@ -364,7 +377,13 @@ impl<B> Capped<B> {
             inner,
             left: cap,
             over: Some(over),
+            overflowed: None,
         }
+    }
+
+    fn noting_overflow(mut self, flag: Arc<AtomicBool>) -> Capped<B> {
+        self.overflowed = Some(flag);
+        self
     }
 }
 
@@ -387,6 +406,9 @@ where
             if let Some(data) = frame.data_ref() {
                 let len = data.len() as u64;
                 if len > self.left {
+                    if let Some(flag) = &self.overflowed {
+                        flag.store(true, Ordering::SeqCst);
+                    }
                     let over = self.over.take().expect("checked above");
                     return Poll::Ready(Some(Err(over)));
                 }
