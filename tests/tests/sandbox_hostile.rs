@@ -10,7 +10,8 @@
 //!
 //! The Python and JavaScript attacks are in sandbox_hostile_polyglot.rs.
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -367,6 +368,208 @@ fn exec_has_no_network() {
         match udp.recv_from(&mut buf) {
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             other => panic!("{context}: a datagram reached the socket: {other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// exec under a `net` grant: TCP to the granted ports, nothing else
+// ---------------------------------------------------------------------------------------------
+
+/// A `net` grant for one port of 127.0.0.1.
+fn loopback_grant(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+/// python3 arguments running `body` (one line, `socket` imported), exiting non-zero with what
+/// the system refused.
+fn python_attack(body: &str) -> Vec<String> {
+    vec![
+        "-c".into(),
+        format!(
+            "import socket, sys\ntry:\n    {body}\nexcept OSError as e:\n    \
+             sys.exit(f'refused: {{e}}')\n"
+        ),
+    ]
+}
+
+/// The build phase's details after a deploy that must have completed (five commits), with the
+/// aftermath checked.
+fn completed(p: &HostileProject, out: &Run, context: &str) -> Value {
+    // The program's own outcome first: it says more than the commits it led to.
+    if let Ok(doc) = serde_json::from_slice::<Value>(&std::fs::read(p.state_file()).unwrap()) {
+        let (status, detail) = phase_of(newest_release(&doc), "build");
+        assert_eq!(status, "completed", "{context}: {detail:#}\n{out:?}");
+    }
+    let doc = p.assert_aftermath(out, 5, &[], context);
+    assert_eq!(out.code, 0, "{context}: {out:?}");
+    phase_of(newest_release(&doc), "build").1.clone()
+}
+
+/// Under a `net` grant a program connects to the granted port, by address and by a name found
+/// in /etc/hosts (glibc asks nscd's Unix socket first, which stays refused, and then reads the
+/// file), and may pair Unix sockets (curl's resolver signals through a pair).
+#[test]
+fn exec_under_a_net_grant_reaches_the_granted_port() {
+    let p = HostileProject::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = format!(
+        "import socket\n\
+         a, b = socket.socketpair()\n\
+         a.sendall(b'x')\n\
+         assert b.recv(1) == b'x'\n\
+         for host in ('127.0.0.1', 'localhost'):\n    \
+             with socket.create_connection((host, {port})) as s:\n        \
+                 s.sendall(host.encode())\n"
+    );
+    exec_attack_manifest(
+        &p,
+        "python3",
+        &["-c", &script],
+        &[("net", &loopback_grant(port))],
+    );
+    let out = p.deploy("v1");
+    completed(&p, &out, "connecting to the granted port");
+    // The program closed both connections before the deploy returned: each waits in the
+    // listener's backlog with all its bytes.
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let (mut conn, _) = listener
+            .accept()
+            .expect("a connection reached the granted port");
+        conn.set_nonblocking(false).unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        got.push(text);
+    }
+    assert_eq!(got, ["127.0.0.1", "localhost"]);
+}
+
+/// The manifest's own example: `exec = ["curl"]` and a `net` grant fetch from the granted
+/// origin.
+#[test]
+fn curl_under_a_net_grant_fetches_from_the_granted_origin() {
+    let p = HostileProject::new();
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let serve = std::thread::spawn(move || {
+        let (mut conn, _) = server.accept().unwrap();
+        let mut request = Vec::new();
+        let mut byte = [0u8; 1];
+        while !request.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
+            request.push(byte[0]);
+        }
+        conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+            .unwrap();
+        String::from_utf8_lossy(&request).into_owned()
+    });
+    let url = format!("http://127.0.0.1:{port}/index.html");
+    exec_attack_manifest(
+        &p,
+        "curl",
+        &["-sS", &url],
+        &[("net", &loopback_grant(port))],
+    );
+    let out = p.deploy("v1");
+    let detail = completed(&p, &out, "curl to the granted origin");
+    assert_eq!(detail["outputs"]["stdout"], "hello", "{detail:#}");
+    let request = serve.join().unwrap();
+    assert!(request.starts_with("GET /index.html "), "{request:?}");
+}
+
+/// Under a `net` grant, everything but a TCP connection to a granted port is still refused:
+/// another port (by connect, by TCP Fast Open, which connects without `connect`, and over
+/// MPTCP, which Landlock does not govern), binding or listening on a TCP port, a netlink socket,
+/// and a Unix socket (Landlock does not govern connecting to one: this one stands for the
+/// user's D-Bus or systemd socket, or PostgreSQL's). Nothing may arrive at any listener.
+#[test]
+fn exec_under_a_net_grant_reaches_nothing_else() {
+    let p = HostileProject::new();
+    let granted = TcpListener::bind("127.0.0.1:0").unwrap();
+    granted.set_nonblocking(true).unwrap();
+    let grant = loopback_grant(granted.local_addr().unwrap().port());
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    other.set_nonblocking(true).unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    let unix_path = p.outside.path().join("service.sock");
+    let unix = std::os::unix::net::UnixListener::bind(&unix_path).unwrap();
+    unix.set_nonblocking(true).unwrap();
+    const IPPROTO_MPTCP: u32 = 262;
+    let to_other = format!("('127.0.0.1', {other_port})");
+    let attacks: Vec<(&str, &str, Vec<String>)> = vec![
+        (
+            "bash's /dev/tcp to another port",
+            "bash",
+            vec![
+                "-c".into(),
+                format!("exec 3<>/dev/tcp/127.0.0.1/{other_port} && echo hello >&3"),
+            ],
+        ),
+        (
+            "connecting to another port",
+            "python3",
+            python_attack(&format!(
+                "s = socket.socket(); s.connect({to_other}); s.sendall(b'hello')"
+            )),
+        ),
+        (
+            "TCP Fast Open to another port",
+            "python3",
+            python_attack(&format!(
+                "s = socket.socket(); s.sendto(b'hello', socket.MSG_FASTOPEN, {to_other})"
+            )),
+        ),
+        (
+            "MPTCP to another port",
+            "python3",
+            python_attack(&format!(
+                "s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, {IPPROTO_MPTCP}); \
+                 s.connect({to_other}); s.sendall(b'hello')"
+            )),
+        ),
+        (
+            "binding a TCP port",
+            "python3",
+            python_attack("s = socket.socket(); s.bind(('127.0.0.1', 0))"),
+        ),
+        (
+            "listening on an ephemeral TCP port",
+            "python3",
+            python_attack("s = socket.socket(); s.listen()"),
+        ),
+        (
+            "a netlink socket",
+            "python3",
+            python_attack("socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)"),
+        ),
+        (
+            "a Unix socket outside the grants",
+            "python3",
+            python_attack(&format!(
+                "s = socket.socket(socket.AF_UNIX); s.connect({:?}); s.sendall(b'hello')",
+                unix_path.display().to_string()
+            )),
+        ),
+    ];
+    let mut serial = 0;
+    for (i, (what, program, args)) in attacks.iter().enumerate() {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        exec_attack_manifest(&p, program, &args, &[("net", &grant)]);
+        let out = p.deploy(&format!("v{i}"));
+        serial += 3;
+        let error = stopped(&p, &out, serial, &[], &[], what);
+        assert_refused(&error, what);
+        for (name, listener) in [("granted", &granted), ("other", &other)] {
+            match listener.accept() {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                other => panic!("{what}: a TCP connection reached the {name} port: {other:?}"),
+            }
+        }
+        match unix.accept() {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            other => panic!("{what}: a connection reached the Unix socket: {other:?}"),
         }
     }
 }

@@ -33,6 +33,9 @@ pub(crate) struct ExecPolicy {
     pub project_root: PathBuf,
     /// The phase's grants, opened when it started (shared with its WASI preopens).
     pub grants: Arc<Vec<OpenedGrant>>,
+    /// The ports of the phase's `net` grant, each once: confined programs may open TCP
+    /// connections to them, on any host (none: no network at all).
+    pub net_ports: Vec<u16>,
     /// The confinement, built at the first confined `exec` of the run (or why it cannot be).
     pub jail: Option<Result<Jail, String>>,
     pub deadline: Instant,
@@ -178,8 +181,10 @@ fn run_program(
     })?;
 
     let started = if confined {
-        let grants = policy.grants.clone();
-        let jail = policy.jail.get_or_insert_with(|| Jail::new(&grants));
+        let (grants, net_ports) = (&policy.grants, &policy.net_ports);
+        let jail = policy
+            .jail
+            .get_or_insert_with(|| Jail::new(grants, net_ports));
         let jail = match jail {
             Ok(jail) => jail,
             Err(why) => {

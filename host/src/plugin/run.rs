@@ -234,6 +234,9 @@ fn new_store(
         .iter()
         .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
         .collect();
+    let mut net_ports: Vec<u16> = sandbox.grants.net.iter().map(|g| g.port).collect();
+    net_ports.sort_unstable();
+    net_ports.dedup();
     let mut http = WasiHttpCtx::new();
     http.set_field_size_limit(MAX_REQUEST_FIELDS);
     let state = RunState {
@@ -247,6 +250,7 @@ fn new_store(
             env,
             project_root: sandbox.project_root.clone(),
             grants: opened,
+            net_ports,
             jail: None,
             deadline,
             timeout_text: sandbox.limits.timeout_text.clone(),

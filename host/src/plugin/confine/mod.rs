@@ -8,9 +8,17 @@
 //! - with a seccomp filter that refuses sockets ([`seccomp`]);
 //! - with only stagecraft's standard streams replaced and every other descriptor closed.
 //!
-//! Where Landlock (ABI 3 or later) or unprivileged namespaces are missing, confined `exec` is
-//! refused with a message saying why; programs the manifest lists in `exec_unconfined` still run,
-//! without Landlock and seccomp (and, without namespaces, in their own process group).
+//! A phase with a `net` grant lets its programs make TCP and UDP sockets over IPv4 and IPv6:
+//! Landlock then lets TCP connect only to the grant's ports, on any host (a program's
+//! connections never pass through stagecraft, so the granted host names cannot be checked), and
+//! UDP, which Landlock cannot restrict, goes anywhere. Programs share the host's network
+//! namespace with or without a grant: without one, what keeps them off the network is the
+//! filter.
+//!
+//! Where Landlock (ABI 3 or later, ABI 4 for a phase with a `net` grant) or unprivileged
+//! namespaces are missing, confined `exec` is refused with a message saying why; programs the
+//! manifest lists in `exec_unconfined` still run, without Landlock and seccomp (and, without
+//! namespaces, in their own process group).
 
 mod rules;
 mod seccomp;
@@ -48,6 +56,21 @@ fn reason_for_abi(abi: i32) -> Option<String> {
     })
 }
 
+/// Why a kernel with Landlock ABI `abi` cannot hold a phase's exec'd programs to the ports of
+/// its `net` grant, if it cannot: below ABI 4 Landlock has no TCP rules, so the programs of such
+/// a phase would reach every port of every host.
+fn reason_for_net_abi(abi: i32) -> Option<String> {
+    if abi >= rules::MIN_NET_ABI {
+        return None;
+    }
+    Some(format!(
+        "this phase has a net grant, and this kernel's Landlock is ABI {abi}: holding exec'd \
+         programs to the granted ports needs ABI {} (Linux 6.7) or later; without it they would \
+         reach every port of every host",
+        rules::MIN_NET_ABI
+    ))
+}
+
 /// The confinement of one phase's exec'd programs, built at its first `exec`.
 pub(crate) struct Jail {
     ruleset: rules::PhaseRuleset,
@@ -57,18 +80,26 @@ pub(crate) struct Jail {
 }
 
 impl Jail {
-    /// The phase's grants, already opened.
-    pub fn new(grants: &[OpenedGrant]) -> Result<Jail, String> {
+    /// The phase's grants, already opened, and the ports of its `net` grant (none: no network).
+    pub fn new(grants: &[OpenedGrant], net_ports: &[u16]) -> Result<Jail, String> {
         if let Some(why) = unsupported_reason() {
             return Err(why);
         }
+        let sockets = if net_ports.is_empty() {
+            seccomp::Sockets::None
+        } else {
+            if let Some(why) = reason_for_net_abi(rules::kernel_abi()) {
+                return Err(why);
+            }
+            seccomp::Sockets::Internet
+        };
         let tmp = private_tmp()?;
-        let ruleset = rules::PhaseRuleset::build(grants, tmp.path())?;
+        let ruleset = rules::PhaseRuleset::build(grants, tmp.path(), net_ports)?;
         let ruleset_fd = ruleset.fd()?;
         Ok(Jail {
             ruleset,
             ruleset_fd,
-            seccomp: seccomp::Filter::new(),
+            seccomp: seccomp::Filter::new(sockets),
             tmp,
         })
     }
@@ -359,6 +390,20 @@ mod tests {
         );
         assert_eq!(reason_for_abi(3), None);
         assert_eq!(reason_for_abi(7), None);
+    }
+
+    #[test]
+    fn a_net_grant_on_a_kernel_without_landlock_tcp_rules_is_named_and_refused() {
+        let old = reason_for_net_abi(3).unwrap();
+        assert!(
+            old.contains("net grant")
+                && old.contains("ABI 3")
+                && old.contains("needs ABI 4 (Linux 6.7)")
+                && old.contains("every port of every host"),
+            "{old}"
+        );
+        assert_eq!(reason_for_net_abi(4), None);
+        assert_eq!(reason_for_net_abi(7), None);
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! The Landlock ruleset an exec'd program runs under: the system directories a program needs to
 //! start (read and execute), a few device files, the phase's own grants exactly as granted, a
-//! private temporary directory, and nothing else. No TCP bind or connect (ABI 4+), no signals to
-//! or abstract sockets of processes outside the sandbox (ABI 6+).
+//! private temporary directory, and nothing else. No TCP bind, and no TCP connect but to the
+//! ports of the phase's `net` grant (ABI 4+); no signals to or abstract sockets of processes
+//! outside the sandbox (ABI 6+).
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use landlock::{
-    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
-    RulesetAttr, RulesetCreated, RulesetCreatedAttr, Scope, ABI,
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
+    Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, Scope, ABI,
 };
 
 use crate::plugin::open_grants::{Access as GrantAccess, OpenedGrant};
@@ -17,6 +18,10 @@ use crate::plugin::open_grants::{Access as GrantAccess, OpenedGrant};
 /// The oldest Landlock ABI that confines everything we rely on: ABI 3 added `truncate`, without
 /// which a program could empty a file it was only granted to read.
 pub(crate) const MIN_ABI: i32 = 3;
+
+/// The oldest Landlock ABI that can hold TCP connections to a `net` grant's ports (ABI 4 added
+/// TCP bind and connect rules).
+pub(crate) const MIN_NET_ABI: i32 = 4;
 
 /// The running kernel's Landlock ABI version (0 when Landlock is missing or disabled).
 pub(crate) fn kernel_abi() -> i32 {
@@ -175,15 +180,21 @@ pub(crate) struct PhaseRuleset {
 }
 
 impl PhaseRuleset {
-    /// System paths, `grants` as granted, and `tmp` read-write.
-    pub fn build(grants: &[OpenedGrant], tmp: &Path) -> Result<PhaseRuleset, String> {
+    /// System paths, `grants` as granted, `tmp` read-write, and TCP connections to `net_ports`
+    /// (any host). Below [`MIN_NET_ABI`] port rules cannot be added and building fails (the
+    /// jail refuses such a phase first, saying why).
+    pub fn build(
+        grants: &[OpenedGrant],
+        tmp: &Path,
+        net_ports: &[u16],
+    ) -> Result<PhaseRuleset, String> {
         let abi = ABI::from(kernel_abi());
         let fail = |e: landlock::RulesetError| format!("building the Landlock ruleset: {e}");
         let mut ruleset = Ruleset::default()
             .set_compatibility(CompatLevel::HardRequirement)
             .handle_access(AccessFs::from_all(abi))
             .map_err(fail)?;
-        if kernel_abi() >= 4 {
+        if kernel_abi() >= MIN_NET_ABI {
             ruleset = ruleset
                 .handle_access(AccessNet::from_all(abi))
                 .map_err(fail)?;
@@ -227,6 +238,12 @@ impl PhaseRuleset {
         created = created
             .add_rule(PathBeneath::new(tmp_fd, all))
             .map_err(fail)?;
+        // Connect only: binding stays refused (with listening, through seccomp).
+        for &port in net_ports {
+            created = created
+                .add_rule(NetPort::new(port, AccessNet::ConnectTcp))
+                .map_err(fail)?;
+        }
         Ok(PhaseRuleset { abi, created })
     }
 
