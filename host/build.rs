@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// (directory name under plugins/builtin, crate name). The directory name is the `builtin:` name.
-const BUILTINS: &[&str] = &["noop", "exec", "render", "switch"];
+const BUILTINS: &[&str] = &["noop", "exec", "render", "switch", "http-check"];
 const FIXTURES: &[&str] = &[
     "hostile",
     "slow-describe",
@@ -122,7 +122,10 @@ fn main() {
          pub const EMBEDDED: &[(&str, &[u8])] = &[\n",
     );
     for name in BUILTINS {
-        let file = built.join(format!("stagecraft_builtin_{name}.wasm"));
+        let file = built.join(format!(
+            "stagecraft_builtin_{}.wasm",
+            name.replace('-', "_")
+        ));
         let embedded = out_dir.join(format!("builtin-{name}.wasm"));
         copy(&file, &embedded);
         copy(

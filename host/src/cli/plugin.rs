@@ -114,7 +114,8 @@ fn import_meaning(name: &str) -> &'static str {
         "stagecraft:phase/types" => "shared types",
         i if i.starts_with("wasi:filesystem/") => "files: only `read`/`write` grants are visible",
         "wasi:cli/environment" => "environment: only variables in the `env` grant",
-        i if i.starts_with("wasi:sockets/") => "network: never granted (always refused)",
+        i if i.starts_with("wasi:sockets/") => "sockets: never granted (always refused)",
+        i if i.starts_with("wasi:http/") => "HTTP(S): only origins in the `net` grant",
         i if i.starts_with("wasi:cli/std") || i.starts_with("wasi:cli/terminal") => {
             "stdio: stdout/stderr go to the phase log, stdin is empty"
         }

@@ -123,7 +123,7 @@ pub enum StateBackend {
 pub const MAX_HISTORY_MAX: i64 = 1_000_000;
 
 /// The built-in plugins this binary embeds.
-pub const BUILTIN_PLUGINS: [&str; 4] = ["noop", "exec", "render", "switch"];
+pub const BUILTIN_PLUGINS: [&str; 5] = ["noop", "exec", "render", "switch", "http-check"];
 
 /// Phase names: `[a-z][a-z0-9_]*`.
 pub fn valid_phase_name(name: &str) -> bool {
