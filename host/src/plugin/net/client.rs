@@ -21,7 +21,7 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -45,6 +45,9 @@ pub const MAX_RESPONSE_BODY: u64 = 16 * 1024 * 1024;
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// The most headers a response may have.
 pub const MAX_RESPONSE_HEADERS: usize = 128;
+/// The most requests of one phase that may be open at once (resolving, connecting, or with a
+/// response not yet read to its end): each holds a socket and a task of the host's.
+pub const MAX_OPEN_REQUESTS: usize = 32;
 /// The most a request's headers may take in the guest (wasi-http's field-size limit).
 pub const MAX_REQUEST_FIELDS: usize = 64 * 1024;
 
@@ -65,13 +68,35 @@ pub(crate) struct NetPolicy {
 /// The hooks wasmtime-wasi-http calls; one per store.
 pub(crate) struct HttpHooks {
     policy: Arc<NetPolicy>,
+    /// Requests open now (see [`MAX_OPEN_REQUESTS`]).
+    open: Arc<AtomicUsize>,
 }
 
 impl HttpHooks {
     pub fn new(policy: NetPolicy) -> HttpHooks {
         HttpHooks {
             policy: Arc::new(policy),
+            open: Arc::new(AtomicUsize::new(0)),
         }
+    }
+}
+
+/// One open request's place among [`MAX_OPEN_REQUESTS`], given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(open: &Arc<AtomicUsize>) -> Option<Slot> {
+        open.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < MAX_OPEN_REQUESTS).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Slot(open.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -127,7 +152,14 @@ impl WasiHttpHooks for HttpHooks {
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         drop(fut);
         let policy = self.policy.clone();
-        Box::new(async move { send(&policy, request, options).await })
+        let Some(slot) = Slot::take(&self.open) else {
+            let refused = policy.refuse(format!(
+                "this phase already has {MAX_OPEN_REQUESTS} requests open; read or drop a \
+                 response before sending more"
+            ));
+            return Box::new(async move { Err(refused) });
+        };
+        Box::new(async move { send(&policy, slot, request, options).await })
     }
 }
 
@@ -302,6 +334,7 @@ async fn connect(
 
 async fn send(
     policy: &NetPolicy,
+    slot: Slot,
     mut request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
 ) -> SendResult {
@@ -340,8 +373,11 @@ async fn send(
     });
     // The connection runs as its own task from now on (the response needs it); its handle goes
     // back to wasi-http, which keeps it with the response, so it ends with the phase's store.
-    let driving =
-        wasmtime_wasi::runtime::spawn(async move { connection.await.map_err(Error::from) });
+    // The request's slot is given back when its connection ends.
+    let driving = wasmtime_wasi::runtime::spawn(async move {
+        let _slot = slot;
+        connection.await.map_err(Error::from)
+    });
     let first_byte = policy.left(options.as_ref().and_then(|o| o.first_byte_timeout));
     let response = match tokio::time::timeout(first_byte, sender.send_request(request)).await {
         Err(_) => return Err(Error::HttpResponseTimeout),
