@@ -72,7 +72,7 @@ fn a_healthy_answer_passes_on_the_first_attempt_and_records_status_and_latency()
     let summary = verify["summary"].as_str().unwrap();
     assert!(
         summary.starts_with(&format!(
-            "GET {} answered 200 on the first attempt (",
+            "GET {} answered 200 on the first attempt",
             server.url("/ok")
         )),
         "{summary}"

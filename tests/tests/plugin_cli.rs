@@ -16,12 +16,12 @@ fn check_describes_a_builtin_and_lists_its_imports() {
     let out = run(dir.path(), &["plugin", "check", "builtin:exec"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
-        out.stdout.contains("contract     stagecraft:phase@0.1.0"),
+        out.stdout.contains("contract     stagecraft:phase@0.1.1"),
         "{out:?}"
     );
     assert!(out.stdout.contains("name         exec"), "{out:?}");
     assert!(
-        out.stdout.contains("stagecraft:phase/host@0.1.0"),
+        out.stdout.contains("stagecraft:phase/host@0.1.1"),
         "{out:?}"
     );
     assert!(
@@ -33,7 +33,7 @@ fn check_describes_a_builtin_and_lists_its_imports() {
     assert_eq!(out.code, 0, "{out:?}");
     let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(json["info"]["name"], "hostile");
-    assert_eq!(json["contract"], "stagecraft:phase@0.1.0");
+    assert_eq!(json["contract"], "stagecraft:phase@0.1.1");
     assert_eq!(json["plugin_digest"].as_str().unwrap().len(), 64);
     assert!(json["imports"]
         .as_array()
@@ -333,4 +333,91 @@ fn check_and_test_bound_what_describe_answers() {
     let out = run(dir.path(), &["plugin", "test", &loud, "--phase", "phase1"]);
     assert!(out.stdout.len() < 16 << 10, "{} bytes", out.stdout.len());
     assert!(out.stdout.contains("… [cut 1048320 bytes]"), "{out:?}");
+}
+
+#[test]
+fn a_plugin_built_for_contract_0_1_0_still_checks_tests_and_deploys() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = fixture("contract-0-1-0").display().to_string();
+    let out = run(dir.path(), &["plugin", "check", "--json", &old]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["contract"], "stagecraft:phase@0.1.0");
+    assert!(json["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["name"] == "stagecraft:phase/host@0.1.0"));
+
+    let out = run(dir.path(), &["plugin", "test", &old]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("0 failed"), "{out:?}");
+
+    std::fs::write(
+        dir.path().join("stagecraft.toml"),
+        format!(
+            "[environments.prod]\n[pipeline]\nphases = [\"rollout\"]\n\
+             [phases.rollout]\nplugin = {old:?}\n"
+        ),
+    )
+    .unwrap();
+    let out = run(dir.path(), &["deploy", "--env", "prod", "--version", "v1"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("rollout v1"), "{out:?}");
+}
+
+#[test]
+fn net_scenarios_pass_a_plugin_that_requests_its_url_and_fail_one_that_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "plugin",
+            "test",
+            "builtin:http-check",
+            "--net-url",
+            "url",
+            "--set",
+            "attempts=1",
+            "--json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let verdict = |name: &str| {
+        json["scenarios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["scenario"] == name || s["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {json:#}"))
+            .clone()
+    };
+    assert_eq!(verdict("net-granted")["pass"], true, "{json:#}");
+    let refused = verdict("net-refused");
+    assert_eq!(refused["pass"], true, "{json:#}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is not in this phase's net grant; add \"http://127.0.0.1:"),
+        "{refused:#}"
+    );
+
+    // A plugin that never requests anything fails both.
+    let out = run(
+        dir.path(),
+        &["plugin", "test", "builtin:noop", "--net-url", "url"],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stdout.contains("net-granted      FAIL"), "{out:?}");
+    assert!(out.stdout.contains("net-refused      FAIL"), "{out:?}");
+
+    // Without --net-url, a plugin that imports wasi:http is told how to run them.
+    let out = run(dir.path(), &["plugin", "test", "builtin:http-check"]);
+    assert!(
+        out.stdout
+            .contains("not run: the plugin imports wasi:http; pass --net-url"),
+        "{out:?}"
+    );
 }

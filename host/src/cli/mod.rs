@@ -6,6 +6,7 @@ mod completions;
 mod deploy;
 mod init;
 pub mod plugin;
+mod plugin_net;
 pub mod release;
 pub mod releases;
 mod rollback;

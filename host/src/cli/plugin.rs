@@ -11,7 +11,10 @@ use clap::{Args, Subcommand};
 
 use crate::error::{input_error, ExitCode};
 use crate::output::terminal::escape_controls;
+use crate::plugin::net::NetGrant;
 use crate::plugin::*;
+
+use super::plugin_net::{self, LocalServer};
 
 #[derive(Debug, Args)]
 pub struct PluginArgs {
@@ -76,6 +79,11 @@ pub struct TestArgs {
     /// An environment variable passed through to the plugin (repeatable).
     #[arg(long = "env", value_name = "NAME")]
     pub env: Vec<String>,
+    /// The config key holding the URL the plugin requests: runs the network scenarios against
+    /// a server of this command's on 127.0.0.1 (a granted request must succeed, an ungranted one
+    /// must be refused with the grant named).
+    #[arg(long, value_name = "KEY")]
+    pub net_url: Option<String>,
     /// Each scenario's timeout (a hanging plugin fails the scenario, not the command).
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub timeout: String,
@@ -448,48 +456,66 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         });
     }
 
+    // With --net-url, every scenario with a config requests a server of ours that the grant
+    // names, and `net-refused` one that it does not.
+    let servers = match &args.net_url {
+        Some(_) => Some((LocalServer::start()?, LocalServer::start()?)),
+        None => None,
+    };
+    let mut config = config;
+    let mut net = Vec::new();
+    if let (Some(key), Some((granted, _))) = (&args.net_url, &servers) {
+        config.insert(key.clone(), granted.origin());
+        net.push(NetGrant::parse(&granted.origin()).map_err(anyhow::Error::msg)?);
+    }
     let grants = Grants {
         read: Vec::new(),
         write: vec![PathBuf::from(".")],
         env: args.env.clone(),
         exec: args.exec.clone(),
         exec_unconfined: Vec::new(),
-        net: Vec::new(),
+        net,
     };
     let mut reports: Vec<(&'static str, PhaseReport)> = Vec::new();
     let mut escapes: Vec<String> = Vec::new();
-    let mut scenario =
-        |name: &'static str, ctx: PhaseContext, judge: &Judge<'_>| -> anyhow::Result<String> {
-            let playground = Playground::new(args.project.as_deref())?;
-            let before = playground.outside_snapshot();
-            let sandbox = Sandbox {
-                project_root: playground.project(),
-                grants: grants.clone(),
-                limits: limits.clone(),
-            };
-            let run = host.run(&plugin, &ctx, &sandbox, &NullSink);
-            let after = playground.outside_snapshot();
-            if before != after {
-                let changed: Vec<String> = after
-                    .keys()
-                    .chain(before.keys())
-                    .filter(|k| before.get(*k) != after.get(*k))
-                    .map(|k| k.display().to_string())
-                    .collect();
-                escapes.push(format!("{name}: {}", changed.join(", ")));
-            }
-            let (pass, detail) = judge(&run.result);
-            verdicts.push(Verdict {
-                scenario: name,
-                pass,
-                detail,
-            });
-            if let Ok(report) = &run.result {
-                reports.push((name, report.clone()));
-            }
-            Ok(outcome_text(&run.result))
+    let mut scenario_with = |name: &'static str,
+                             ctx: PhaseContext,
+                             grants: &Grants,
+                             judge: &Judge<'_>|
+     -> anyhow::Result<String> {
+        let playground = Playground::new(args.project.as_deref())?;
+        let before = playground.outside_snapshot();
+        let sandbox = Sandbox {
+            project_root: playground.project(),
+            grants: grants.clone(),
+            limits: limits.clone(),
         };
+        let run = host.run(&plugin, &ctx, &sandbox, &NullSink);
+        let after = playground.outside_snapshot();
+        if before != after {
+            let changed: Vec<String> = after
+                .keys()
+                .chain(before.keys())
+                .filter(|k| before.get(*k) != after.get(*k))
+                .map(|k| k.display().to_string())
+                .collect();
+            escapes.push(format!("{name}: {}", changed.join(", ")));
+        }
+        let (pass, detail) = judge(&run.result);
+        verdicts.push(Verdict {
+            scenario: name,
+            pass,
+            detail,
+        });
+        if let Ok(report) = &run.result {
+            reports.push((name, report.clone()));
+        }
+        Ok(outcome_text(&run.result))
+    };
 
+    let mut scenario = |name: &'static str, ctx: PhaseContext, judge: &Judge<'_>| {
+        scenario_with(name, ctx, &grants, judge)
+    };
     let deploy = conformance_context(&phase, &config, Shape::Deploy);
     let first = scenario("deploy", deploy.clone(), &must_succeed)?;
     scenario(
@@ -533,6 +559,42 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             (false, format!("first run: {before}; second run: {again}"))
         }
     })?;
+
+    let imports_http = plugin
+        .summary()
+        .imports
+        .iter()
+        .any(|i| i.starts_with("wasi:http/outgoing-handler"));
+    match (&args.net_url, &servers) {
+        (Some(key), Some((granted, ungranted))) => {
+            let reached = plugin_net::judge_granted(granted, &first);
+            let mut refused_config = config.clone();
+            refused_config.insert(key.clone(), ungranted.origin());
+            scenario_with(
+                "net-refused",
+                conformance_context(&phase, &refused_config, Shape::Deploy),
+                &grants,
+                &|result| plugin_net::judge_refused(result, ungranted, outcome_text(result)),
+            )?;
+            let at = verdicts.len() - 1;
+            verdicts.insert(
+                at,
+                Verdict {
+                    scenario: "net-granted",
+                    pass: reached.0,
+                    detail: reached.1,
+                },
+            );
+        }
+        _ if imports_http => verdicts.push(Verdict {
+            scenario: "net",
+            pass: true,
+            detail: "not run: the plugin imports wasi:http; pass --net-url <config key of the \
+                     URL it requests> to test a granted and a refused request"
+                .to_string(),
+        }),
+        _ => {}
+    }
 
     let bad: Vec<String> = reports
         .iter()

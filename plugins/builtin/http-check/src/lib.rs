@@ -245,7 +245,7 @@ impl Phase for HttpCheck {
                 Err(e) => {
                     // A refusal by the sandbox will not change on retry.
                     if e.message.contains("network access refused") {
-                        return Err(Error::new(format!("{what}: {}", e.message)));
+                        return Err(Error::new(format!("{} {}", check.method, e.message)));
                     }
                     Some(e.message.clone())
                 }
@@ -259,13 +259,15 @@ impl Phase for HttpCheck {
                     } else {
                         format!("after {attempt} attempts")
                     };
-                    return Ok(Report::completed(format!(
-                        "{what} answered {status} {tries} ({latency_ms} ms)"
-                    ))
-                    .output("status", status.to_string())
-                    .output("latency_ms", latency_ms.to_string())
-                    .output("attempts", attempt.to_string())
-                    .output("url", check.url.clone()));
+                    // The latency is an output, not in the summary: the same answer makes the
+                    // same summary.
+                    return Ok(
+                        Report::completed(format!("{what} answered {status} {tries}"))
+                            .output("status", status.to_string())
+                            .output("latency_ms", latency_ms.to_string())
+                            .output("attempts", attempt.to_string())
+                            .output("url", check.url.clone()),
+                    );
                 }
                 Some(problem) => {
                     last_problem = problem;
