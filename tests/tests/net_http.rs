@@ -2,7 +2,7 @@
 //! (the http-probe fixture, on the SDK's client) reach its granted origins and nothing else,
 //! against a server on 127.0.0.1 that each test starts and stops.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -189,7 +189,7 @@ fn a_server_that_never_answers_hits_the_deadline() {
 }
 
 #[test]
-fn https_needs_a_certificate_the_system_trusts() {
+fn https_to_a_server_that_does_not_speak_tls_fails() {
     // A server that answers in plain HTTP as soon as it is connected to: the TLS handshake with
     // it fails, and the request with it.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -226,4 +226,152 @@ fn bad_net_grants_are_refused_at_load() {
         "{out:?}"
     );
     assert!(!dir.path().join(".stagecraft/releases.json").exists());
+}
+
+/// A certificate authority and a server certificate for 127.0.0.1 it signed, made with the
+/// `openssl` command; and `openssl s_server -www` serving with it, on a port it chose.
+struct TlsServer {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsServer {
+    fn start() -> TlsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("run openssl");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=stagecraft test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(dir.path().join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ]);
+        let mut child = std::process::Command::new("openssl")
+            .args([
+                "s_server",
+                "-accept",
+                "127.0.0.1:0",
+                "-cert",
+                "server.pem",
+                "-key",
+                "server.key",
+                "-www",
+                "-naccept",
+                "2",
+            ])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start openssl s_server");
+        // It says where it listens before it accepts: "ACCEPT 127.0.0.1:<port>".
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let port = lines
+            .find_map(|line| {
+                let line = line.ok()?;
+                line.strip_prefix("ACCEPT ")?
+                    .rsplit(':')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .expect("openssl s_server said where it listens");
+        std::thread::spawn(move || for _ in lines {});
+        TlsServer { dir, child, port }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn https_verifies_the_server_against_the_systems_trust_store() {
+    let server = TlsServer::start();
+    let origin = format!("https://127.0.0.1:{}", server.port);
+    let dir = project(
+        &format!("urls = \"{origin}/\""),
+        std::slice::from_ref(&origin),
+        "",
+    );
+    // The system's store does not know the test's authority: refused.
+    let out = Run::from(
+        stagecraft(dir.path())
+            .args(["deploy", "--env", "prod", "--version", "v1"])
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("TLS with {origin} failed"))
+            && out.stderr.contains("certificate verify failed"),
+        "{out:?}"
+    );
+    // The store, pointed at a file that trusts the authority (as an operator would with an internal
+    // authority): the request goes through, verified.
+    let out = Run::from(
+        stagecraft(dir.path())
+            .args(["deploy", "--env", "prod", "--version", "v2"])
+            .env("SSL_CERT_FILE", server.ca())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(rollout(dir.path())["outputs"]["status.0"], "200");
 }
