@@ -377,6 +377,7 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let mut stdout = crate::output::stdout();
     crate::pipeline::kill_programs_on_signal()?;
     let config = config_from(&args)?;
+    crate::plugin::net::client::resolve_overrides().map_err(input_error)?;
     let limits = Limits {
         timeout: crate::manifest::parse_duration(&args.timeout)
             .map_err(|e| input_error(format!("--timeout: {e}")))?,

@@ -175,6 +175,9 @@ pub fn open_store(
 /// an `env` grant naming a variable that leads to the state or its credentials. The error
 /// points at the grant in the manifest.
 pub fn check_grants(project: &ProjectArgs, manifest: &Manifest) -> anyhow::Result<()> {
+    // The user's resolve override, which the net grant's checks read: a bad one is bad input now,
+    // not a failed phase later.
+    crate::plugin::net::client::resolve_overrides().map_err(input_error)?;
     let protected = protected_paths(project, manifest);
     for (phase, spec) in &manifest.phases {
         if let Err(refusal) =
