@@ -82,7 +82,10 @@ pub(crate) fn wasi_context(
             SocketAddrUse::UdpSend => "sending to",
             _ => "listening on",
         };
-        let note = format!("network access refused ({what} {addr}): phases have no network grant");
+        let note = format!(
+            "network access refused ({what} {addr}): a phase has no sockets; it reaches the \
+             network through wasi:http, to the origins of its net grant"
+        );
         if let Ok(mut b) = budget.lock() {
             b.emit(LogLevel::Warn, &note);
         }
