@@ -57,6 +57,18 @@ fn a_granted_origin_is_reached_and_an_ungranted_one_is_refused_naming_the_grant(
         &[granted.origin()],
         "",
     );
+    // The plan says what the phase may reach.
+    let plan = run(
+        dir.path(),
+        &["deploy", "--env", "prod", "--version", "v1", "--dry-run"],
+    );
+    assert!(
+        plan.stdout.contains(&format!(
+            "                may reach {} (net)",
+            granted.origin()
+        )),
+        "{plan:?}"
+    );
     let out = deploy(dir.path());
     assert_eq!(out.code, 0, "{out:?}");
     let phase = rollout(dir.path());

@@ -513,18 +513,30 @@ pub fn print_plan(
 ) -> anyhow::Result<()> {
     use std::io::Write;
     let mut stdout = crate::output::stdout();
-    let phases: Vec<(String, Option<String>, Vec<String>)> = target
+    /// One phase of the plan and the grants worth a reviewer's eye.
+    struct Planned {
+        name: String,
+        plugin: Option<String>,
+        unconfined: Vec<String>,
+        /// The `net` grant, normalized (`https://registry.example.com:443`).
+        net: Vec<String>,
+    }
+    let phases: Vec<Planned> = target
         .manifest
         .pipeline
         .iter()
         .map(|p| {
             let spec = target.manifest.phases.get(p);
-            (
-                p.clone(),
-                spec.map(|s| s.plugin_ref.clone()),
-                spec.map(|s| s.grants.exec_unconfined.clone())
+            Planned {
+                name: p.clone(),
+                plugin: spec.map(|s| s.plugin_ref.clone()),
+                unconfined: spec
+                    .map(|s| s.grants.exec_unconfined.clone())
                     .unwrap_or_default(),
-            )
+                net: spec
+                    .map(|s| s.grants.net.iter().map(ToString::to_string).collect())
+                    .unwrap_or_default(),
+            }
         })
         .collect();
     if json {
@@ -535,10 +547,11 @@ pub fn print_plan(
             "version": version,
             "commit_sha": commit,
             "rollback_target": rollback_target.map(|t| t.id.as_str()),
-            "phases": phases.iter().map(|(p, plugin, unconfined)| serde_json::json!({
-                "name": p,
-                "plugin": plugin,
-                "exec_unconfined": unconfined,
+            "phases": phases.iter().map(|p| serde_json::json!({
+                "name": p.name,
+                "plugin": p.plugin,
+                "exec_unconfined": p.unconfined,
+                "net": p.net,
             })).collect::<Vec<_>>(),
         });
         writeln!(stdout, "{}", serde_json::to_string_pretty(&plan)?)?;
@@ -570,10 +583,19 @@ pub fn print_plan(
     }
     writeln!(stdout, "Phases:")?;
     let mut unconfined_any = false;
-    for (phase, plugin, unconfined) in phases {
+    for Planned {
+        name: phase,
+        plugin,
+        unconfined,
+        net,
+    } in phases
+    {
         match plugin {
             Some(plugin) => writeln!(stdout, "  {phase:<13} {}", escape_controls(&plugin))?,
             None => writeln!(stdout, "  {phase:<13} skipped (no plugin configured)")?,
+        }
+        if !net.is_empty() {
+            writeln!(stdout, "  {:<13} may reach {} (net)", "", net.join(", "))?;
         }
         // Loud on purpose: these programs reach everything the user running stagecraft can.
         for program in unconfined {
