@@ -19,6 +19,7 @@ const FIXTURES: &[&str] = &[
     "slow-describe",
     "loud-describe",
     "http-probe",
+    "net-hostile",
     "contract-0-1-0",
 ];
 const WASM_TARGET: &str = "wasm32-wasip2";

@@ -10,6 +10,12 @@
 //! - `/flaky/<n>`: 503 for the first `n` requests to it, then 200 `ready`;
 //! - `/silent`: reads the request and never answers (until the server is dropped);
 //! - `/echo`: 200 with the request body;
+//! - `/stall`: 200 announcing 1 MiB, sends 1 KiB of it, then waits for the client to close the
+//!   connection (recorded, see [`TestServer::closed`]);
+//! - `/await-closed/<path>`: 200 `closed` once a `<path>` connection was closed by the client,
+//!   504 if none was within 60 s (a bound, not a synchronisation: a passing run never waits it);
+//! - `/endless-head`: a status line, then 1 KiB header lines until the client goes away;
+//! - `/headers/<n>`: 200 with `n` headers and an empty body;
 //! - anything else: 404.
 //!
 //! Nothing here sleeps: a silent request waits on a channel that dropping the server closes.
@@ -19,8 +25,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// One request as the server saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +55,9 @@ struct Shared {
     stopping: AtomicBool,
     /// Connections being served, shut down on drop so that no thread outlives the server.
     open: Mutex<Vec<TcpStream>>,
+    /// Paths whose connection the client closed while the server was stalling on it.
+    closed: Mutex<Vec<String>>,
+    closed_changed: Condvar,
 }
 
 pub struct TestServer {
@@ -113,6 +123,11 @@ impl TestServer {
     /// Every request seen so far, in arrival order.
     pub fn seen(&self) -> Vec<Seen> {
         self.shared.seen.lock().unwrap().clone()
+    }
+
+    /// The stalled paths (`/stall`) whose connection the client has closed, in order.
+    pub fn closed(&self) -> Vec<String> {
+        self.shared.closed.lock().unwrap().clone()
     }
 
     /// The requests seen for `path`.
@@ -212,6 +227,55 @@ fn serve(stream: TcpStream, shared: &Shared, released: &Mutex<mpsc::Receiver<()>
                 // Until the server is dropped.
                 let _ = released.lock().unwrap().recv();
                 return;
+            }
+            "/stall" => {
+                let head = "HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n";
+                if writer.write_all(head.as_bytes()).is_err()
+                    || writer.write_all(&[b's'; 1024]).is_err()
+                    || writer.flush().is_err()
+                {
+                    return;
+                }
+                // Until the client closes (or the server is dropped, which shuts it down).
+                let mut rest = [0u8; 1024];
+                while matches!(reader.read(&mut rest), Ok(n) if n > 0) {}
+                if !shared.stopping.load(Ordering::SeqCst) {
+                    shared.closed.lock().unwrap().push(path.clone());
+                    shared.closed_changed.notify_all();
+                }
+                return;
+            }
+            p if p.starts_with("/await-closed/") => {
+                let want = &p["/await-closed".len()..];
+                let closed = shared.closed.lock().unwrap();
+                let (closed, _) = shared
+                    .closed_changed
+                    .wait_timeout_while(closed, Duration::from_secs(60), |c| {
+                        !c.iter().any(|p| p == want)
+                    })
+                    .unwrap();
+                let done = closed.iter().any(|p| p == want);
+                drop(closed);
+                if done {
+                    respond(&mut writer, 200, b"closed")
+                } else {
+                    respond(&mut writer, 504, b"still open")
+                }
+            }
+            "/endless-head" => {
+                let line = format!("x-pad: {}\r\n", "h".repeat(1024));
+                let _ = writer.write_all(b"HTTP/1.1 200 OK\r\n");
+                while writer.write_all(line.as_bytes()).is_ok() {}
+                return;
+            }
+            p if p.starts_with("/headers/") => {
+                let n: usize = p["/headers/".len()..].parse().unwrap_or(0);
+                let mut head = String::from("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n");
+                for i in 0..n {
+                    head.push_str(&format!("x-h{i}: v\r\n"));
+                }
+                head.push_str("\r\n");
+                writer.write_all(head.as_bytes()).is_ok() && writer.flush().is_ok()
             }
             p if p.starts_with("/status/") => {
                 let code: u16 = p["/status/".len()..].parse().unwrap_or(500);

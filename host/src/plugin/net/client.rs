@@ -5,7 +5,8 @@
 //! For each request:
 //!
 //! 1. Its origin (`scheme://host:port`) must be covered by an entry of the grant; otherwise it
-//!    is refused, naming the entry that would allow it.
+//!    is refused, naming the entry that would allow it. An authority with a user in it
+//!    (`user@host`) is refused too: wasi:http sends the authority as the `Host` header.
 //! 2. The host resolves the name (the guest never does) and keeps only addresses a phase may
 //!    reach: public ones, or the address a grant writes literally ([`super::address`]). None
 //!    left: refused, naming the address.
@@ -163,15 +164,32 @@ impl WasiHttpHooks for HttpHooks {
     }
 }
 
-/// The origin a request is for, as the guest wrote it.
+/// The origin a request is for, as the guest wrote it. An authority naming a user
+/// (`user@host`) is refused by [`send`]; a port that is not one (`:99999`) is invalid here
+/// rather than read as the scheme's default.
 fn origin_of(uri: &http::Uri) -> Result<Origin, Error> {
     let scheme = uri
         .scheme_str()
         .and_then(Scheme::parse)
         .ok_or(Error::HttpProtocolError)?;
-    let host = uri
+    let authority = uri.authority().ok_or(Error::HttpRequestUriInvalid)?;
+    let host_and_port = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, rest)| rest);
+    let written_port = host_and_port
+        .strip_prefix(authority.host())
+        .ok_or(Error::HttpRequestUriInvalid)?;
+    let port = match written_port.strip_prefix(':') {
+        None | Some("") => scheme.default_port(),
+        Some(port) => port
+            .parse()
+            .ok()
+            .filter(|&port| port != 0)
+            .ok_or(Error::HttpRequestUriInvalid)?,
+    };
+    let host = authority
         .host()
-        .ok_or(Error::HttpRequestUriInvalid)?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .trim_end_matches('.')
@@ -179,7 +197,6 @@ fn origin_of(uri: &http::Uri) -> Result<Origin, Error> {
     if host.is_empty() {
         return Err(Error::HttpRequestUriInvalid);
     }
-    let port = uri.port_u16().unwrap_or(scheme.default_port());
     Ok(Origin { scheme, host, port })
 }
 
@@ -338,6 +355,19 @@ async fn send(
     mut request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
 ) -> SendResult {
+    // wasi:http sends the authority as written as the `Host` header: a user in it would reach
+    // the granted server in a header naming something else than the checked origin.
+    if request
+        .uri()
+        .authority()
+        .is_some_and(|a| a.as_str().contains('@'))
+    {
+        return Err(policy.refuse(
+            "the request's authority names a user or password (user@host); send credentials \
+             in a header (e.g. authorization), never in the origin"
+                .to_string(),
+        ));
+    }
     let origin = origin_of(request.uri())?;
     let addrs = policy.addresses(&origin).await?;
     let stream = connect(policy, &origin, &addrs, options.as_ref()).await?;
@@ -485,6 +515,31 @@ mod tests {
         assert!(parse_resolve("a.test:https:127.0.0.1").is_err());
         assert!(parse_resolve("a.test:443:not-an-ip").is_err());
         assert_eq!(parse_resolve("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn the_origin_is_the_written_host_and_port_or_invalid() {
+        let origin = |uri: &str| origin_of(&uri.parse().unwrap()).map(|o| o.to_string());
+        assert_eq!(
+            origin("http://A.Example.com./x").unwrap(),
+            "http://a.example.com:80"
+        );
+        assert_eq!(origin("https://[::1]:8443/").unwrap(), "https://[::1]:8443");
+        assert_eq!(origin("http://127.0.0.1:/").unwrap(), "http://127.0.0.1:80");
+        assert_eq!(
+            origin("http://u@127.0.0.1:81/").unwrap(),
+            "http://127.0.0.1:81"
+        );
+        for bad in [
+            "http://127.0.0.1:65616/",
+            "http://127.0.0.1:0/",
+            "http://[::1]:99999/",
+        ] {
+            assert!(
+                matches!(origin(bad), Err(Error::HttpRequestUriInvalid)),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
