@@ -4,7 +4,7 @@
 mod plugin_support;
 
 use plugin_support::*;
-use stagecraft_tests::run;
+use stagecraft_tests::{polyglot_plugin, run};
 
 fn hostile_path() -> String {
     fixture("hostile").display().to_string()
@@ -108,6 +108,59 @@ fn test_passes_a_good_plugin() {
         );
     }
     assert!(out.stdout.contains("9 passed, 0 failed"), "{out:?}");
+}
+
+/// Python and JavaScript plugins built against the frozen spec/wit/phase-0.1.0.wit as plugins of
+/// contract 0.1.0 were (JavaScript without wasi:http), unchanged since: contract-0-1-0-{py,js},
+/// the samples `plugin new` wrote for 0.1.0. (The Rust one is
+/// `a_plugin_built_for_contract_0_1_0_still_checks_tests_and_deploys`.)
+#[test]
+fn python_and_javascript_plugins_built_for_contract_0_1_0_pass_plugin_test_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = [
+        ("python", polyglot_plugin("fixtures", "contract-0-1-0-py")),
+        (
+            "javascript",
+            polyglot_plugin("fixtures", "contract-0-1-0-js"),
+        ),
+    ];
+    for (lang, plugin) in plugins {
+        let plugin = plugin.display().to_string();
+        let out = run(dir.path(), &["plugin", "check", "--json", &plugin]);
+        assert_eq!(out.code, 0, "{lang}: {out:?}");
+        let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(json["contract"], "stagecraft:phase@0.1.0", "{lang}");
+        let imports: Vec<&str> = json["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            imports.contains(&"stagecraft:phase/host@0.1.0"),
+            "{lang}: {imports:?}"
+        );
+        assert!(
+            !imports.iter().any(|i| i.starts_with("wasi:http/")),
+            "{lang}: built as 0.1.0 plugins were, without wasi:http: {imports:?}"
+        );
+
+        let out = run(
+            dir.path(),
+            &["plugin", "test", &plugin, "--set", "target=world"],
+        );
+        assert_eq!(out.code, 0, "{lang}: {out:?}");
+        assert!(out.stdout.contains("9 passed, 0 failed"), "{lang}: {out:?}");
+        assert!(
+            out.stdout.contains("completed: greeted world for v2"),
+            "{lang}: {out:?}"
+        );
+        assert!(
+            out.stdout
+                .contains("skipped (nothing to undo on a rollback)"),
+            "{lang}: {out:?}"
+        );
+    }
 }
 
 #[test]

@@ -307,7 +307,7 @@ fn the_shipped_python_and_javascript_examples_pass_the_conformance_kit() {
         &["plugin", "test", &changelog(), "--set", "dir=changelog"],
     );
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("9 passed, 0 failed"), "{out:?}");
+    assert!(out.stdout.contains("10 passed, 0 failed"), "{out:?}");
 
     let site = dir.path().join("seed/site");
     std::fs::create_dir_all(&site).unwrap();
@@ -331,7 +331,7 @@ fn the_shipped_python_and_javascript_examples_pass_the_conformance_kit() {
         ],
     );
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("9 passed, 0 failed"), "{out:?}");
+    assert!(out.stdout.contains("10 passed, 0 failed"), "{out:?}");
 }
 
 #[test]

@@ -18,7 +18,7 @@ import os
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.imports import host, types
+from wit_world.imports import host, stagecraft_phase_types as types
 
 VERSION = "0.1.0"
 

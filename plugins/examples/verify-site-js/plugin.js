@@ -15,7 +15,7 @@
 // every var named in config.require_vars (comma-separated). It reports how many files and bytes
 // the site has.
 
-import { log } from 'stagecraft:phase/host@0.1.0';
+import { log } from 'stagecraft:phase/host@0.1.1';
 import { getDirectories } from 'wasi:filesystem/preopens@0.2.12';
 
 const VERSION = '0.1.0';
