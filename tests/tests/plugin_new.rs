@@ -1,5 +1,6 @@
 //! `stagecraft plugin new`: each language's scaffold builds as it is, with the toolchain its
-//! README names, and passes `stagecraft plugin test`; a non-empty directory is refused.
+//! README names, passes `stagecraft plugin test`, and makes its sample request (`check_url`)
+//! through its `net` grant in a deploy; a non-empty directory is refused.
 //!
 //! Python and JavaScript use the toolchains scripts/toolchains installs under target/toolchains.
 //! The Rust scaffold builds `--offline` with the workspace's Cargo.lock copied in and the target
@@ -9,6 +10,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use stagecraft_tests::http::TestServer;
 use stagecraft_tests::{run, toolchain_program, wasm_plugins_dir, workspace_root, Run};
 
 fn scaffold(parent: &Path, lang: &str, name: &str) -> std::path::PathBuf {
@@ -22,6 +24,13 @@ fn scaffold(parent: &Path, lang: &str, name: &str) -> std::path::PathBuf {
     let wit = std::fs::read_to_string(dir.join("wit/phase.wit")).unwrap();
     let ours = std::fs::read_to_string(workspace_root().join("wit/phase.wit")).unwrap();
     assert_eq!(wit, ours, "the scaffold carries this stagecraft's contract");
+    for dep in std::fs::read_dir(workspace_root().join("wit/deps")).unwrap() {
+        let dep = dep.unwrap().path();
+        let name = dep.file_name().unwrap();
+        let copy = std::fs::read_to_string(dir.join("wit/deps").join(name))
+            .unwrap_or_else(|e| panic!("wit/deps/{name:?} in the scaffold: {e}"));
+        assert_eq!(copy, std::fs::read_to_string(&dep).unwrap(), "{name:?}");
+    }
     dir
 }
 
@@ -32,12 +41,14 @@ fn build(cmd: &mut Command) {
 }
 
 /// The scaffold's sample phase through the conformance kit, and its phase-specific behaviour:
-/// greeting output on deploy, skipped on rollback, a phase error without config.
+/// greeting output on deploy, skipped on rollback, a phase error without config; then the kit's
+/// network scenarios on its `check_url` request.
 fn passes_plugin_test(cwd: &Path, wasm: &Path) {
     let wasm = wasm.display().to_string();
     let out = run(cwd, &["plugin", "test", &wasm, "--set", "target=world"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("9 passed, 0 failed"), "{out:?}");
+    // The tenth is `net`, not run without --net-url: the scaffold imports wasi:http.
+    assert!(out.stdout.contains("10 passed, 0 failed"), "{out:?}");
     assert!(
         out.stdout.contains("completed: greeted world for v2"),
         "{out:?}"
@@ -51,13 +62,104 @@ fn passes_plugin_test(cwd: &Path, wasm: &Path) {
         out.stdout.contains("refused: config.target is missing"),
         "{out:?}"
     );
+
+    let out = run(
+        cwd,
+        &[
+            "plugin",
+            "test",
+            &wasm,
+            "--set",
+            "target=world",
+            "--net-url",
+            "check_url",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("11 passed, 0 failed"), "{out:?}");
+    let row = |name: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} row: {out:?}"))
+            .to_string()
+    };
+    assert!(
+        row("net-granted").contains("the scenarios reached the granted"),
+        "{out:?}"
+    );
+    assert!(
+        row("net-refused").contains("refused, naming the grant: check_url http://127.0.0.1:"),
+        "{out:?}"
+    );
 }
 
-/// The README's build command is the one the test runs.
+/// The scaffold's sample request in a deploy: with `config.check_url` granted it GETs the URL
+/// and completes on a 2xx, fails on a 500, and without the grant is refused, told what to add.
+fn checks_its_url_through_the_net_grant(wasm: &Path) {
+    let server = TestServer::start();
+    let deploy = |path: &str, net: &str| -> Run {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("stagecraft.toml"),
+            format!(
+                "[environments.prod]\n[phases.build]\nplugin = {:?}\n\
+                 config = {{ target = \"world\", check_url = {:?} }}\n\
+                 [phases.build.grants]\nnet = [{net}]\n",
+                wasm.to_str().unwrap(),
+                server.url(path),
+            ),
+        )
+        .unwrap();
+        run(dir.path(), &["deploy", "--env", "prod", "--version", "v1"])
+    };
+    let origin = format!("{:?}", server.origin());
+
+    let out = deploy("/ok", &origin);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("greeted world for v1"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("{} answered 200", server.url("/ok"))),
+        "{out:?}"
+    );
+    assert_eq!(server.seen_for("/ok").len(), 1);
+
+    let out = deploy("/status/500", &origin);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "check_url {} answered 500",
+            server.url("/status/500")
+        )),
+        "{out:?}"
+    );
+
+    let out = deploy("/ok", "");
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "add {origin} to the phase's [phases.<name>.grants] net to allow it"
+        )),
+        "{out:?}"
+    );
+    assert_eq!(
+        server.seen_for("/ok").len(),
+        1,
+        "the refused request never left"
+    );
+}
+
+/// The README's build command is the one the test runs, and it says to grant `net`.
 fn readme_says(dir: &Path, command: &str) {
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
     assert!(readme.contains(command), "{readme}");
     assert!(readme.contains("stagecraft plugin test"), "{readme}");
+    assert!(readme.contains("--net-url check_url"), "{readme}");
+    assert!(
+        readme.contains("net = [\"https://status.example.com\"]"),
+        "{readme}"
+    );
 }
 
 #[test]
@@ -75,6 +177,7 @@ fn the_python_scaffold_builds_and_passes_plugin_test() {
             .args(["-o", "greet-py.wasm"]),
     );
     passes_plugin_test(tmp.path(), &dir.join("greet-py.wasm"));
+    checks_its_url_through_the_net_grant(&dir.join("greet-py.wasm"));
 }
 
 #[test]
@@ -101,6 +204,7 @@ fn the_javascript_scaffold_builds_and_passes_plugin_test() {
             .args(["-c", script]),
     );
     passes_plugin_test(tmp.path(), &dir.join("greet-js.wasm"));
+    checks_its_url_through_the_net_grant(&dir.join("greet-js.wasm"));
 }
 
 #[test]
@@ -130,10 +234,9 @@ fn the_rust_scaffold_builds_outside_the_workspace_and_passes_plugin_test() {
                 "--offline",
             ]),
     );
-    passes_plugin_test(
-        tmp.path(),
-        &target_dir.join("wasm32-wasip2/release/greet_rs.wasm"),
-    );
+    let wasm = target_dir.join("wasm32-wasip2/release/greet_rs.wasm");
+    passes_plugin_test(tmp.path(), &wasm);
+    checks_its_url_through_the_net_grant(&wasm);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! `stagecraft plugin new --lang rust|python|js <dir>`: write a phase plugin that builds as it
 //! is. The templates live in `plugins/templates/<lang>/` (`{{name}}` and `{{crate}}` are
 //! replaced) and are compiled into the binary; every scaffold gets a copy of this binary's
-//! `wit/phase.wit`, so the plugin targets exactly the contract the host runs.
+//! `wit/phase.wit` and the WASI packages it uses (`wit/deps/`), so the plugin targets exactly
+//! the contract the host runs and builds offline.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,36 @@ use crate::error::{input_error, ExitCode};
 
 /// The contract, as this stagecraft was built with it.
 const PHASE_WIT: &str = include_str!("../../../wit/phase.wit");
+
+/// The WASI 0.2 packages the contract imports from (`wasi:http` and what it uses), as
+/// `wit/deps/` holds them. A unit test checks that this list names every file there.
+const WIT_DEPS: &[(&str, &str)] = &[
+    (
+        "wit/deps/cli.wit",
+        include_str!("../../../wit/deps/cli.wit"),
+    ),
+    (
+        "wit/deps/clocks.wit",
+        include_str!("../../../wit/deps/clocks.wit"),
+    ),
+    (
+        "wit/deps/filesystem.wit",
+        include_str!("../../../wit/deps/filesystem.wit"),
+    ),
+    (
+        "wit/deps/http.wit",
+        include_str!("../../../wit/deps/http.wit"),
+    ),
+    ("wit/deps/io.wit", include_str!("../../../wit/deps/io.wit")),
+    (
+        "wit/deps/random.wit",
+        include_str!("../../../wit/deps/random.wit"),
+    ),
+    (
+        "wit/deps/sockets.wit",
+        include_str!("../../../wit/deps/sockets.wit"),
+    ),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Lang {
@@ -42,6 +73,7 @@ pub struct NewArgs {
 /// (path in the scaffold, template text).
 fn templates(lang: Lang) -> Vec<(&'static str, &'static str)> {
     let mut files = vec![("wit/phase.wit", PHASE_WIT)];
+    files.extend_from_slice(WIT_DEPS);
     match lang {
         Lang::Rust => files.extend([
             (
@@ -65,6 +97,10 @@ fn templates(lang: Lang) -> Vec<(&'static str, &'static str)> {
             (
                 "app.py",
                 include_str!("../../../plugins/templates/python/app.py"),
+            ),
+            (
+                "stagecraft_http.py",
+                include_str!("../../../plugins/templates/python/stagecraft_http.py"),
             ),
             (
                 "README.md",
@@ -208,13 +244,31 @@ mod tests {
     }
 
     #[test]
-    fn every_scaffold_carries_the_contract() {
+    fn every_scaffold_carries_the_contract_and_its_wasi_packages() {
         for lang in [Lang::Rust, Lang::Python, Lang::Js] {
             let files = templates(lang);
             assert!(files
                 .iter()
                 .any(|(p, t)| *p == "wit/phase.wit" && *t == PHASE_WIT));
+            for dep in WIT_DEPS {
+                assert!(files.contains(dep), "{lang:?} lacks {}", dep.0);
+            }
             assert!(files.iter().any(|(p, _)| *p == "README.md"));
         }
+    }
+
+    #[test]
+    fn the_scaffolded_deps_are_all_of_wit_deps() {
+        let deps = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/deps");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&deps)
+            .unwrap()
+            .map(|e| format!("wit/deps/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        on_disk.sort();
+        let scaffolded: Vec<String> = WIT_DEPS.iter().map(|(p, _)| p.to_string()).collect();
+        assert_eq!(
+            scaffolded, on_disk,
+            "add the new file of wit/deps to WIT_DEPS"
+        );
     }
 }

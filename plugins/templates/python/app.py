@@ -7,7 +7,13 @@ context (release, config, vars, earlier phases' outputs) and returns a report; r
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.imports import host, types
+from wit_world.imports import host, stagecraft_phase_types as types
+
+import stagecraft_http
+
+
+def fail(message: str, details: str | None = None):
+    raise Err(types.PhaseError(message=message, details=details))
 
 
 class Phase(exports.Phase):
@@ -15,7 +21,8 @@ class Phase(exports.Phase):
         return types.PluginInfo(
             name="{{name}}",
             version="0.1.0",
-            description="Greets config.target; nothing to do on a rollback.",
+            description="Greets config.target, after checking config.check_url if set; "
+            "nothing to do on a rollback.",
             phases=[],
         )
 
@@ -23,12 +30,9 @@ class Phase(exports.Phase):
         config = dict(ctx.config)
         target = config.get("target", "").strip()
         if not target:
-            raise Err(
-                types.PhaseError(
-                    message="config.target is missing: set it in this phase's config, "
-                    'e.g. config = { target = "world" }',
-                    details=None,
-                )
+            fail(
+                "config.target is missing: set it in this phase's config, "
+                'e.g. config = { target = "world" }'
             )
         if ctx.operation == types.Operation.ROLLBACK:
             return types.PhaseReport(
@@ -36,6 +40,17 @@ class Phase(exports.Phase):
                 summary=f"skipped for rollback to {ctx.release.version}",
                 outputs=[],
             )
+        check_url = config.get("check_url", "").strip()
+        if check_url:
+            # The host sends it only if the URL's origin is in the phase's net grant, e.g.
+            # net = ["https://status.example.com"]; otherwise HttpError says what to add.
+            try:
+                response = stagecraft_http.get(check_url, timeout=10)
+            except stagecraft_http.HttpError as e:
+                fail(f"check_url {e}")
+            if not response.is_success():
+                fail(f"check_url {check_url} answered {response.status}", response.text()[-2000:])
+            host.log(host.LogLevel.INFO, f"{check_url} answered {response.status}")
         greeting = f"hello, {target}"
         host.log(host.LogLevel.INFO, f"{greeting} (phase {ctx.phase}, {ctx.release.version})")
         return types.PhaseReport(
