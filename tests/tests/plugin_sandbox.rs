@@ -232,7 +232,10 @@ fn sockets_are_refused_naming_the_missing_network_grant() {
         &[("mode", "socket"), ("addr", "127.0.0.1:9")],
     );
     let msg = failure(&run);
-    assert!(msg.contains("a phase has no sockets; it reaches the network through wasi:http"), "{msg}");
+    assert!(
+        msg.contains("a phase has no sockets; it reaches the network through wasi:http"),
+        "{msg}"
+    );
     assert!(msg.contains("127.0.0.1:9"), "{msg}");
     assert!(lines.text().contains("network access refused"));
 }

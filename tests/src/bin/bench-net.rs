@@ -91,7 +91,11 @@ fn main() {
         }
     }
     let requests = server.seen_for("/ok").len();
-    assert_eq!(requests, 2 * RUNS + DEPLOYS + 1, "every phase, curl and check made its request");
+    assert_eq!(
+        requests,
+        2 * RUNS + DEPLOYS + 1,
+        "every phase, curl and check made its request"
+    );
 
     let phase = ms(median(&mut phase));
     let bare = ms(median(&mut bare));
