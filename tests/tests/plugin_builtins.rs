@@ -33,7 +33,10 @@ fn exec_grants(programs: &[&str]) -> Grants {
 #[test]
 fn every_builtin_describes_itself() {
     let host = shared_host();
-    assert_eq!(builtin_names(), vec!["noop", "exec", "render", "switch"]);
+    assert_eq!(
+        builtin_names(),
+        vec!["noop", "exec", "render", "switch", "http-check"]
+    );
     for name in builtin_names() {
         let info = host.describe(&builtin(&host, name)).unwrap();
         assert_eq!(info.name, name);
