@@ -64,6 +64,13 @@ impl Checker {
         for phase in value["phases"].as_array().unwrap() {
             self.check("release phase", phase, context);
         }
+        if !value["plan"].is_null() {
+            self.check("recorded plan", &value["plan"], context);
+            for phase in value["plan"]["phases"].as_array().unwrap() {
+                self.check("recorded phase", phase, context);
+                self.check("grants", &phase["grants"], context);
+            }
+        }
         if !value["created_by"].is_null() {
             self.check("identity", &value["created_by"], context);
             if !value["created_by"]["ci"].is_null() {

@@ -39,6 +39,8 @@ pub struct Manifest {
     /// `[deploy] on_failure`: what a deploy does when a phase fails, unless its environment
     /// says otherwise (see [`Manifest::on_failure`]).
     pub on_failure: OnFailure,
+    /// sha256 of the manifest's text, hex: recorded in each release's plan.
+    pub digest: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -402,6 +404,7 @@ pub fn parse(text: &str, path: &Path, project_root: &Path) -> anyhow::Result<Man
         state,
         history_max,
         on_failure,
+        digest: crate::plugin::sha256_hex(text.as_bytes()),
     })
 }
 

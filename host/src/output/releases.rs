@@ -10,7 +10,9 @@ use serde::Serialize;
 use super::table::{Cell, Fit, TextTable};
 use super::terminal::escape_controls;
 
-use crate::state::{Operation, OverallStatus, PhaseStatus, Release, ReleaseId, Retention, State};
+use crate::state::{
+    Operation, OverallStatus, PhaseStatus, Plan, Release, ReleaseId, Retention, State,
+};
 
 /// The table of `releases list`: the Go tool's columns (RELEASE ID; ENVIRONMENT unless `--env`
 /// narrowed it to one, `with_environment` false; VERSION; TIMESTAMP; STATUS), then OPERATION,
@@ -185,6 +187,53 @@ pub fn show_text(r: &Release, context: &ShowContext<'_>) -> String {
     }
     out.push_str("\nPhases:\n");
     out.push_str(&phase_table(r, context).render(context.fit, "  "));
+    // A release from before plans (or the Go tool's) shows exactly what it showed before.
+    if let Some(plan) = &r.plan {
+        out.push_str(&plan_text(plan, context.verbose));
+    }
+    out
+}
+
+/// What the release ran: per phase, its plugin and digest, limits, grants and config.
+fn plan_text(plan: &Plan, verbose: bool) -> String {
+    let short = |digest: &str| -> String {
+        if verbose {
+            digest.to_string()
+        } else {
+            digest.chars().take(12).collect()
+        }
+    };
+    let mut out = format!("\nPlan (manifest {}):\n", short(&plan.manifest_digest));
+    let width = plan.phases.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    for phase in &plan.phases {
+        out.push_str(&format!(
+            "  {:<width$}  {}  {}  timeout {}, memory {}\n",
+            phase.name,
+            escape_controls(&phase.plugin),
+            short(&phase.digest),
+            escape_controls(&phase.timeout),
+            escape_controls(&phase.memory),
+        ));
+        let indent = " ".repeat(width + 4);
+        let grants: Vec<String> = phase
+            .grants
+            .kinds()
+            .iter()
+            .filter(|(_, list)| !list.is_empty())
+            .map(|(kind, list)| format!("{kind} {}", escape_controls(&list.join(", "))))
+            .collect();
+        if !grants.is_empty() {
+            out.push_str(&format!("{indent}grants: {}\n", grants.join("; ")));
+        }
+        if !phase.config.is_empty() {
+            let config: Vec<String> = phase
+                .config
+                .iter()
+                .map(|(k, v)| format!("{} = {:?}", escape_controls(k), escape_controls(v)))
+                .collect();
+            out.push_str(&format!("{indent}config: {}\n", config.join(", ")));
+        }
+    }
     out
 }
 
@@ -297,6 +346,63 @@ pub(crate) struct ReleaseView<'a> {
     /// The automatic rollback that answered this failed deploy.
     auto_rolled_back_by: Option<&'a str>,
     phases: Vec<PhaseView<'a>>,
+    /// What it ran; null for releases from before plans were recorded.
+    plan: Option<PlanView<'a>>,
+}
+
+#[derive(Serialize)]
+struct PlanView<'a> {
+    manifest_digest: &'a str,
+    phases: Vec<PlannedPhaseView<'a>>,
+}
+
+#[derive(Serialize)]
+struct PlannedPhaseView<'a> {
+    name: &'a str,
+    plugin: &'a str,
+    digest: &'a str,
+    config: &'a BTreeMap<String, String>,
+    grants: GrantsView<'a>,
+    timeout: &'a str,
+    memory: &'a str,
+}
+
+#[derive(Serialize)]
+struct GrantsView<'a> {
+    read: &'a [String],
+    write: &'a [String],
+    env: &'a [String],
+    exec: &'a [String],
+    exec_unconfined: &'a [String],
+    net: &'a [String],
+}
+
+impl<'a> PlanView<'a> {
+    fn of(plan: &'a Plan) -> Self {
+        PlanView {
+            manifest_digest: &plan.manifest_digest,
+            phases: plan
+                .phases
+                .iter()
+                .map(|p| PlannedPhaseView {
+                    name: &p.name,
+                    plugin: &p.plugin,
+                    digest: &p.digest,
+                    config: &p.config,
+                    grants: GrantsView {
+                        read: &p.grants.read,
+                        write: &p.grants.write,
+                        env: &p.grants.env,
+                        exec: &p.grants.exec,
+                        exec_unconfined: &p.grants.exec_unconfined,
+                        net: &p.grants.net,
+                    },
+                    timeout: &p.timeout,
+                    memory: &p.memory,
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -381,6 +487,7 @@ impl<'a> ReleaseView<'a> {
             auto_rollback_of: r.auto_rollback_of.as_ref().map(|id| id.as_str()),
             auto_rolled_back_by: r.auto_rolled_back_by.as_ref().map(|id| id.as_str()),
             phases,
+            plan: r.plan.as_ref().map(PlanView::of),
         }
     }
 }

@@ -10,6 +10,7 @@
 mod host_runner;
 mod interrupt;
 mod phase_log;
+pub mod plan;
 
 pub use phase_log::{KEPT_LINE_COST, PHASE_LOG_BOUND, RELEASE_LOG_BOUND};
 
@@ -137,7 +138,8 @@ impl<R: Runner> Pipeline<'_, R> {
         loaded: &LoadedPhases<R::Loaded>,
         req: &Request,
     ) -> anyhow::Result<Release> {
-        let release = self.create_release(req)?;
+        let plan = plan::plan_of(self.manifest, loaded, self.runner);
+        let release = self.create_release(req, plan)?;
         self.events.release_created(&release);
         interrupt::Guard::run(self.store, &release, |guard| {
             self.run_phases(guard, loaded, req, &release)
@@ -270,7 +272,7 @@ impl<R: Runner> Pipeline<'_, R> {
         Ok(last)
     }
 
-    fn create_release(&self, req: &Request) -> anyhow::Result<Release> {
+    fn create_release(&self, req: &Request, plan: crate::state::Plan) -> anyhow::Result<Release> {
         let pipeline = self.manifest.pipeline.clone();
         let answered: Vec<crate::state::ReleaseId> = req.auto_rollback_of.iter().cloned().collect();
         self.store
@@ -295,6 +297,7 @@ impl<R: Runner> Pipeline<'_, R> {
                 release.created_by = Some(crate::state::Identity::current());
                 release.message = req.message.clone();
                 release.auto_rollback_of = req.auto_rollback_of.clone();
+                release.plan = Some(plan.clone());
                 let created = release.clone();
                 if let Some(failed) = &req.auto_rollback_of {
                     let failed = state.get_mut(failed.as_str()).ok_or_else(|| {

@@ -22,6 +22,7 @@ mod run;
 mod types;
 
 pub use builtin::builtin_names;
+pub(crate) use cache::sha256_hex;
 pub use confine::{
     harden_process, kill_running, unsupported_reason as exec_confinement_unsupported,
 };

@@ -7,6 +7,7 @@ mod identity;
 mod logs;
 mod model;
 mod ops;
+mod plan;
 mod postgres;
 mod safe_files;
 mod unique_keys;
@@ -17,6 +18,7 @@ pub use identity::{CiRun, Identity, CI_VARIABLES};
 pub use logs::{storable_phase_name, LogCut, LogLine, PhaseLog, MAX_STORED_LOG_BYTES};
 pub use model::*;
 pub use ops::{EnvironmentSummary, IdsExhausted, KeptBecause, Retention, Unsealable};
+pub use plan::{Plan, PlannedGrants, PlannedPhase};
 pub use postgres::{
     is_postgres_url, latest_schema_version, redact_url, PgStore, DATABASE_URL_ENV, MIGRATIONS,
 };

@@ -430,6 +430,10 @@ pub struct Release {
     /// For a deploy that failed and was rolled back automatically: that rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_rolled_back_by: Option<ReleaseId>,
+    /// What the release ran (manifest digest; per phase plugin, digest, config, grants,
+    /// limits); absent in releases from before plans and in records of the Go tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<super::Plan>,
     #[serde(flatten, deserialize_with = "unique_keys::unknown_fields")]
     pub extra: Map<String, Value>,
 }

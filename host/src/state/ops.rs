@@ -93,6 +93,7 @@ impl State {
             created_by: None,
             auto_rollback_of: None,
             auto_rolled_back_by: None,
+            plan: None,
             message: None,
             extra: Default::default(),
         }));
@@ -592,6 +593,7 @@ mod tests {
             created_by: None,
             auto_rollback_of: None,
             auto_rolled_back_by: None,
+            plan: None,
             message: None,
             extra: Default::default(),
         })

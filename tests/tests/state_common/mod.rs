@@ -41,6 +41,7 @@ pub fn release(id: &str, env: &str, version: &str, phases: &[(&str, PhaseStatus)
         created_by: None,
         auto_rollback_of: None,
         auto_rolled_back_by: None,
+        plan: None,
         message: None,
         extra: Default::default(),
     }
