@@ -107,6 +107,11 @@ fn no_command_panics_on_a_closed_stdout() {
         (p, vec!["state", "migrate", "--to", copy]),
         (p, vec!["status"]),
         (p, vec!["status", "--json"]),
+        (p, vec!["plan", "--env", "prod", "--version", "v9"]),
+        (
+            p,
+            vec!["plan", "--env", "prod", "--version", "v9", "--json"],
+        ),
         (p, vec!["plugin", "check", noop]),
         (p, vec!["plugin", "check", noop, "--json"]),
         (p, vec!["plugin", "test", noop]),

@@ -74,7 +74,7 @@ fn a_state_flag_where_it_does_not_apply_is_a_usage_error_that_says_where_it_goes
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stderr.contains(
-            "note: --state-url is a flag of deploy, rollback, status, releases and state, given \
+            "note: --state-url is a flag of deploy, rollback, plan, status, releases and state, given \
              after the command name"
         ),
         "{out:?}"

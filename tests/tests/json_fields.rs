@@ -146,6 +146,33 @@ fn every_json_output_has_the_keys_spec_cli_lists() {
         }
     }
 
+    // `plan --json`, against a manifest whose build changed its command and timeout.
+    let manifest_path = project.path().join("stagecraft.toml");
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
+    let changed = manifest.replace("!= bad", "!= worse").replace(
+        "plugin = \"builtin:exec\"\n",
+        "plugin = \"builtin:exec\"\ntimeout = \"2m\"\n",
+    );
+    assert_ne!(changed, manifest);
+    std::fs::write(&manifest_path, &changed).unwrap();
+    let changes = json(
+        &project,
+        &["plan", "-e", "prod", "--version", "v9", "--json"],
+        0,
+    );
+    std::fs::write(&manifest_path, &manifest).unwrap();
+    c.check("plan changes", &changes, "plan --json");
+    c.check("plan baseline", &changes["live"], "plan --json");
+    for phase in changes["phases"].as_array().unwrap() {
+        c.check("phase change", phase, "plan --json");
+        for config in phase["config"].as_array().unwrap() {
+            c.check("config change", config, "plan --json");
+        }
+        for limit in phase["limits"].as_array().unwrap() {
+            c.check("limit change", limit, "plan --json");
+        }
+    }
+
     let listed = json(&project, &["releases", "list", "--json"], 0);
     for r in listed.as_array().unwrap() {
         c.release(r, "releases list --json");

@@ -105,3 +105,166 @@ fn a_release_from_before_plans_reads_and_says_it_has_none() {
     p.deploy("prod", "v2");
     assert!(!newest(&p)["plan"].is_null());
 }
+
+/// A project with one environment and a manifest the test rewrites between deploys.
+struct Manifested {
+    dir: tempfile::TempDir,
+}
+
+impl Manifested {
+    fn new(manifest: &str) -> Manifested {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        let m = Manifested { dir };
+        m.write(manifest);
+        m
+    }
+
+    fn write(&self, manifest: &str) {
+        std::fs::write(
+            self.dir.path().join("stagecraft.toml"),
+            format!(
+                "[environments.prod]\n[pipeline]\nphases = [\"build\", \"finalize\"]\n{manifest}"
+            ),
+        )
+        .unwrap();
+    }
+
+    fn run(&self, args: &[&str]) -> stagecraft_tests::Run {
+        stagecraft_tests::run(self.dir.path(), args)
+    }
+
+    fn deploy(&self, version: &str, extra: &[&str]) -> stagecraft_tests::Run {
+        let mut args = vec!["deploy", "--env", "prod", "--version", version];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    fn versions(&self) -> Vec<String> {
+        let out = self.run(&["releases", "list", "--env", "prod", "--json"]);
+        serde_json::from_str::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["version"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+const BUILD: &str = "[phases.build]\nplugin = \"builtin:exec\"\nconfig = { command = \"true\" }\n\
+                     [phases.build.grants]\nexec = [\"true\"]\nread = [\"src\"]\n";
+const FINALIZE: &str = "[phases.finalize]\nplugin = \"builtin:noop\"\n";
+
+#[test]
+fn plan_names_what_changes_phase_by_phase_in_text_and_json() {
+    let p = Manifested::new(&format!("{BUILD}{FINALIZE}"));
+    // No live release: everything is new, nothing needs consent.
+    let first = p.run(&["plan", "--env", "prod", "--version", "v1"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert!(
+        first
+            .stdout
+            .starts_with("Plan for prod: no live release -> v1 (a first deploy"),
+        "{first:?}"
+    );
+    assert_eq!(p.deploy("v1", &[]).code, 0);
+
+    // Unchanged.
+    let same = p.run(&["plan", "--env", "prod", "--version", "v2"]);
+    assert!(
+        same.stdout
+            .contains("  build        same     builtin:exec "),
+        "{same:?}"
+    );
+    assert!(!same.stdout.contains("Grants widen"), "{same:?}");
+
+    // Config changed, a grant added and one removed, a limit changed, finalize's plugin
+    // replaced.
+    p.write(
+        "[phases.build]\nplugin = \"builtin:exec\"\nconfig = { command = \"true again\" }\n\
+         timeout = \"2m\"\n[phases.build.grants]\nexec = [\"true\", \"curl\"]\n\
+         net = [\"https://registry.example.com\"]\n\
+         [phases.finalize]\nplugin = \"builtin:http-check\"\nconfig = { url = \"https://x.example.com\" }\n",
+    );
+    let out = p.run(&["plan", "--env", "prod", "--version", "v2"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for line in [
+        "  build        changed  builtin:exec ",
+        "config command: \"true\" -> \"true again\"",
+        "grants added: exec curl; net https://registry.example.com:443",
+        "grants removed: read src",
+        "timeout 10m -> 2m",
+        "  finalize     changed  builtin:noop 77ffffddd135 -> builtin:http-check ",
+        "Grants widen in: build.",
+    ] {
+        assert!(out.stdout.contains(line), "{line:?} in {out:?}");
+    }
+    let json: Value = serde_json::from_str(
+        &p.run(&["plan", "--env", "prod", "--version", "v2", "--json"])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(json["live"]["version"], "v1");
+    assert_eq!(json["widens"], serde_json::json!(["build"]));
+    assert_eq!(json["needs_consent"], true);
+    let build = &json["phases"][0];
+    assert_eq!(build["change"], "changed");
+    assert_eq!(build["grants_added"]["exec"], serde_json::json!(["curl"]));
+    assert_eq!(build["grants_removed"]["read"], serde_json::json!(["src"]));
+    assert_eq!(build["limits"][0]["limit"], "timeout");
+    assert_ne!(
+        json["phases"][1]["digest_before"],
+        json["phases"][1]["digest_after"]
+    );
+}
+
+#[test]
+fn a_deploy_that_widens_grants_needs_consent() {
+    let p = Manifested::new(&format!("{BUILD}{FINALIZE}"));
+    assert_eq!(p.deploy("v1", &[]).code, 0, "a first deploy needs none");
+
+    p.write(&format!(
+        "{BUILD}net = [\"https://registry.example.com\"]\n{FINALIZE}"
+    ));
+    let refused = p.deploy("v2", &[]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("deploy refused: the grants of this deploy widen since the live release")
+            && refused
+                .stderr
+                .contains("  build: net https://registry.example.com:443\n")
+            && refused.stderr.contains("pass --approve-grants"),
+        "{refused:?}"
+    );
+    assert_eq!(p.versions(), ["v1"], "no release was created");
+
+    let approved = p.deploy("v2", &["--approve-grants"]);
+    assert_eq!(approved.code, 0, "{approved:?}");
+    // Now live: the same grants need nothing.
+    assert_eq!(p.deploy("v3", &[]).code, 0);
+
+    // Narrowing needs nothing either.
+    p.write(&format!("{BUILD}{FINALIZE}"));
+    assert_eq!(p.deploy("v4", &[]).code, 0);
+
+    // A team that reviews manifests elsewhere turns the question off.
+    p.write(&format!(
+        "[deploy]\ngrant_changes = \"allow\"\n{BUILD}env = [\"HOME\"]\n{FINALIZE}"
+    ));
+    assert_eq!(p.deploy("v5", &[]).code, 0);
+    assert_eq!(p.versions(), ["v5", "v4", "v3", "v2", "v1"]);
+
+    p.write(&format!(
+        "[deploy]\ngrant_changes = \"never\"\n{BUILD}{FINALIZE}"
+    ));
+    let bad = p.deploy("v6", &[]);
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(
+        bad.stderr
+            .contains("grant_changes = \"never\" is not a choice"),
+        "{bad:?}"
+    );
+}

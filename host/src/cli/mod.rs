@@ -5,6 +5,7 @@ mod complete;
 mod completions;
 mod deploy;
 mod init;
+mod plan;
 pub mod plugin;
 mod plugin_net;
 pub mod release;
@@ -50,15 +51,15 @@ pub struct ProjectArgs {
 const COMMAND_FLAGS: [(&str, &str); 5] = [
     (
         "--config",
-        "deploy, rollback, status, releases, state and init",
+        "deploy, rollback, plan, status, releases, state and init",
     ),
     (
         "--state-file",
-        "deploy, rollback, status, releases and state",
+        "deploy, rollback, plan, status, releases and state",
     ),
     (
         "--state-url",
-        "deploy, rollback, status, releases and state",
+        "deploy, rollback, plan, status, releases and state",
     ),
     (
         "--verbose",
@@ -78,6 +79,8 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
     /// Show what is live in each environment, what is under way, and who holds its lease.
     Status(status::StatusArgs),
+    /// Show what a deploy would change from the live release: plugins, config, grants, limits.
+    Plan(plan::PlanArgs),
     /// Show the release history: `releases list`, `releases show <id>`.
     Releases(releases::ReleasesArgs),
     /// Inspect and test phase plugins: `plugin check <file>`, `plugin test <file>`,
@@ -162,6 +165,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Status(args) => status::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Releases(args) => releases::run(args),
         Command::Plugin(args) => plugin::run(args),
         Command::State(args) => state::run(args),

@@ -41,6 +41,9 @@ pub struct Manifest {
     pub on_failure: OnFailure,
     /// sha256 of the manifest's text, hex: recorded in each release's plan.
     pub digest: String,
+    /// `[deploy] grant_changes = "allow"`: a deploy whose grants widen since the live release
+    /// needs no consent.
+    pub allow_grant_changes: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -395,6 +398,24 @@ pub fn parse(text: &str, path: &Path, project_root: &Path) -> anyhow::Result<Man
         None => OnFailure::Stop,
     };
 
+    let allow_grant_changes = match raw.deploy.as_ref().and_then(|d| d.grant_changes.as_ref()) {
+        None => false,
+        Some(v) => match v.get_ref().as_str() {
+            "ask" => false,
+            "allow" => true,
+            other => {
+                return Err(input_error(at.message(
+                    Some(v.span()),
+                    &format!(
+                        "grant_changes = {other:?} is not a choice; use \"ask\" (the default: a \
+                         deploy that widens a phase's grants needs --approve-grants or a yes on a \
+                         terminal) or \"allow\""
+                    ),
+                )))
+            }
+        },
+    };
+
     Ok(Manifest {
         path: path.to_path_buf(),
         project_root: project_root.to_path_buf(),
@@ -405,6 +426,7 @@ pub fn parse(text: &str, path: &Path, project_root: &Path) -> anyhow::Result<Man
         history_max,
         on_failure,
         digest: crate::plugin::sha256_hex(text.as_bytes()),
+        allow_grant_changes,
     })
 }
 

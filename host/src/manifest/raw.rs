@@ -26,11 +26,16 @@ pub struct RawManifest {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[serde(expecting = "a [deploy] table with on_failure = \"stop\" or \"rollback\"")]
+#[serde(
+    expecting = "a [deploy] table with on_failure = \"stop\" or \"rollback\" and grant_changes = \"ask\" or \"allow\""
+)]
 pub struct RawDeploy {
     /// What a deploy does when a phase fails: `stop` (the default) or `rollback`.
     #[serde(default)]
     pub on_failure: Option<Spanned<String>>,
+    /// Whether widened grants need consent: `ask` (the default) or `allow`.
+    #[serde(default)]
+    pub grant_changes: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,6 +3,7 @@
 
 pub mod deploy;
 pub mod logs;
+pub mod plan;
 pub mod progress;
 pub mod releases;
 pub mod status;

@@ -229,6 +229,17 @@ impl PluginHost {
 
 /// Read a plugin file: a regular file of at most [`MAX_COMPONENT_BYTES`]. It is opened
 /// non-blocking, so a FIFO named as a plugin is refused instead of waiting for a writer.
+/// The sha256 of a plugin's component, without compiling it (what a plan records).
+pub fn component_digest(source: &PluginSource) -> anyhow::Result<String> {
+    let bytes: Cow<'static, [u8]> = match source {
+        PluginSource::Builtin(name) => builtin::bytes(name)
+            .ok_or_else(|| input_error(format!("there is no built-in plugin `builtin:{name}`")))?
+            .into(),
+        PluginSource::File(path) => read_component(path)?.into(),
+    };
+    Ok(cache::sha256_hex(&bytes))
+}
+
 fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
     let unreadable = |e: &dyn std::fmt::Display| {
         input_error(format!(

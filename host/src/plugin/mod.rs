@@ -31,7 +31,9 @@ pub use grants::{
 };
 pub use imports::EXEC_OUTPUT_CAP;
 pub use limits::{format_bytes, MAX_OUTPUTS, MAX_OUTPUT_BYTES, MAX_SUMMARY_BYTES};
-pub use load::{ComponentSummary, COMPILE_TIMEOUT, MAX_COMPONENT_BYTES, SUPPORTED_WIT};
+pub use load::{
+    component_digest, ComponentSummary, COMPILE_TIMEOUT, MAX_COMPONENT_BYTES, SUPPORTED_WIT,
+};
 pub use run::PhaseRun;
 pub use run::DESCRIBE_TIMEOUT;
 pub use types::*;
