@@ -468,7 +468,8 @@ fn every_rollback_error_message_and_exit_code() {
         failing_manifest("rollout"),
     )
     .unwrap();
-    let (out, failed) = p.deploy_json(&["--env", "prod", "--version", "v2"]);
+    // The failing manifest grants `false`: widened since v1, so approved.
+    let (out, failed) = p.deploy_json(&["--env", "prod", "--version", "v2", "--approve-grants"]);
     assert_eq!(out.code, 2, "{out:?}");
     let failed_id = failed["id"].as_str().unwrap().to_string();
     std::fs::write(p.path().join("stagecraft.toml"), noop_manifest()).unwrap();

@@ -78,7 +78,15 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
     };
     if args.flags.dry_run {
         release::check_grants(project, &target.manifest)?;
-        release::print_plan(&target, &version, &commit, None, args.flags.json)?;
+        // A dry run still works when the state cannot be read; it then says so.
+        let state = release::open_store(project, &target.manifest)
+            .and_then(|store| Ok(store.read()?))
+            .map_err(|e| format!("{e:#}"));
+        let live = state
+            .as_ref()
+            .map(|s| s.live(&target.environment))
+            .map_err(Clone::clone);
+        release::print_plan(&target, &version, &commit, None, live, args.flags.json)?;
         return Ok(ExitCode::Ok);
     }
     let store = release::open_store(project, &target.manifest)?;

@@ -503,14 +503,26 @@ fn print_result(release: &Release, json: bool) {
     };
 }
 
-/// The dry-run plan: what would run, in order, and nothing else.
+use crate::output::plan::{self as plan_view, Baseline};
+
+/// The dry-run plan: what would run, in order, and what changes from the live release.
 pub fn print_plan(
     target: &Target,
     version: &str,
     commit: &str,
     rollback_target: Option<&Release>,
+    live: Result<Option<&Release>, String>,
     json: bool,
 ) -> anyhow::Result<()> {
+    // What changes from the live release (stagecraft plan's view), when the state could be read.
+    let changes = match &live {
+        Ok(live) => {
+            let new = crate::pipeline::plan::plan_of_manifest(&target.manifest)?;
+            let changes = crate::pipeline::plan::diff(live.and_then(|r| r.plan.as_ref()), &new);
+            Some((Baseline { live: *live }, changes))
+        }
+        Err(_) => None,
+    };
     use std::io::Write;
     let mut stdout = crate::output::stdout();
     /// One phase of the plan and the grants worth a reviewer's eye.
@@ -553,6 +565,9 @@ pub fn print_plan(
                 "exec_unconfined": p.unconfined,
                 "net": p.net,
             })).collect::<Vec<_>>(),
+            "changes": changes.as_ref().map(|(baseline, changes)| {
+                plan_view::json_value(&target.environment, version, baseline, changes)
+            }),
         });
         writeln!(stdout, "{}", serde_json::to_string_pretty(&plan)?)?;
         return Ok(());
@@ -615,6 +630,20 @@ pub fn print_plan(
             "Programs run through exec are otherwise confined to their phase's grants; see \
              docs/manifest.md, \"What a program run through exec can reach\"."
         )?;
+    }
+    writeln!(stdout)?;
+    match (&changes, &live) {
+        (Some((baseline, changes)), _) => write!(
+            stdout,
+            "{}",
+            plan_view::text(&target.environment, version, baseline, changes)
+        )?,
+        (None, Err(why)) => writeln!(
+            stdout,
+            "Changes from the live release: unknown, the state cannot be read ({})",
+            escape_controls(why)
+        )?,
+        (None, Ok(_)) => {}
     }
     Ok(())
 }

@@ -56,6 +56,7 @@ pub fn run(args: RollbackArgs) -> anyhow::Result<ExitCode> {
             &to.version,
             &to.commit_sha,
             Some(to),
+            Ok(state.live(&target.environment)),
             args.flags.json,
         )?;
         return Ok(ExitCode::Ok);
