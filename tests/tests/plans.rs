@@ -268,3 +268,42 @@ fn a_deploy_that_widens_grants_needs_consent() {
         "{bad:?}"
     );
 }
+
+/// A rollback runs today's manifest, and the plan it records becomes the live one: without the
+/// same consent, a refused widening would go through as a rollback, and the next deploy would
+/// then find nothing widened.
+#[test]
+fn a_rollback_that_widens_grants_needs_consent_too() {
+    let p = Manifested::new(&format!("{BUILD}{FINALIZE}"));
+    assert_eq!(p.deploy("v1", &[]).code, 0);
+    assert_eq!(p.deploy("v2", &[]).code, 0);
+
+    p.write(&format!(
+        "{BUILD}net = [\"https://registry.example.com\"]\n{FINALIZE}"
+    ));
+    assert_eq!(p.deploy("v3", &[]).code, 1, "the deploy is refused");
+    let refused = p.run(&["rollback", "--env", "prod", "--to-previous"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("rollback refused: the grants of this rollback widen since the live release")
+            && refused
+                .stderr
+                .contains("  build: net https://registry.example.com:443\n")
+            && refused.stderr.contains("pass --approve-grants"),
+        "{refused:?}"
+    );
+    assert_eq!(p.versions(), ["v2", "v1"], "no release was created");
+    assert_eq!(p.deploy("v3", &[]).code, 1, "still refused");
+
+    let approved = p.run(&[
+        "rollback",
+        "--env",
+        "prod",
+        "--to-previous",
+        "--approve-grants",
+    ]);
+    assert_eq!(approved.code, 0, "{approved:?}");
+    assert_eq!(p.versions(), ["v1", "v2", "v1"]);
+}

@@ -98,7 +98,13 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let approved = args.approve_grants || target.manifest.allow_grant_changes;
     release::run_release(&target, &args.flags, store.as_ref(), on_failure, |store| {
         if !approved {
-            consent_to_widened_grants(store, &target, &version, args.flags.json)?;
+            super::consent::consent_to_widened_grants(
+                store,
+                &target,
+                Operation::Deploy,
+                &version,
+                args.flags.json,
+            )?;
         }
         Ok(Request {
             environment: target.environment.clone(),
@@ -110,64 +116,6 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
             auto_rollback_of: None,
         })
     })
-}
-
-/// A deploy whose plan widens a phase's grants since the environment's live release (its
-/// recorded plan) goes ahead only with consent: a yes on a terminal, else refused (exit 1) with
-/// the widening and how to approve it. Checked under the lease, on fresh state, before the
-/// release is created. A first deploy, or one over a live release from before plans, needs none.
-fn consent_to_widened_grants(
-    store: &dyn crate::state::StateStore,
-    target: &release::Target,
-    version: &str,
-    json: bool,
-) -> anyhow::Result<()> {
-    use std::io::IsTerminal;
-    let state = store.read()?;
-    let live = state.live(&target.environment);
-    let Some(live_plan) = live.and_then(|r| r.plan.as_ref()) else {
-        return Ok(());
-    };
-    let new = crate::pipeline::plan::plan_of_manifest(&target.manifest)?;
-    let changes = crate::pipeline::plan::diff(Some(live_plan), &new);
-    let widened: Vec<String> = changes
-        .iter()
-        .filter(|c| c.widens())
-        .map(|c| {
-            let added: Vec<String> = c
-                .grants_added
-                .iter()
-                .map(|(kind, entries)| format!("{kind} {}", entries.join(", ")))
-                .collect();
-            format!("  {}: {}", c.name, escape_controls(&added.join("; ")))
-        })
-        .collect();
-    if widened.is_empty() {
-        return Ok(());
-    }
-    let live = live.expect("a live plan has a live release");
-    let what = format!(
-        "the grants of this deploy widen since the live release {} ({}):\n{}",
-        live.id,
-        escape_controls(&live.version),
-        widened.join("\n")
-    );
-    let interactive = !json && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-    if interactive {
-        crate::output::progress::eprint_above(&format!("{what}\nDeploy with these grants? [y/N] "));
-        let mut answer = String::new();
-        let _ = std::io::stdin().read_line(&mut answer);
-        if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-            return Ok(());
-        }
-    }
-    Err(input_error(format!(
-        "deploy refused: {what}\nreview them (stagecraft plan --env {} --version {}), then pass \
-         --approve-grants, or set [deploy] grant_changes = \"allow\" if manifests are reviewed \
-         elsewhere",
-        escape_controls(&target.environment),
-        escape_controls(version)
-    )))
 }
 
 /// A version or commit is recorded for good and printed on terminals (and passed to every

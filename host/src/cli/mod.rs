@@ -3,6 +3,7 @@
 
 mod complete;
 mod completions;
+mod consent;
 mod deploy;
 mod init;
 mod plan;

@@ -35,6 +35,11 @@ pub struct RollbackArgs {
     /// Go back to the newest release of this version in the environment.
     #[arg(long, value_name = "VERSION", add = super::complete::versions())]
     pub to_version: Option<String>,
+    /// Roll back even though a phase's grants (today's manifest) widen since the live release
+    /// (see `stagecraft plan`). Without it, widened grants are asked about on a terminal and
+    /// refused elsewhere.
+    #[arg(long)]
+    pub approve_grants: bool,
     #[command(flatten)]
     pub flags: RunFlags,
     #[command(flatten)]
@@ -65,6 +70,7 @@ pub fn run(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     // because another process may have released in between.
     let store = release::open_store(project, &target.manifest)?;
     resolve_target(&store.read()?, &target.environment, &selector)?;
+    let approved = args.approve_grants || target.manifest.allow_grant_changes;
     // A failed rollback is never rolled back in turn: on_failure applies to deploys.
     release::run_release(
         &target,
@@ -74,6 +80,15 @@ pub fn run(args: RollbackArgs) -> anyhow::Result<ExitCode> {
         |store| {
             let state = store.read()?;
             let to = resolve_target(&state, &target.environment, &selector)?.clone();
+            if !approved {
+                super::consent::consent_to_widened_grants(
+                    store,
+                    &target,
+                    Operation::Rollback,
+                    &to.version,
+                    args.flags.json,
+                )?;
+            }
             Ok(Request {
                 environment: target.environment.clone(),
                 version: to.version.clone(),
