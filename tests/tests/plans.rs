@@ -307,3 +307,30 @@ fn a_rollback_that_widens_grants_needs_consent_too() {
     assert_eq!(approved.code, 0, "{approved:?}");
     assert_eq!(p.versions(), ["v1", "v2", "v1"]);
 }
+
+/// Config values are shown quoted, with their control characters escaped once: a value holding
+/// an escape character and one holding the text `\x1b` must not look the same.
+#[test]
+fn config_values_with_control_characters_are_shown_escaped_once() {
+    let p = Manifested::new(&format!("{BUILD}{FINALIZE}"));
+    assert_eq!(p.deploy("v1", &[]).code, 0);
+    p.write(&format!(
+        "{}{FINALIZE}",
+        BUILD.replace("\"true\" }", "\"true\", note = \"a\\u001bb\" }")
+    ));
+    let out = p.run(&["plan", "--env", "prod", "--version", "v2"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("config note: (unset) -> \"a\\u{1b}b\"\n"),
+        "{out:?}"
+    );
+    assert_eq!(p.deploy("v2", &[]).code, 0);
+    let id = p.run(&["releases", "list", "--env", "prod", "--json"]);
+    let id = serde_json::from_str::<Value>(&id.stdout).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shown = p.run(&["releases", "show", &id]);
+    assert!(shown.stdout.contains("note = \"a\\u{1b}b\""), "{shown:?}");
+}

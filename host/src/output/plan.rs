@@ -86,9 +86,8 @@ pub fn text(
         out.push_str(&format!("  {:<width$} {:<8} {plugin}\n", c.name, c.change));
         for (key, before, after) in &c.config {
             let show = |v: &Option<String>| {
-                v.as_ref().map_or("(unset)".to_string(), |v| {
-                    format!("{:?}", escape_controls(v))
-                })
+                v.as_ref()
+                    .map_or("(unset)".to_string(), |v| format!("{v:?}"))
             };
             out.push_str(&format!(
                 "{indent}config {}: {} -> {}\n",

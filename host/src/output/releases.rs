@@ -229,7 +229,7 @@ fn plan_text(plan: &Plan, verbose: bool) -> String {
             let config: Vec<String> = phase
                 .config
                 .iter()
-                .map(|(k, v)| format!("{} = {:?}", escape_controls(k), escape_controls(v)))
+                .map(|(k, v)| format!("{} = {v:?}", escape_controls(k)))
                 .collect();
             out.push_str(&format!("{indent}config: {}\n", config.join(", ")));
         }
