@@ -80,7 +80,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
         release::check_grants(project, &target.manifest)?;
         // A dry run still works when the state cannot be read; it then says so.
         let state = release::open_store(project, &target.manifest)
-            .and_then(|store| Ok(store.read()?))
+            .and_then(|store| store.read())
             .map_err(|e| format!("{e:#}"));
         let live = state
             .as_ref()
