@@ -250,17 +250,33 @@ fn a_deploy_that_widens_grants_needs_consent() {
     p.write(&format!("{BUILD}{FINALIZE}"));
     assert_eq!(p.deploy("v4", &[]).code, 0);
 
-    // A team that reviews manifests elsewhere turns the question off.
-    p.write(&format!(
-        "[deploy]\ngrant_changes = \"allow\"\n{BUILD}env = [\"HOME\"]\n{FINALIZE}"
-    ));
-    assert_eq!(p.deploy("v5", &[]).code, 0);
-    assert_eq!(p.versions(), ["v5", "v4", "v3", "v2", "v1"]);
+    // A team that reviews manifests elsewhere turns the question off, but not in the same
+    // change that widens: `allow` counts once a release made with it is live.
+    let allowing =
+        |extra: &str| format!("[deploy]\ngrant_changes = \"allow\"\n{BUILD}{extra}{FINALIZE}");
+    p.write(&allowing("env = [\"HOME\"]\n"));
+    let sneaked = p.deploy("v5", &[]);
+    assert_eq!(sneaked.code, 1, "{sneaked:?}");
+    assert!(
+        sneaked
+            .stderr
+            .contains("grant_changes = \"allow\" is new in this manifest"),
+        "{sneaked:?}"
+    );
+    p.write(&allowing(""));
+    assert_eq!(
+        p.deploy("v5", &[]).code,
+        0,
+        "turning it on alone widens nothing"
+    );
+    p.write(&allowing("env = [\"HOME\"]\n"));
+    assert_eq!(p.deploy("v6", &[]).code, 0, "now it is live, and counts");
+    assert_eq!(p.versions(), ["v6", "v5", "v4", "v3", "v2", "v1"]);
 
     p.write(&format!(
         "[deploy]\ngrant_changes = \"never\"\n{BUILD}{FINALIZE}"
     ));
-    let bad = p.deploy("v6", &[]);
+    let bad = p.deploy("v7", &[]);
     assert_eq!(bad.code, 1, "{bad:?}");
     assert!(
         bad.stderr

@@ -43,12 +43,22 @@ pub fn consent_to_widened_grants(
         return Ok(());
     }
     let live = live.expect("a live plan has a live release");
+    // `allow` counts once a release made with it is live: the change that turns it on is asked
+    // about like any other widening.
+    let allow_note = match (target.manifest.allow_grant_changes, live_plan.grant_changes_allowed) {
+        (true, true) => return Ok(()),
+        (true, false) => {
+            "\n[deploy] grant_changes = \"allow\" is new in this manifest: it applies once a release \
+             made with it is live, not to the change that turns it on"
+        }
+        (false, _) => "",
+    };
     let (noun, verb) = match operation {
         Operation::Deploy => ("deploy", "Deploy"),
         Operation::Rollback => ("rollback", "Roll back"),
     };
     let what = format!(
-        "the grants of this {noun} widen since the live release {} ({}):\n{}",
+        "the grants of this {noun} widen since the live release {} ({}):\n{}{allow_note}",
         live.id,
         escape_controls(&live.version),
         widened.join("\n")

@@ -95,7 +95,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
     } else {
         target.manifest.on_failure(&target.environment)
     };
-    let approved = args.approve_grants || target.manifest.allow_grant_changes;
+    let approved = args.approve_grants;
     release::run_release(&target, &args.flags, store.as_ref(), on_failure, |store| {
         if !approved {
             super::consent::consent_to_widened_grants(

@@ -70,7 +70,7 @@ pub fn run(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     // because another process may have released in between.
     let store = release::open_store(project, &target.manifest)?;
     resolve_target(&store.read()?, &target.environment, &selector)?;
-    let approved = args.approve_grants || target.manifest.allow_grant_changes;
+    let approved = args.approve_grants;
     // A failed rollback is never rolled back in turn: on_failure applies to deploys.
     release::run_release(
         &target,

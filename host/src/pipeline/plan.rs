@@ -37,6 +37,7 @@ pub fn plan_of<R: Runner>(
     Plan {
         manifest_digest: manifest.digest.clone(),
         phases,
+        grant_changes_allowed: manifest.allow_grant_changes,
     }
 }
 
@@ -84,6 +85,7 @@ pub fn plan_of_manifest(manifest: &Manifest) -> anyhow::Result<Plan> {
     Ok(Plan {
         manifest_digest: manifest.digest.clone(),
         phases,
+        grant_changes_allowed: manifest.allow_grant_changes,
     })
 }
 
@@ -232,6 +234,7 @@ mod tests {
         Plan {
             manifest_digest: "m".into(),
             phases,
+            grant_changes_allowed: false,
         }
     }
 

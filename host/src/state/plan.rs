@@ -16,6 +16,11 @@ pub struct Plan {
     pub manifest_digest: String,
     /// The configured phases, in pipeline order (a phase without a plugin is not listed).
     pub phases: Vec<PlannedPhase>,
+    /// The manifest said `[deploy] grant_changes = "allow"`. A later deploy honours that setting
+    /// only when the live release's plan has it too, so the change that turns it on cannot
+    /// also widen grants unasked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grant_changes_allowed: bool,
 }
 
 /// One phase of a plan.
