@@ -61,17 +61,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
         "pass --env <name> or set STAGECRAFT_ENV",
     )?;
     let head = release::git_head(&target.manifest.project_root);
-    let version = match args.version.as_deref().map(str::trim) {
-        Some("") => return Err(input_error("--version must not be empty")),
-        Some(v) => v.to_string(),
-        None => head.clone().ok_or_else(|| {
-            input_error(format!(
-                "no --version given and {} is not in a git work tree with a commit; pass \
-                 --version <tag-or-sha>",
-                target.manifest.project_root.display()
-            ))
-        })?,
-    };
+    let version = version_or_head(args.version.as_deref(), head.as_deref(), &target)?;
     let commit = match args.commit.as_deref() {
         Some(c) => c.trim().to_string(),
         None => head.unwrap_or_default(),
@@ -116,6 +106,25 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
             auto_rollback_of: None,
         })
     })
+}
+
+/// `--version` as given (trimmed, not empty), else the project's git HEAD commit.
+pub fn version_or_head(
+    given: Option<&str>,
+    head: Option<&str>,
+    target: &release::Target,
+) -> anyhow::Result<String> {
+    match given.map(str::trim) {
+        Some("") => Err(input_error("--version must not be empty")),
+        Some(v) => Ok(v.to_string()),
+        None => head.map(str::to_string).ok_or_else(|| {
+            input_error(format!(
+                "no --version given and {} is not in a git work tree with a commit; pass \
+                 --version <tag-or-sha>",
+                target.manifest.project_root.display()
+            ))
+        }),
+    }
 }
 
 /// A version or commit is recorded for good and printed on terminals (and passed to every

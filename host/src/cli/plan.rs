@@ -5,7 +5,7 @@ use std::io::Write;
 
 use crate::cli::release;
 use crate::cli::ProjectArgs;
-use crate::error::{input_error, ExitCode};
+use crate::error::ExitCode;
 use crate::output::plan::{self as view, Baseline};
 use crate::pipeline::plan::{diff, plan_of_manifest};
 
@@ -42,17 +42,9 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         args.env.as_deref(),
         "pass --env <name> or set STAGECRAFT_ENV",
     )?;
-    let version = match args.version.as_deref().map(str::trim) {
-        Some("") => return Err(input_error("--version must not be empty")),
-        Some(v) => v.to_string(),
-        None => release::git_head(&target.manifest.project_root).ok_or_else(|| {
-            input_error(format!(
-                "no --version given and {} is not in a git work tree with a commit; pass \
-                 --version <tag-or-sha>",
-                target.manifest.project_root.display()
-            ))
-        })?,
-    };
+    let head = release::git_head(&target.manifest.project_root);
+    let version =
+        super::deploy::version_or_head(args.version.as_deref(), head.as_deref(), &target)?;
     let store = release::open_store(project, &target.manifest)?;
     let state = store.read()?;
     let live = state.live(&target.environment);
