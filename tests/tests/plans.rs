@@ -350,3 +350,38 @@ fn config_values_with_control_characters_are_shown_escaped_once() {
     let shown = p.run(&["releases", "show", &id]);
     assert!(shown.stdout.contains("note = \"a\\u{1b}b\""), "{shown:?}");
 }
+
+#[test]
+fn state_migrate_keeps_plans_both_ways() {
+    let p = Project::postgres("plans_migrate");
+    p.deploy("prod", "v1");
+    let plan = newest(&p)["plan"].clone();
+    assert!(!plan.is_null());
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.json");
+    let out = p.run(&["state", "migrate", "--to", copy.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let read = |args: &[&str]| -> Value {
+        let out: stagecraft_tests::Run = stagecraft_tests::stagecraft(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+            .into();
+        assert_eq!(out.code, 0, "{out:?}");
+        serde_json::from_str::<Value>(&out.stdout).unwrap()[0].clone()
+    };
+    let copy_arg = copy.to_str().unwrap();
+    let from_file = read(&["releases", "--state-file", copy_arg, "list", "--json"]);
+    assert_eq!(from_file["plan"], plan);
+
+    let (server, _) = p.postgres.as_ref().unwrap();
+    let back = server.create_database("plans_back");
+    let out: stagecraft_tests::Run = stagecraft_tests::stagecraft(dir.path())
+        .args(["state", "--state-file", copy_arg, "migrate", "--to", &back])
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, 0, "{out:?}");
+    let from_db = read(&["releases", "--state-url", &back, "list", "--json"]);
+    assert_eq!(from_db["plan"], plan);
+}
