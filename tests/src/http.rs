@@ -355,3 +355,47 @@ fn reason(status: u16) -> &'static str {
         _ => "Status",
     }
 }
+
+/// A project whose one phase, `rollout`, runs `plugin` with `config` (TOML inline-table
+/// contents) and a `net` grant of `net`; `phase_extra` is added to the phase's table
+/// (`timeout = "1s"`).
+pub fn net_project(
+    plugin: &std::path::Path,
+    config: &str,
+    net: &[String],
+    phase_extra: &str,
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let net: Vec<String> = net.iter().map(|n| format!("{n:?}")).collect();
+    std::fs::write(
+        dir.path().join("stagecraft.toml"),
+        format!(
+            "[environments.prod]\n[pipeline]\nphases = [\"rollout\"]\n\
+             [phases.rollout]\nplugin = {:?}\nconfig = {{ {config} }}\n{phase_extra}\n\
+             [phases.rollout.grants]\nnet = [{}]\n",
+            plugin.to_str().unwrap(),
+            net.join(", ")
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// `stagecraft deploy --env prod --version v1` in `dir`.
+pub fn deploy_v1(dir: &std::path::Path) -> crate::Run {
+    crate::run(dir, &["deploy", "--env", "prod", "--version", "v1"])
+}
+
+/// The `rollout` phase of the newest release of `prod` in `dir`, as `releases list --json`
+/// prints it.
+pub fn rollout_phase(dir: &std::path::Path) -> serde_json::Value {
+    let out = crate::run(dir, &["releases", "list", "--env", "prod", "--json"]);
+    let releases: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    releases[0]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "rollout")
+        .unwrap()
+        .clone()
+}

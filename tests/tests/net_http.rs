@@ -3,10 +3,11 @@
 //! against a server on 127.0.0.1 that each test starts and stops.
 
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use serde_json::Value;
-use stagecraft_tests::http::TestServer;
+use stagecraft_tests::http::{
+    deploy_v1 as deploy, net_project, rollout_phase as rollout, TestServer,
+};
 use stagecraft_tests::{run, stagecraft, wasm_plugins_dir, Run};
 
 fn probe() -> PathBuf {
@@ -15,37 +16,7 @@ fn probe() -> PathBuf {
 
 /// A project whose one phase, `rollout`, runs http-probe with `config` and `net`.
 fn project(config: &str, net: &[String], phase_extra: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let net: Vec<String> = net.iter().map(|n| format!("{n:?}")).collect();
-    std::fs::write(
-        dir.path().join("stagecraft.toml"),
-        format!(
-            "[environments.prod]\n[pipeline]\nphases = [\"rollout\"]\n\
-             [phases.rollout]\nplugin = {:?}\nconfig = {{ {config} }}\n{phase_extra}\n\
-             [phases.rollout.grants]\nnet = [{}]\n",
-            probe().to_str().unwrap(),
-            net.join(", ")
-        ),
-    )
-    .unwrap();
-    dir
-}
-
-fn deploy(dir: &Path) -> Run {
-    run(dir, &["deploy", "--env", "prod", "--version", "v1"])
-}
-
-/// The `rollout` phase of the only release.
-fn rollout(dir: &Path) -> Value {
-    let out = run(dir, &["releases", "list", "--env", "prod", "--json"]);
-    let releases: Value = serde_json::from_str(&out.stdout).unwrap();
-    releases[0]["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "rollout")
-        .unwrap()
-        .clone()
+    net_project(&probe(), config, net, phase_extra)
 }
 
 #[test]

@@ -7,43 +7,13 @@
 
 use std::path::Path;
 
-use serde_json::Value;
-use stagecraft_tests::http::TestServer;
-use stagecraft_tests::{polyglot_plugin, run, Run};
+use stagecraft_tests::http::{
+    deploy_v1 as deploy, net_project, rollout_phase as rollout, TestServer,
+};
+use stagecraft_tests::polyglot_plugin;
 
-/// A project whose one phase, `rollout`, runs `plugin` with `config` and a `net` grant.
 fn project(plugin: &Path, config: &str, net: &[String]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let net: Vec<String> = net.iter().map(|n| format!("{n:?}")).collect();
-    std::fs::write(
-        dir.path().join("stagecraft.toml"),
-        format!(
-            "[environments.prod]\n[pipeline]\nphases = [\"rollout\"]\n\
-             [phases.rollout]\nplugin = {:?}\nconfig = {{ {config} }}\n\
-             [phases.rollout.grants]\nnet = [{}]\n",
-            plugin.to_str().unwrap(),
-            net.join(", ")
-        ),
-    )
-    .unwrap();
-    dir
-}
-
-fn deploy(dir: &Path) -> Run {
-    run(dir, &["deploy", "--env", "prod", "--version", "v1"])
-}
-
-/// The `rollout` phase of the only release.
-fn rollout(dir: &Path) -> Value {
-    let out = run(dir, &["releases", "list", "--env", "prod", "--json"]);
-    let releases: Value = serde_json::from_str(&out.stdout).unwrap();
-    releases[0]["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "rollout")
-        .unwrap()
-        .clone()
+    net_project(plugin, config, net, "")
 }
 
 /// `plugin` (an http-probe) reaches a granted origin, reports every status (a 503 is a response,
