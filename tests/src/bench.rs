@@ -50,3 +50,27 @@ pub fn fsync_floor(dir: &Path, payload: &[u8]) {
     std::fs::rename(&tmp, dir.join("floor.json")).unwrap();
     std::fs::File::open(dir).unwrap().sync_all().unwrap();
 }
+
+/// A deploy's context for benchmarks that run a plugin directly: release
+/// `rel-20260101-120000000` of `v1` to `bench`, no vars or earlier outputs.
+pub fn deploy_context(
+    phase: &str,
+    config: std::collections::BTreeMap<String, String>,
+) -> stagecraft::plugin::PhaseContext {
+    use stagecraft::plugin::{Operation, PhaseContext, ReleaseInfo};
+    PhaseContext {
+        phase: phase.into(),
+        operation: Operation::Deploy,
+        release: ReleaseInfo {
+            id: "rel-20260101-120000000".into(),
+            environment: "bench".into(),
+            version: "v1".into(),
+            commit: String::new(),
+            previous_id: None,
+        },
+        rollback_target: None,
+        config,
+        vars: std::collections::BTreeMap::new(),
+        earlier_outputs: Vec::new(),
+    }
+}

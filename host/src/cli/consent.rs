@@ -25,7 +25,8 @@ pub fn consent_to_widened_grants(
     let Some(live_plan) = live.and_then(|r| r.plan.as_ref()) else {
         return Ok(());
     };
-    let new = crate::pipeline::plan::plan_of_manifest(&target.manifest)?;
+    // Only grants are compared: no component is read again.
+    let new = crate::pipeline::plan::grants_plan_of_manifest(&target.manifest);
     let changes = crate::pipeline::plan::diff(Some(live_plan), &new);
     let widened: Vec<String> = changes
         .iter()

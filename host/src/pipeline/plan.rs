@@ -7,38 +7,72 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{LoadedPhases, Runner};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, PhaseSpec};
 use crate::plugin::Grants;
 use crate::state::{Plan, PlannedGrants, PlannedPhase};
 
-/// The plan of `manifest` with the components `loaded` holds.
+/// The plan of `manifest`, each configured phase's digest from `digest` (a phase it gives
+/// `None` for is left out).
+fn plan_with(
+    manifest: &Manifest,
+    mut digest: impl FnMut(&str, &PhaseSpec) -> anyhow::Result<Option<String>>,
+) -> anyhow::Result<Plan> {
+    let mut phases = Vec::new();
+    for name in &manifest.pipeline {
+        let Some(spec) = manifest.phases.get(name) else {
+            continue;
+        };
+        let Some(digest) = digest(name, spec)? else {
+            continue;
+        };
+        phases.push(PlannedPhase {
+            name: name.clone(),
+            plugin: spec.plugin_ref.clone(),
+            digest,
+            config: spec.config.clone(),
+            grants: planned_grants(&spec.grants, &manifest.project_root),
+            timeout: spec.limits.timeout_text.clone(),
+            memory: spec.limits.memory_text.clone(),
+        });
+    }
+    Ok(Plan {
+        manifest_digest: manifest.digest.clone(),
+        phases,
+        grant_changes_allowed: manifest.allow_grant_changes,
+    })
+}
+
+/// The plan of `manifest` with the components `loaded` holds (what a release records).
 pub fn plan_of<R: Runner>(
     manifest: &Manifest,
     loaded: &LoadedPhases<R::Loaded>,
     runner: &R,
 ) -> Plan {
-    let phases = manifest
-        .pipeline
-        .iter()
-        .filter_map(|name| {
-            let spec = manifest.phases.get(name)?;
-            let digest = loaded.by_phase.get(name).map(|l| runner.digest(l))?;
-            Some(PlannedPhase {
-                name: name.clone(),
-                plugin: spec.plugin_ref.clone(),
-                digest,
-                config: spec.config.clone(),
-                grants: planned_grants(&spec.grants, &manifest.project_root),
-                timeout: spec.limits.timeout_text.clone(),
-                memory: spec.limits.memory_text.clone(),
+    plan_with(manifest, |name, _| {
+        Ok(loaded.by_phase.get(name).map(|l| runner.digest(l)))
+    })
+    .expect("digests of loaded plugins are always known")
+}
+
+/// The plan `manifest` would record, with digests read from the components without compiling
+/// them (for `stagecraft plan` and dry runs).
+pub fn plan_of_manifest(manifest: &Manifest) -> anyhow::Result<Plan> {
+    plan_with(manifest, |name, spec| {
+        crate::plugin::component_digest(&spec.source)
+            .map(Some)
+            .map_err(|e| {
+                crate::error::input_error(format!(
+                    "phase {name}: plugin {} cannot be read: {e:#}",
+                    spec.plugin_ref
+                ))
             })
-        })
-        .collect();
-    Plan {
-        manifest_digest: manifest.digest.clone(),
-        phases,
-        grant_changes_allowed: manifest.allow_grant_changes,
-    }
+    })
+}
+
+/// The plan `manifest` would record with its digests left empty: enough to compare grants
+/// (grant consent), without reading every component file again on each deploy.
+pub fn grants_plan_of_manifest(manifest: &Manifest) -> Plan {
+    plan_with(manifest, |_, _| Ok(Some(String::new()))).expect("no digest is read")
 }
 
 /// Grants as a person reads them: paths relative to the project root when inside it.
@@ -56,37 +90,6 @@ pub fn planned_grants(grants: &Grants, root: &Path) -> PlannedGrants {
         exec_unconfined: grants.exec_unconfined.clone(),
         net: grants.net.iter().map(ToString::to_string).collect(),
     }
-}
-
-/// The plan `manifest` would record, with digests read from the components without compiling
-/// them (for `stagecraft plan` and dry runs).
-pub fn plan_of_manifest(manifest: &Manifest) -> anyhow::Result<Plan> {
-    let mut phases = Vec::new();
-    for name in &manifest.pipeline {
-        let Some(spec) = manifest.phases.get(name) else {
-            continue;
-        };
-        let digest = crate::plugin::component_digest(&spec.source).map_err(|e| {
-            crate::error::input_error(format!(
-                "phase {name}: plugin {} cannot be read: {e:#}",
-                spec.plugin_ref
-            ))
-        })?;
-        phases.push(PlannedPhase {
-            name: name.clone(),
-            plugin: spec.plugin_ref.clone(),
-            digest,
-            config: spec.config.clone(),
-            grants: planned_grants(&spec.grants, &manifest.project_root),
-            timeout: spec.limits.timeout_text.clone(),
-            memory: spec.limits.memory_text.clone(),
-        });
-    }
-    Ok(Plan {
-        manifest_digest: manifest.digest.clone(),
-        phases,
-        grant_changes_allowed: manifest.allow_grant_changes,
-    })
 }
 
 /// How one phase changes from the live release's plan to the new one.

@@ -16,10 +16,9 @@ use std::process::Command;
 
 use stagecraft::plugin::net::NetGrant;
 use stagecraft::plugin::{
-    Grants, Limits, NullSink, Operation, PhaseContext, PluginHost, PluginSource, ReleaseInfo,
-    Sandbox,
+    Grants, Limits, NullSink, PhaseContext, PluginHost, PluginSource, Sandbox,
 };
-use stagecraft_tests::bench::{median, ms, timed};
+use stagecraft_tests::bench::{deploy_context, median, ms, timed};
 use stagecraft_tests::http::TestServer;
 use stagecraft_tests::{stagecraft, wasm_plugins_dir};
 
@@ -125,21 +124,10 @@ fn main() {
 }
 
 fn context(url: &str) -> PhaseContext {
-    PhaseContext {
-        phase: "verify".into(),
-        operation: Operation::Deploy,
-        release: ReleaseInfo {
-            id: "rel-20260101-120000000".into(),
-            environment: "bench".into(),
-            version: "v1".into(),
-            commit: String::new(),
-            previous_id: None,
-        },
-        rollback_target: None,
-        config: BTreeMap::from([("urls".to_string(), url.to_string())]),
-        vars: BTreeMap::new(),
-        earlier_outputs: Vec::new(),
-    }
+    deploy_context(
+        "verify",
+        BTreeMap::from([("urls".to_string(), url.to_string())]),
+    )
 }
 
 /// The canonical six phases, all noop but the last: http-check of `url`, or noop.

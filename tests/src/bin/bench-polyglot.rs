@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use stagecraft::plugin::*;
-use stagecraft_tests::bench::median;
+use stagecraft_tests::bench::{deploy_context, median};
 use stagecraft_tests::{polyglot_plugin, wasm_plugins_dir};
 
 const WARM_LOADS: usize = 20;
@@ -154,21 +154,7 @@ fn measure(s: &Subject) -> Row {
         grants: (s.grants)(project.path(), "area"),
         limits: Limits::default(),
     };
-    let ctx = PhaseContext {
-        phase: "migrate_pre".into(),
-        operation: Operation::Deploy,
-        release: ReleaseInfo {
-            id: "rel-20260101-120000000".into(),
-            environment: "bench".into(),
-            version: "v1".into(),
-            commit: String::new(),
-            previous_id: None,
-        },
-        rollback_target: None,
-        config: (s.config)("area"),
-        vars: BTreeMap::new(),
-        earlier_outputs: Vec::new(),
-    };
+    let ctx = deploy_context("migrate_pre", (s.config)("area"));
     let mut runs = Vec::new();
     for i in 0..RUNS {
         let mut ctx = ctx.clone();
