@@ -67,6 +67,11 @@ fn rolls_back_to_the_live_release_and_links_both_records(p: Project) {
     assert_eq!(rollback["rollback_target"], good_id.as_str());
     assert_eq!(rollback["auto_rollback_of"], failed_id.as_str());
     assert_eq!(
+        rollback["plan_of"],
+        good_id.as_str(),
+        "it ran v1's recorded plan"
+    );
+    assert_eq!(
         rollback["message"],
         format!("automatic rollback: release {failed_id} failed in phase build").as_str()
     );
@@ -77,7 +82,8 @@ fn rolls_back_to_the_live_release_and_links_both_records(p: Project) {
     assert!(
         out.stderr.contains(&format!(
             "Release {failed_id} failed in phase build; rolling prod back automatically to \
-             {good_id} (v1), its last fully deployed release (on_failure = \"rollback\")"
+             {good_id} (v1), its last fully deployed release, with its recorded plan \
+             (on_failure = \"rollback\")"
         )),
         "{out:?}"
     );

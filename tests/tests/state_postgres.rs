@@ -750,3 +750,36 @@ fn a_database_at_schema_2_is_upgraded_in_place_and_reads_the_same_history() {
         "the old serial, recovery and the new release"
     );
 }
+
+#[test]
+fn components_are_kept_checked_and_swept() {
+    let pg = PgBackend::start();
+    let fresh = suite::components_are_kept_checked_and_swept(&pg);
+    // A row whose bytes are not its digest's is refused, saying what to do.
+    let store = fresh.open();
+    let digest: String = {
+        let mut client = postgres::Client::connect(&fresh.spec, postgres::NoTls).unwrap();
+        let row = client
+            .query_one(
+                "UPDATE stagecraft_components SET bytes = '\\x00'::bytea RETURNING digest",
+                &[],
+            )
+            .unwrap();
+        row.get(0)
+    };
+    let err = store.component(&digest).unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "component {digest} in PostgreSQL at {} is damaged (its 1 bytes have sha256 ",
+            store.location()
+        )),
+        "{err}"
+    );
+    assert_eq!(exit_code_for(&err), ExitCode::State);
+}
+
+/// 4 threads x 30 deploys and prunes over shared components, beside a connection that sweeps.
+#[test]
+fn a_sweep_never_removes_a_component_a_committed_release_runs() {
+    suite::a_sweep_never_removes_a_component_a_committed_release_runs(&PgBackend::start(), 4, 30);
+}

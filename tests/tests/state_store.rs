@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde_json::Value;
+use stagecraft::error::{exit_code_for, ExitCode};
 use stagecraft::state::{FileStore, PhaseStatus, StateStore, StateStoreExt};
 use stagecraft_tests::{run, workspace_root};
 use state_common::suite::{self, FileBackend};
@@ -243,4 +244,86 @@ fn scoped_commits_lose_nothing_across_environments() {
 #[test]
 fn a_scoped_transaction_changes_only_its_environment() {
     suite::a_scoped_transaction_changes_only_its_environment(&FileBackend);
+}
+
+#[test]
+fn components_are_kept_checked_and_swept() {
+    let fresh = suite::components_are_kept_checked_and_swept(&FileBackend);
+    // Beside the state file, named by digest, private.
+    let dir = fresh.dir.path().join("state/releases.components");
+    let store = fresh.open();
+    let kept: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let digest = kept[0].strip_suffix(".wasm").unwrap().to_string();
+    let file = dir.join(&kept[0]);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let bytes = std::fs::read(&file).unwrap();
+
+    // A damaged copy is refused, saying what to do; removing it lets the next keep repair it.
+    let mut damaged = bytes.clone();
+    damaged[0] ^= 1;
+    std::fs::write(&file, &damaged).unwrap();
+    let err = store.component(&digest).unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "component {} is damaged (its {} bytes have sha256 ",
+            file.display(),
+            bytes.len()
+        )),
+        "{err}"
+    );
+    assert_eq!(exit_code_for(&err), ExitCode::State);
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(
+        store
+            .missing_components(std::slice::from_ref(&digest))
+            .unwrap(),
+        vec![digest.clone()]
+    );
+    store.put_component(&digest, &bytes).unwrap();
+    assert_eq!(
+        store.component(&digest).unwrap().as_deref(),
+        Some(&bytes[..])
+    );
+
+    // A symlink planted in a component's place is never followed, and keeping the component
+    // replaces it.
+    std::fs::remove_file(&file).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", &file).unwrap();
+    let err = store.component(&digest).unwrap_err().to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(
+        store
+            .missing_components(std::slice::from_ref(&digest))
+            .unwrap(),
+        vec![digest.clone()]
+    );
+    store.put_component(&digest, &bytes).unwrap();
+    assert!(std::fs::symlink_metadata(&file)
+        .unwrap()
+        .file_type()
+        .is_file());
+
+    // A sweep removes temporary files whose writer is gone, and no other.
+    let gone = dir.join(format!(".{digest}.999999999.0.tmp"));
+    let ours = dir.join(format!(".{digest}.{}.7.tmp", std::process::id()));
+    let foreign = dir.join("notes.txt");
+    for f in [&gone, &ours, &foreign] {
+        std::fs::write(f, b"x").unwrap();
+    }
+    assert_eq!(store.sweep_components().unwrap(), 0);
+    assert!(!gone.exists());
+    assert!(ours.exists() && foreign.exists() && file.exists());
+}
+
+/// 4 threads x 30 deploys and prunes over shared components, beside a thread that sweeps.
+#[test]
+fn a_sweep_never_removes_a_component_a_committed_release_runs() {
+    suite::a_sweep_never_removes_a_component_a_committed_release_runs(&FileBackend, 4, 30);
 }

@@ -86,26 +86,34 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
         target.manifest.on_failure(&target.environment)
     };
     let approved = args.approve_grants;
-    release::run_release(&target, &args.flags, store.as_ref(), on_failure, |store| {
-        if !approved {
-            super::consent::consent_to_widened_grants(
-                store,
-                &target,
-                Operation::Deploy,
-                &version,
-                args.flags.json,
-            )?;
-        }
-        Ok(Request {
-            environment: target.environment.clone(),
-            version: version.clone(),
-            commit: commit.clone(),
-            operation: Operation::Deploy,
-            rollback_target: None,
-            message: message.clone(),
-            auto_rollback_of: None,
-        })
-    })
+    release::run_release(
+        project,
+        &target,
+        &args.flags,
+        store.as_ref(),
+        on_failure,
+        |store| {
+            if !approved {
+                super::consent::consent_to_widened_grants(
+                    store,
+                    &target,
+                    Operation::Deploy,
+                    &version,
+                    args.flags.json,
+                )?;
+            }
+            Ok(Request {
+                environment: target.environment.clone(),
+                version: version.clone(),
+                commit: commit.clone(),
+                operation: Operation::Deploy,
+                rollback_target: None,
+                message: message.clone(),
+                auto_rollback_of: None,
+                plan_of: None,
+            })
+        },
+    )
 }
 
 /// `--version` as given (trimmed, not empty), else the project's git HEAD commit.

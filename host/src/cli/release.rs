@@ -10,7 +10,7 @@ use crate::manifest::{self, Manifest, OnFailure, StateBackend};
 use crate::output::deploy::ConsoleEvents;
 use crate::output::progress;
 use crate::output::terminal::escape_controls;
-use crate::pipeline::{self, Pipeline, Request};
+use crate::pipeline::{self, recorded, Pipeline, Request};
 use crate::plugin::{PluginHost, PluginSource, Protected, RefusedGrant};
 use crate::state::{Operation, Release, StateStore, StateStoreExt, Window};
 
@@ -263,6 +263,7 @@ fn protected_paths(project: &ProjectArgs, manifest: &Manifest) -> Protected {
 /// from fresh state under the lease, run the pipeline, print the result. The caller opens the
 /// store (see [`open_store`]), so checks it made before share it and what it last read.
 pub fn run_release(
+    project: &ProjectArgs,
     target: &Target,
     flags: &RunFlags,
     store: &dyn StateStore,
@@ -307,6 +308,7 @@ pub fn run_release(
         {
             let failed = e.downcast::<PhaseFailed>().expect("checked just above");
             let after = roll_back_after(
+                project,
                 &pipeline,
                 &loaded,
                 store,
@@ -344,10 +346,13 @@ fn leave_note_if_unrecorded<T>(lease: &crate::state::Lease, result: &anyhow::Res
 
 /// `on_failure = "rollback"`: `failed` (the deploy `failed_release`) failed in a phase. Still
 /// under the lease, roll the environment back to its live release (newest fully deployed) as a
-/// new release linked to the failed one, with today's plugins, like `rollback --to-release`.
-/// Returns the command's error: the phase failure and what followed (exit 2), or a state error
-/// if the rollback could not be recorded (exit 3). Nothing is retried.
+/// new release linked to the failed one, running what that release recorded, like `rollback
+/// --to-release` (today's plugins for a live release from before plans). Returns the command's
+/// error: the phase failure and what followed (exit 2), or a state error if the rollback could
+/// not be recorded (exit 3). Nothing is retried.
+#[allow(clippy::too_many_arguments)]
 fn roll_back_after(
+    project: &ProjectArgs,
     pipeline: &Pipeline<'_, PluginHost>,
     loaded: &pipeline::LoadedPhases<crate::plugin::LoadedPlugin>,
     store: &dyn StateStore,
@@ -374,16 +379,22 @@ fn roll_back_after(
         }
         .into();
     };
+    let recorded = live.plan.is_some();
     crate::output::progress::eprint_above(&format!(
         "Release {} failed in phase {}; rolling {} back automatically to {} ({}), its last fully \
-         deployed release (on_failure = \"rollback\")",
+         deployed release, with {} (on_failure = \"rollback\")",
         failed.release_id,
         escape_controls(&failed.phase),
         escape_controls(env),
         live.id,
-        escape_controls(&live.version)
+        escape_controls(&live.version),
+        if recorded {
+            "its recorded plan"
+        } else {
+            "today's manifest (it has no recorded plan)"
+        }
     ));
-    let request = Request {
+    let mut request = Request {
         environment: env.clone(),
         version: live.version.clone(),
         commit: live.commit_sha.clone(),
@@ -394,8 +405,42 @@ fn roll_back_after(
             failed.release_id, failed.phase
         )),
         auto_rollback_of: Some(failed_release.id.clone()),
+        plan_of: None,
     };
-    let result = pipeline.execute(loaded, &request);
+    let result = if recorded {
+        // The live release's components, under the lease: usually in the compiled cache.
+        let prepared = recorded::manifest_of_plan(pipeline.manifest, &live, store).and_then(|m| {
+            check_grants(project, &m)?;
+            let loaded = pipeline::load_plugins(&m, pipeline.runner, pipeline.events)?;
+            Ok((m, loaded))
+        });
+        let (manifest, recorded_loaded) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                return PhaseFailedThen {
+                    failed,
+                    then: format!(
+                        "no automatic rollback: the recorded plan of {} cannot run ({}); roll \
+                         back by hand: stagecraft rollback --env {} --to-release {} (add \
+                         --with-current-pipeline to run today's manifest)",
+                        live.id,
+                        crate::error::describe(&e),
+                        escape_controls(env),
+                        live.id
+                    ),
+                }
+                .into()
+            }
+        };
+        request.plan_of = Some(live.id.clone());
+        Pipeline {
+            manifest: &manifest,
+            ..*pipeline
+        }
+        .execute(&recorded_loaded, &request)
+    } else {
+        pipeline.execute(loaded, &request)
+    };
     leave_note_if_unrecorded(lease, &result);
     match result {
         Ok(rollback) => {
@@ -452,18 +497,37 @@ fn apply_history_max(store: &dyn StateStore, env: &str, keep: usize) {
                 if n == 1 { "" } else { "s" },
                 ids.join(", ")
             );
-            if let Err(e) = store.sweep_phase_logs() {
-                eprintln!(
-                    "warning: could not remove the logs of the pruned releases: {}. The next \
-                     prune tries again",
-                    crate::error::describe(&e)
-                );
-            }
+            sweep_pruned(store);
         }
         Err(e) => eprintln!(
             "warning: could not prune {env} to history_max = {keep}: {e:#}. The release is \
              recorded; the next deploy tries again, or run `stagecraft releases prune --env \
              {env} --keep {keep}`"
+        ),
+    }
+}
+
+/// After releases were removed (pruned, or replaced by `state migrate --replace`): remove their
+/// logs and every kept component no release left runs. The releases are gone whatever happens
+/// here, so a failure is a warning; the next prune tries again.
+pub fn sweep_pruned(store: &dyn StateStore) {
+    if let Err(e) = store.sweep_phase_logs() {
+        eprintln!(
+            "warning: the removed releases are gone, but their logs could not all be removed: \
+             {}. The next prune tries again",
+            crate::error::describe(&e)
+        );
+    }
+    match store.sweep_components() {
+        Ok(0) => {}
+        Ok(n) => eprintln!(
+            "Removed {n} kept component{} that no release in the history runs",
+            if n == 1 { "" } else { "s" }
+        ),
+        Err(e) => eprintln!(
+            "warning: the removed releases are gone, but the components only they ran could \
+             not all be removed: {}. The next prune tries again",
+            crate::error::describe(&e)
         ),
     }
 }

@@ -275,13 +275,7 @@ fn prune(
     if !dry_run {
         // Also what an earlier prune could not remove. The releases are gone whatever happens
         // here, so a failure is a warning.
-        if let Err(e) = store.sweep_phase_logs() {
-            eprintln!(
-                "warning: the pruned releases are gone, but their logs could not all be \
-                 removed: {}. The next prune tries again",
-                crate::error::describe(&e)
-            );
-        }
+        super::release::sweep_pruned(store);
     }
     let text = if json {
         render::prune_json(&retention, dry_run)

@@ -2,8 +2,10 @@
 
 use crate::cli::release::{self, RunFlags};
 use crate::cli::ProjectArgs;
+use crate::error::input_error;
 use crate::error::ExitCode;
 use crate::manifest::OnFailure;
+use crate::pipeline::recorded::{self, RollbackPipeline};
 use crate::pipeline::{resolve_target, Request, TargetSelector};
 use crate::state::Operation;
 
@@ -17,7 +19,10 @@ Examples:
 
 The target must belong to --env, must not be the current release, and every one of
 its phases must have completed (or been skipped). The new release copies the
-target's version and commit and runs the whole pipeline.
+target's version and commit and runs the target's recorded plan: the same
+components, config, grants and limits (kept by the state), with today's
+environment vars. --with-current-pipeline runs today's manifest instead; so does a
+target made before plans were recorded, which is said in one line.
 
 Exit codes: 0 rolled back, 1 invalid input or rollback target, 2 a phase failed,
 3 state error (unreadable state, lease wait exceeded, I/O).")]
@@ -35,11 +40,14 @@ pub struct RollbackArgs {
     /// Go back to the newest release of this version in the environment.
     #[arg(long, value_name = "VERSION", add = super::complete::versions())]
     pub to_version: Option<String>,
-    /// Roll back even though a phase's grants (today's manifest) widen since the live release
-    /// (see `stagecraft plan`). Without it, widened grants are asked about on a terminal and
-    /// refused elsewhere.
+    /// Roll back even though a phase's grants widen since the live release (see `stagecraft
+    /// plan`). Without it, widened grants are asked about on a terminal and refused elsewhere.
     #[arg(long)]
     pub approve_grants: bool,
+    /// Run today's manifest (its plugins, config, grants and limits) with the target's version,
+    /// instead of the plan the target recorded.
+    #[arg(long)]
+    pub with_current_pipeline: bool,
     #[command(flatten)]
     pub flags: RunFlags,
     #[command(flatten)]
@@ -50,51 +58,70 @@ pub fn run(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     let project = &args.project;
     let message = release::message(&args.flags)?;
     let selector = TargetSelector::from_flags(args.to_previous, args.to_release, args.to_version)?;
-    let target = release::load_target(project, args.env.as_deref(), "pass --env <name>")?;
+    let today = release::load_target(project, args.env.as_deref(), "pass --env <name>")?;
+    // Today's grants are checked only when today's manifest runs: the recorded plan's are
+    // checked instead, below.
+    let store =
+        super::state::open_for(project, &today.manifest.state, &today.manifest.project_root)?;
+    let state = store.read()?;
+    let to = resolve_target(&state, &today.environment, &selector)?.clone();
+    let how = RollbackPipeline::choose(&to, args.with_current_pipeline);
+    let run = match how {
+        RollbackPipeline::Recorded => release::Target {
+            manifest: recorded::manifest_of_plan(&today.manifest, &to, store.as_ref())?,
+            environment: today.environment.clone(),
+        },
+        RollbackPipeline::CurrentByChoice | RollbackPipeline::CurrentForLackOfPlan => today,
+    };
+    release::check_grants(project, &run.manifest)?;
+    crate::output::progress::eprint_above(&how.announcement(&to));
     if args.flags.dry_run {
-        release::check_grants(project, &target.manifest)?;
-        let store = release::open_store(project, &target.manifest)?;
-        let state = store.read()?;
-        let to = resolve_target(&state, &target.environment, &selector)?;
         release::print_plan(
-            &target,
+            &run,
             &to.version,
             &to.commit_sha,
-            Some(to),
-            Ok(state.live(&target.environment)),
+            Some(&to),
+            Ok(state.live(&run.environment)),
             args.flags.json,
         )?;
         return Ok(ExitCode::Ok);
     }
-    // Validate before loading plugins, so a bad target fails fast; then again under the lease,
-    // because another process may have released in between.
-    let store = release::open_store(project, &target.manifest)?;
-    resolve_target(&store.read()?, &target.environment, &selector)?;
+    drop(state);
     let approved = args.approve_grants;
     // A failed rollback is never rolled back in turn: on_failure applies to deploys.
     release::run_release(
-        &target,
+        project,
+        &run,
         &args.flags,
         store.as_ref(),
         OnFailure::Stop,
         |store| {
+            // Again under the lease: another process may have released in between.
             let state = store.read()?;
-            let to = resolve_target(&state, &target.environment, &selector)?.clone();
+            let now = resolve_target(&state, &run.environment, &selector)?.clone();
+            if how == RollbackPipeline::Recorded && now.plan != to.plan {
+                return Err(input_error(format!(
+                    "the rollback target changed while this command waited for the lease (it is \
+                     now release {}, whose plan differs from that of {}); run the command again",
+                    now.id, to.id
+                )));
+            }
             if !approved {
                 super::consent::consent_to_widened_grants(
                     store,
-                    &target,
+                    &run,
                     Operation::Rollback,
-                    &to.version,
+                    &now.version,
                     args.flags.json,
                 )?;
             }
             Ok(Request {
-                environment: target.environment.clone(),
-                version: to.version.clone(),
-                commit: to.commit_sha.clone(),
+                environment: run.environment.clone(),
+                version: now.version.clone(),
+                commit: now.commit_sha.clone(),
                 operation: Operation::Rollback,
-                rollback_target: Some(to),
+                plan_of: (how == RollbackPipeline::Recorded).then(|| now.id.clone()),
+                rollback_target: Some(now),
                 message: message.clone(),
                 auto_rollback_of: None,
             })

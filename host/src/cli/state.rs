@@ -179,6 +179,7 @@ fn migrate(project: &ProjectArgs, to: &str, replace: bool) -> anyhow::Result<Exi
         .into());
     }
     let with_logs = copy_logs(source.as_ref(), dest.as_ref(), &snapshot)?;
+    let components = copy_components(source.as_ref(), dest.as_ref(), &snapshot)?;
     writeln!(
         stdout,
         "Migrated {count} release{} from {} to {dest_location}",
@@ -192,7 +193,80 @@ fn migrate(project: &ProjectArgs, to: &str, replace: bool) -> anyhow::Result<Exi
             if with_logs == 1 { "" } else { "s" }
         )?;
     }
+    if components.copied > 0 {
+        writeln!(
+            stdout,
+            "Copied {} component{} the releases ran ({})",
+            components.copied,
+            if components.copied == 1 { "" } else { "s" },
+            crate::plugin::format_bytes(components.bytes)
+        )?;
+    }
+    if !components.not_held.is_empty() {
+        eprintln!(
+            "note: {} component{} the releases ran {} not kept by {} (releases made before \
+             components were kept); a rollback to such a release needs the plugin file to \
+             still hold it, or --with-current-pipeline",
+            components.not_held.len(),
+            if components.not_held.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            if components.not_held.len() == 1 {
+                "was"
+            } else {
+                "were"
+            },
+            source.location()
+        );
+    }
     Ok(ExitCode::Ok)
+}
+
+/// What [`copy_components`] did.
+struct CopiedComponents {
+    copied: usize,
+    bytes: u64,
+    /// Digests the history names that the source does not keep.
+    not_held: Vec<String>,
+}
+
+/// Copy every component `copied`'s plans name from `source` to `dest` (those `dest` does not
+/// hold yet), after the history itself, then remove from `dest` those no release there runs
+/// (left by a replaced history).
+fn copy_components(
+    source: &dyn StateStore,
+    dest: &dyn StateStore,
+    copied: &State,
+) -> anyhow::Result<CopiedComponents> {
+    let failed = |e: anyhow::Error| -> anyhow::Error {
+        StateError::new(format!(
+            "the release history was copied to {}, but the components its releases ran were \
+             not all: {}; run the migration again with --replace",
+            dest.location(),
+            crate::error::describe(&e)
+        ))
+        .into()
+    };
+    let wanted: Vec<String> = state::referenced_components(copied).into_iter().collect();
+    let mut done = CopiedComponents {
+        copied: 0,
+        bytes: 0,
+        not_held: Vec::new(),
+    };
+    for digest in dest.missing_components(&wanted).map_err(failed)? {
+        match source.component(&digest).map_err(failed)? {
+            Some(bytes) => {
+                dest.put_component(&digest, &bytes).map_err(failed)?;
+                done.copied += 1;
+                done.bytes += bytes.len() as u64;
+            }
+            None => done.not_held.push(digest),
+        }
+    }
+    dest.sweep_components().map_err(failed)?;
+    Ok(done)
 }
 
 /// Copy every phase log of `copied`'s releases from `source` to `dest`, after the history

@@ -147,6 +147,11 @@ impl Events for ConsoleEvents {
             tag: format!("[{} {}]", escape_controls(phase), escape_controls(plugin)),
         })
     }
+
+    fn warning(&self, message: &str) {
+        let _g = self.lock.lock();
+        super::progress::eprint_above(&format!("warning: {message}"));
+    }
 }
 
 /// A wait for the environment's lease: who holds it and how long this command will wait.

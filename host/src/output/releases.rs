@@ -189,13 +189,13 @@ pub fn show_text(r: &Release, context: &ShowContext<'_>) -> String {
     out.push_str(&phase_table(r, context).render(context.fit, "  "));
     // A release from before plans (or the Go tool's) shows exactly what it showed before.
     if let Some(plan) = &r.plan {
-        out.push_str(&plan_text(plan, context.verbose));
+        out.push_str(&plan_text(r, plan, context.verbose));
     }
     out
 }
 
 /// What the release ran: per phase, its plugin and digest, limits, grants and config.
-fn plan_text(plan: &Plan, verbose: bool) -> String {
+fn plan_text(r: &Release, plan: &Plan, verbose: bool) -> String {
     let short = |digest: &str| -> String {
         if verbose {
             digest.to_string()
@@ -203,13 +203,27 @@ fn plan_text(plan: &Plan, verbose: bool) -> String {
             digest.chars().take(12).collect()
         }
     };
-    let mut out = format!("\nPlan (manifest {}):\n", short(&plan.manifest_digest));
+    // A rollback says whose plan it ran.
+    let whose = match (&r.plan_of, r.operation()) {
+        (Some(target), _) => format!("; the recorded plan of {target}"),
+        (None, Operation::Rollback) => "; the manifest of its day, not the target's plan".into(),
+        (None, Operation::Deploy) => String::new(),
+    };
+    let mut out = format!(
+        "\nPlan (manifest {}{whose}):\n",
+        short(&plan.manifest_digest)
+    );
     let width = plan.phases.iter().map(|p| p.name.len()).max().unwrap_or(0);
-    for phase in &plan.phases {
+    let plugins: Vec<String> = plan
+        .phases
+        .iter()
+        .map(|p| escape_controls(&p.plugin).into_owned())
+        .collect();
+    let plugin_width = plugins.iter().map(|p| p.chars().count()).max().unwrap_or(0);
+    for (phase, plugin) in plan.phases.iter().zip(&plugins) {
         out.push_str(&format!(
-            "  {:<width$}  {}  {}  timeout {}, memory {}\n",
+            "  {:<width$}  {plugin:<plugin_width$}  {}  timeout {}, memory {}\n",
             phase.name,
-            escape_controls(&phase.plugin),
             short(&phase.digest),
             escape_controls(&phase.timeout),
             escape_controls(&phase.memory),
@@ -348,6 +362,8 @@ pub(crate) struct ReleaseView<'a> {
     phases: Vec<PhaseView<'a>>,
     /// What it ran; null for releases from before plans were recorded.
     plan: Option<PlanView<'a>>,
+    /// For a rollback that ran its target's recorded plan: that target.
+    plan_of: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -488,6 +504,7 @@ impl<'a> ReleaseView<'a> {
             auto_rolled_back_by: r.auto_rolled_back_by.as_ref().map(|id| id.as_str()),
             phases,
             plan: r.plan.as_ref().map(PlanView::of),
+            plan_of: r.plan_of.as_ref().map(|id| id.as_str()),
         }
     }
 }

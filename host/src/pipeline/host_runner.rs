@@ -21,6 +21,10 @@ impl Runner for PluginHost {
         loaded.was_cached()
     }
 
+    fn bytes(&self, spec: &PhaseSpec) -> anyhow::Result<std::borrow::Cow<'static, [u8]>> {
+        crate::plugin::component_bytes(&spec.source)
+    }
+
     fn run(
         &self,
         loaded: &LoadedPlugin,

@@ -11,6 +11,7 @@ mod host_runner;
 mod interrupt;
 mod phase_log;
 pub mod plan;
+pub mod recorded;
 
 pub use phase_log::{KEPT_LINE_COST, PHASE_LOG_BOUND, RELEASE_LOG_BOUND};
 
@@ -46,6 +47,9 @@ pub trait Runner {
     fn digest(&self, loaded: &Self::Loaded) -> String;
     /// Whether `load` found it in the compiled-component cache.
     fn was_cached(&self, loaded: &Self::Loaded) -> bool;
+    /// The component a phase's plugin names, as the state's component store keeps it (its
+    /// sha256 is the digest).
+    fn bytes(&self, spec: &PhaseSpec) -> anyhow::Result<std::borrow::Cow<'static, [u8]>>;
     /// Run one phase in a fresh sandbox.
     fn run(
         &self,
@@ -67,6 +71,8 @@ pub trait Events: Sync {
     fn phase_finished(&self, phase: &str, status: PhaseStatus, detail: &PhaseDetail);
     /// Where a running phase's log lines go (already tagged with phase and plugin).
     fn log_sink(&self, phase: &str, plugin: &str) -> Box<dyn LogSink + '_>;
+    /// Something went wrong that does not stop the release (one line, no `warning:` prefix).
+    fn warning(&self, message: &str);
 }
 
 /// What to release.
@@ -82,6 +88,8 @@ pub struct Request {
     pub message: Option<String>,
     /// For an automatic rollback: the failed deploy it answers. Both records name each other.
     pub auto_rollback_of: Option<crate::state::ReleaseId>,
+    /// For a rollback that runs its target's recorded plan: the target.
+    pub plan_of: Option<crate::state::ReleaseId>,
 }
 
 /// Plugins loaded for every configured phase, before anything is written: a plugin that cannot
@@ -139,11 +147,59 @@ impl<R: Runner> Pipeline<'_, R> {
         req: &Request,
     ) -> anyhow::Result<Release> {
         let plan = plan::plan_of(self.manifest, loaded, self.runner);
+        // Kept before the release exists, so a store that cannot take them (a full disk) stops
+        // the command with nothing recorded.
+        self.keep_components(loaded).map_err(|e| {
+            let context = format!(
+                "nothing was recorded: the components this release runs cannot be kept in {}",
+                self.store.describe()
+            );
+            e.context(context)
+        })?;
         let release = self.create_release(req, plan)?;
         self.events.release_created(&release);
         interrupt::Guard::run(self.store, &release, |guard| {
+            // Again now that the release names them: a sweep of unused components between the
+            // first keep and the release's commit may have removed one (state/components.rs).
+            if let Err(e) = self.keep_components(loaded) {
+                self.events.warning(&format!(
+                    "the components of release {} may not all be kept ({}); a rollback to it \
+                     may need --with-current-pipeline",
+                    release.id,
+                    crate::error::describe(&e)
+                ));
+            }
             self.run_phases(guard, loaded, req, &release)
         })
+    }
+
+    /// Keep every loaded phase's component in the state's component store, unless it is there.
+    fn keep_components(&self, loaded: &LoadedPhases<R::Loaded>) -> anyhow::Result<()> {
+        let mut digests: Vec<String> = loaded
+            .by_phase
+            .values()
+            .map(|l| self.runner.digest(l))
+            .collect();
+        digests.sort();
+        digests.dedup();
+        for digest in self.store.missing_components(&digests)? {
+            let (phase, _) = loaded
+                .by_phase
+                .iter()
+                .find(|(_, l)| self.runner.digest(l) == digest)
+                .expect("a missing digest is one of the loaded ones");
+            let spec = &self.manifest.phases[phase];
+            let bytes = self.runner.bytes(spec)?;
+            if crate::plugin::sha256_hex(&bytes) != digest {
+                return Err(crate::error::input_error(format!(
+                    "the plugin {} of phase {phase} changed after it was loaded; run the \
+                     command again",
+                    spec.plugin_ref
+                )));
+            }
+            self.store.put_component(&digest, &bytes)?;
+        }
+        Ok(())
     }
 
     fn run_phases(
@@ -298,6 +354,7 @@ impl<R: Runner> Pipeline<'_, R> {
                 release.message = req.message.clone();
                 release.auto_rollback_of = req.auto_rollback_of.clone();
                 release.plan = Some(plan.clone());
+                release.plan_of = req.plan_of.clone();
                 let created = release.clone();
                 if let Some(failed) = &req.auto_rollback_of {
                     let failed = state.get_mut(failed.as_str()).ok_or_else(|| {

@@ -163,6 +163,7 @@ mod tests {
             auto_rollback_of: None,
             auto_rolled_back_by: None,
             plan: None,
+            plan_of: None,
             message: None,
             extra: Default::default(),
         })

@@ -12,6 +12,8 @@ struct MemoryStore {
     fail_commit: Option<usize>,
     logs: Mutex<Vec<(ReleaseId, PhaseLog)>>,
     fail_logs: bool,
+    components: Mutex<BTreeMap<String, Vec<u8>>>,
+    fail_components: bool,
 }
 
 impl MemoryStore {
@@ -22,6 +24,8 @@ impl MemoryStore {
             fail_commit,
             logs: Mutex::new(Vec::new()),
             fail_logs: false,
+            components: Mutex::new(BTreeMap::new()),
+            fail_components: false,
         }
     }
 }
@@ -85,6 +89,34 @@ impl StateStore for MemoryStore {
         logs.retain(|(id, _)| state.get(id.as_str()).is_some());
         Ok(before - logs.len())
     }
+    fn missing_components(&self, digests: &[String]) -> anyhow::Result<Vec<String>> {
+        let kept = self.components.lock().unwrap();
+        Ok(digests
+            .iter()
+            .filter(|d| !kept.contains_key(*d))
+            .cloned()
+            .collect())
+    }
+    fn put_component(&self, digest: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        if self.fail_components {
+            return Err(crate::state::StateError::new("no room for components").into());
+        }
+        self.components
+            .lock()
+            .unwrap()
+            .insert(digest.to_string(), bytes.to_vec());
+        Ok(())
+    }
+    fn component(&self, digest: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(self.components.lock().unwrap().get(digest).cloned())
+    }
+    fn sweep_components(&self) -> anyhow::Result<usize> {
+        let used = crate::state::referenced_components(&self.state.lock().unwrap());
+        let mut kept = self.components.lock().unwrap();
+        let before = kept.len();
+        kept.retain(|d, _| used.contains(d));
+        Ok(before - kept.len())
+    }
 }
 
 /// Plays a script: phase name -> what its plugin does. Records every context it was given.
@@ -109,8 +141,11 @@ impl Runner for ScriptedRunner {
     fn load(&self, spec: &PhaseSpec, _compiling: &dyn Fn(bool)) -> anyhow::Result<String> {
         Ok(spec.plugin_ref.clone())
     }
-    fn digest(&self, _: &String) -> String {
-        "0".repeat(64)
+    fn digest(&self, plugin: &String) -> String {
+        crate::plugin::sha256_hex(plugin.as_bytes())
+    }
+    fn bytes(&self, spec: &PhaseSpec) -> anyhow::Result<std::borrow::Cow<'static, [u8]>> {
+        Ok(spec.plugin_ref.clone().into_bytes().into())
     }
     fn was_cached(&self, _: &String) -> bool {
         true
@@ -155,6 +190,7 @@ impl Events for QuietEvents {
     fn log_sink(&self, _: &str, _: &str) -> Box<dyn LogSink + '_> {
         Box::new(NullSink)
     }
+    fn warning(&self, _: &str) {}
 }
 
 /// Every canonical phase configured with builtin:noop except `push`.
@@ -178,6 +214,7 @@ fn deploy(version: &str) -> Request {
         rollback_target: None,
         message: None,
         auto_rollback_of: None,
+        plan_of: None,
     }
 }
 
@@ -330,6 +367,7 @@ fn releases_chain_previous_ids_and_rollbacks_carry_their_target() {
         rollback_target: Some(target.clone()),
         message: None,
         auto_rollback_of: None,
+        plan_of: None,
     };
     let third = execute(&store, &runner, &req).unwrap();
     assert_eq!(third.operation, Some(Operation::Rollback));
@@ -368,4 +406,44 @@ fn each_phase_that_ran_keeps_its_log_and_a_failed_log_write_changes_nothing() {
     store.fail_logs = true;
     let release = execute(&store, &ScriptedRunner::new(), &deploy("v1")).unwrap();
     assert_eq!(release.overall_status(), OverallStatus::Completed);
+}
+
+#[test]
+fn a_release_keeps_the_components_it_runs_once() {
+    let store = MemoryStore::new(None);
+    let runner = ScriptedRunner::new();
+    execute(&store, &runner, &deploy("v1")).unwrap();
+    execute(&store, &runner, &deploy("v2")).unwrap();
+    // Every configured phase runs builtin:noop: one component, kept once.
+    let kept = store.components.lock().unwrap().clone();
+    let digest = crate::plugin::sha256_hex(b"builtin:noop");
+    assert_eq!(kept.keys().collect::<Vec<_>>(), [&digest]);
+    assert_eq!(kept[&digest], b"builtin:noop");
+    let state = store.read().unwrap();
+    assert!(state
+        .releases
+        .iter()
+        .all(|r| r.plan.as_ref().unwrap().phases[0].digest == digest));
+}
+
+#[test]
+fn a_store_that_cannot_keep_the_components_records_nothing() {
+    let mut store = MemoryStore::new(None);
+    store.fail_components = true;
+    let runner = ScriptedRunner::new();
+    let err = execute(&store, &runner, &deploy("v1")).unwrap_err();
+    let text = crate::error::describe(&err);
+    assert!(
+        text.starts_with(
+            "nothing was recorded: the components this release runs cannot be kept in state \
+             memory: no room for components"
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        crate::error::exit_code_for(&err),
+        crate::error::ExitCode::State
+    );
+    assert!(store.read().unwrap().releases.is_empty());
+    assert!(runner.seen.lock().unwrap().is_empty(), "no phase ran");
 }

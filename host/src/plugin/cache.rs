@@ -165,7 +165,7 @@ fn read_ours(path: &Path) -> Result<Vec<u8>, Miss> {
 }
 
 /// Lowercase hex sha256.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 

@@ -62,7 +62,7 @@ impl PluginHost {
         let name = source.to_string();
         let file = match source {
             PluginSource::File(path) => Some((path, cache::FileStamp::of(path))),
-            PluginSource::Builtin(_) => None,
+            PluginSource::Builtin(_) | PluginSource::Stored { .. } => None,
         };
         let cache_dir = self.private_cache_dir();
         let cache_dir = cache_dir.as_ref().ok().map(|dir| dir.as_path());
@@ -93,6 +93,7 @@ impl PluginHost {
                 })?
                 .into(),
             PluginSource::File(path) => read_component(path)?.into(),
+            PluginSource::Stored { bytes, .. } => bytes.to_vec().into(),
         };
         let digest = cache::sha256_hex(&bytes);
         if let Some(hit) = self.memory_hit(&name, &digest, start) {
@@ -231,13 +232,19 @@ impl PluginHost {
 /// non-blocking, so a FIFO named as a plugin is refused instead of waiting for a writer.
 /// The sha256 of a plugin's component, without compiling it (what a plan records).
 pub fn component_digest(source: &PluginSource) -> anyhow::Result<String> {
-    let bytes: Cow<'static, [u8]> = match source {
+    Ok(cache::sha256_hex(&component_bytes(source)?))
+}
+
+/// A plugin's component as it is kept in the state's component store: the bytes its digest is
+/// taken of.
+pub fn component_bytes(source: &PluginSource) -> anyhow::Result<Cow<'static, [u8]>> {
+    Ok(match source {
         PluginSource::Builtin(name) => builtin::bytes(name)
             .ok_or_else(|| input_error(format!("there is no built-in plugin `builtin:{name}`")))?
             .into(),
         PluginSource::File(path) => read_component(path)?.into(),
-    };
-    Ok(cache::sha256_hex(&bytes))
+        PluginSource::Stored { bytes, .. } => bytes.to_vec().into(),
+    })
 }
 
 fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {

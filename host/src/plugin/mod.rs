@@ -22,7 +22,7 @@ mod run;
 mod types;
 
 pub use builtin::builtin_names;
-pub(crate) use cache::sha256_hex;
+pub use cache::sha256_hex;
 pub use confine::{
     harden_process, kill_running, unsupported_reason as exec_confinement_unsupported,
 };
@@ -32,7 +32,8 @@ pub use grants::{
 pub use imports::EXEC_OUTPUT_CAP;
 pub use limits::{format_bytes, MAX_OUTPUTS, MAX_OUTPUT_BYTES, MAX_SUMMARY_BYTES};
 pub use load::{
-    component_digest, ComponentSummary, COMPILE_TIMEOUT, MAX_COMPONENT_BYTES, SUPPORTED_WIT,
+    component_bytes, component_digest, ComponentSummary, COMPILE_TIMEOUT, MAX_COMPONENT_BYTES,
+    SUPPORTED_WIT,
 };
 pub use run::PhaseRun;
 pub use run::DESCRIBE_TIMEOUT;

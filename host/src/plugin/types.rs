@@ -14,6 +14,12 @@ pub enum PluginSource {
     Builtin(String),
     /// A `.wasm` file (already resolved against the project root).
     File(PathBuf),
+    /// A component the state keeps (a rollback running its target's recorded plan), already
+    /// checked against its digest; `name` is the plugin as the plan records it.
+    Stored {
+        name: String,
+        bytes: std::sync::Arc<[u8]>,
+    },
 }
 
 impl std::fmt::Display for PluginSource {
@@ -21,6 +27,7 @@ impl std::fmt::Display for PluginSource {
         match self {
             PluginSource::Builtin(name) => write!(f, "builtin:{name}"),
             PluginSource::File(path) => write!(f, "{}", path.display()),
+            PluginSource::Stored { name, .. } => f.write_str(name),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Release state: the model, the one transactional API every mutation goes through, and its
 //! backends. No code outside this module opens the state file.
 
+mod components;
 mod file;
 mod heartbeat;
 mod identity;
@@ -12,6 +13,7 @@ mod postgres;
 mod safe_files;
 mod unique_keys;
 
+pub use components::{is_component_digest, referenced_components, MAX_STORED_COMPONENT_BYTES};
 pub use file::{parse_state, resolve_state_path, FileStore, DEFAULT_STATE_PATH, STATE_FILE_ENV};
 pub use heartbeat::{lease_lost, LEASE_BOUND as PG_LEASE_BOUND};
 pub use identity::{CiRun, Identity, CI_VARIABLES};
@@ -260,6 +262,23 @@ pub trait StateStore: Send + Sync {
     /// `state migrate --replace`); returns how many releases' logs went. Logs of a release
     /// issued after the history was read (a deploy running meanwhile) are never touched.
     fn sweep_phase_logs(&self) -> anyhow::Result<usize>;
+
+    /// Which of `digests` the component store does not hold (see components.rs). One the store
+    /// holds is not removed by a sweep that began before this call returned unless that sweep
+    /// also sees every release committed before this call began.
+    fn missing_components(&self, digests: &[String]) -> anyhow::Result<Vec<String>>;
+
+    /// Keep `bytes` as the component `digest` names (its sha256, checked): written whole or not
+    /// at all, and once however often it is kept.
+    fn put_component(&self, digest: &str, bytes: &[u8]) -> anyhow::Result<()>;
+
+    /// The component `digest` names, checked against it; `None` when the store does not hold
+    /// it. Reads only: creates nothing.
+    fn component(&self, digest: &str) -> anyhow::Result<Option<Vec<u8>>>;
+
+    /// Remove every component no release of the history names in its plan; returns how many
+    /// went. Never one a release committed before the sweep names.
+    fn sweep_components(&self) -> anyhow::Result<usize>;
 }
 
 /// Typed convenience over [`StateStore::transact_dyn`].

@@ -434,6 +434,10 @@ pub struct Release {
     /// limits); absent in releases from before plans and in records of the Go tool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<super::Plan>,
+    /// For a rollback that ran its target's recorded plan: that target, whose plan this
+    /// release's copies. Absent when a rollback ran the manifest of its day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_of: Option<ReleaseId>,
     #[serde(flatten, deserialize_with = "unique_keys::unknown_fields")]
     pub extra: Map<String, Value>,
 }

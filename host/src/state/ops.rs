@@ -94,6 +94,7 @@ impl State {
             auto_rollback_of: None,
             auto_rolled_back_by: None,
             plan: None,
+            plan_of: None,
             message: None,
             extra: Default::default(),
         }));
@@ -594,6 +595,7 @@ mod tests {
             auto_rollback_of: None,
             auto_rolled_back_by: None,
             plan: None,
+            plan_of: None,
             message: None,
             extra: Default::default(),
         })

@@ -42,6 +42,7 @@ pub fn release(id: &str, env: &str, version: &str, phases: &[(&str, PhaseStatus)
         auto_rollback_of: None,
         auto_rolled_back_by: None,
         plan: None,
+        plan_of: None,
         message: None,
         extra: Default::default(),
     }

@@ -747,3 +747,194 @@ pub fn environments_commit_without_waiting_for_each_other(backend: &dyn Backend)
     assert_eq!(state.releases.len(), 2);
     assert_eq!(state.serial, 2);
 }
+
+/// A plan whose one phase ran the component `digest`.
+fn plan_running(digest: &str) -> stagecraft::state::Plan {
+    stagecraft::state::Plan {
+        manifest_digest: "m".repeat(64),
+        phases: vec![stagecraft::state::PlannedPhase {
+            name: "rollout".into(),
+            plugin: "plugins/rollout.wasm".into(),
+            digest: digest.to_string(),
+            config: Default::default(),
+            grants: Default::default(),
+            timeout: "10m".into(),
+            memory: "512MiB".into(),
+        }],
+        grant_changes_allowed: false,
+    }
+}
+
+/// Commit a finished release of `env` whose plan ran `digest`.
+fn deploy_running(store: &dyn StateStore, env: &str, digest: &str) -> stagecraft::state::ReleaseId {
+    store
+        .transact_env(env, Window::Recent(&[]), |s| {
+            let phases = vec!["rollout".to_string()];
+            let release = s
+                .push_release(env, "v", "", &phases, time::OffsetDateTime::now_utc())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            release
+                .phases
+                .insert("rollout".into(), PhaseStatus::Completed);
+            release.pipeline = phases;
+            release.plan = Some(plan_running(digest));
+            Ok(release.id.clone())
+        })
+        .unwrap()
+}
+
+/// A component's bytes and their digest (any bytes do: the store checks only the digest).
+fn blob(tag: &str) -> (String, Vec<u8>) {
+    let bytes = format!("\0asm component {tag}").into_bytes();
+    (sha256_hex(&bytes), bytes)
+}
+
+use stagecraft::plugin::sha256_hex;
+
+/// The component store: kept once, read back checked against the digest, refused when the
+/// bytes are not the digest's, and swept only when no release names it.
+pub fn components_are_kept_checked_and_swept(backend: &dyn Backend) -> Fresh {
+    let fresh = backend.fresh("components");
+    let store = fresh.open();
+    let (a, a_bytes) = blob("a");
+    let (b, b_bytes) = blob("b");
+    // Nothing is created by looking.
+    assert_eq!(
+        store.missing_components(std::slice::from_ref(&a)).unwrap(),
+        vec![a.clone()]
+    );
+    assert_eq!(store.component(&a).unwrap(), None);
+    assert_eq!(store.sweep_components().unwrap(), 0);
+
+    let wrong = store.put_component(&a, &b_bytes).unwrap_err().to_string();
+    assert!(
+        wrong.starts_with(&format!("refusing to keep component {a}: its ")),
+        "{wrong}"
+    );
+    let not_a_digest = store
+        .put_component("../../x", &a_bytes)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        not_a_digest.contains("is not a component digest"),
+        "{not_a_digest}"
+    );
+
+    store.put_component(&a, &a_bytes).unwrap();
+    store.put_component(&a, &a_bytes).unwrap(); // Once however often.
+    store.put_component(&b, &b_bytes).unwrap();
+    assert_eq!(store.component(&a).unwrap().as_deref(), Some(&a_bytes[..]));
+    assert!(store
+        .missing_components(&[a.clone(), b.clone()])
+        .unwrap()
+        .is_empty());
+
+    deploy_running(store.as_ref(), "prod", &a);
+    assert_eq!(
+        store.sweep_components().unwrap(),
+        1,
+        "b: no release names it"
+    );
+    assert_eq!(
+        store.missing_components(&[a.clone(), b.clone()]).unwrap(),
+        vec![b.clone()]
+    );
+    assert_eq!(store.component(&a).unwrap().as_deref(), Some(&a_bytes[..]));
+    assert_eq!(
+        fresh.open().component(&a).unwrap().as_deref(),
+        Some(&a_bytes[..])
+    );
+    fresh
+}
+
+/// Many threads (each its own store instance, one environment each) deploy releases that run
+/// components from a small pool and prune their environment to its newest release, so each
+/// component is named, unnamed and named again, while another thread sweeps unused components
+/// all along. Each deploy keeps its component, commits, then checks it again (the pipeline's
+/// order, state/components.rs). Once a deploy has done that, its component is held, whatever the
+/// sweeps did; and at the end every release's component is held.
+pub fn a_sweep_never_removes_a_component_a_committed_release_runs(
+    backend: &dyn Backend,
+    threads: usize,
+    rounds: usize,
+) {
+    let fresh = backend.fresh("component_sweeps");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let swept = std::thread::scope(|scope| {
+        let sweeper = scope.spawn(|| {
+            let store = fresh.open();
+            let mut swept = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                swept += store.sweep_components().unwrap();
+                // Let a waiting commit have the lock between two sweeps.
+                std::thread::yield_now();
+            }
+            swept
+        });
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let fresh = &fresh;
+                scope.spawn(move || {
+                    let store = fresh.open();
+                    let env = format!("env{t}");
+                    // Shared by every thread, so one component is named by several
+                    // environments at once; larger than the number of environments, so some
+                    // are unnamed at any moment.
+                    let pool: Vec<(String, Vec<u8>)> =
+                        (0..threads + 2).map(|k| blob(&k.to_string())).collect();
+                    for round in 0..rounds {
+                        let (digest, bytes) = &pool[(round + t) % pool.len()];
+                        let keep = |store: &dyn StateStore| {
+                            for missing in store
+                                .missing_components(std::slice::from_ref(digest))
+                                .unwrap()
+                            {
+                                store.put_component(&missing, bytes).unwrap();
+                            }
+                        };
+                        keep(store.as_ref());
+                        deploy_running(store.as_ref(), &env, digest);
+                        keep(store.as_ref());
+                        assert_eq!(
+                            store.component(digest).unwrap().as_deref(),
+                            Some(&bytes[..]),
+                            "round {round} of {env}: a sweep removed the component of a \
+                             committed release"
+                        );
+                        store
+                            .transact_env_if_changed(&env, Window::Whole, |s| {
+                                let pruned = s.prune(&env, 1);
+                                Ok(((), !pruned.removed.is_empty()))
+                            })
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        // Every worker is waited for before the sweeper is stopped, and the sweeper before a
+        // worker's failure is passed on: a failed worker must not leave it sweeping forever.
+        let results: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let swept = sweeper.join().unwrap();
+        for result in results {
+            if let Err(panic) = result {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        swept
+    });
+    let store = fresh.open();
+    // At least the two components no environment names now are unused, whenever the sweeper
+    // last ran.
+    let swept = swept + store.sweep_components().unwrap();
+    let state = store.read().unwrap();
+    let named: Vec<String> = stagecraft::state::referenced_components(&state)
+        .into_iter()
+        .collect();
+    assert!(store.missing_components(&named).unwrap().is_empty());
+    // The sweeps had something to do: components were unnamed by prunes along the way.
+    assert!(
+        swept > 0,
+        "no sweep removed anything; the test proves nothing"
+    );
+}

@@ -100,7 +100,7 @@ impl FileStore {
     /// Take the commit lock: an exclusive `flock` on `<name>.lock`, waited for at most the
     /// commit wait, saying after a second who it is waiting for. While held, the lock file names
     /// this process, so a waiter that gives up can say who holds it.
-    fn commit_lock(&self, dir: &Dir) -> anyhow::Result<CommitLock> {
+    pub(super) fn commit_lock(&self, dir: &Dir) -> anyhow::Result<CommitLock> {
         let lock_name = format!("{}.lock", self.name);
         let lock_path = self.dir_path.join(&lock_name);
         let file = open_lock_file(dir, &lock_name, &lock_path, "lock file")?;
@@ -247,7 +247,7 @@ impl FileStore {
 
 /// Holds the commit lock: an exclusive flock on `<name>.lock`, which names the holder while
 /// held and is emptied before it is let go (the kernel lets go of it if the process dies).
-struct CommitLock {
+pub(super) struct CommitLock {
     file: std::fs::File,
 }
 

@@ -194,7 +194,7 @@ impl FileStore {
 
 /// The directory `name` in `dir`, opened without following a symlink; created (mode 0700, owned
 /// like `dir`) when `create` says so and it is missing, else `None` when missing.
-fn subdir(dir: &Dir, name: &str, create: bool) -> io::Result<Option<Dir>> {
+pub(super) fn subdir(dir: &Dir, name: &str, create: bool) -> io::Result<Option<Dir>> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
         Ok(fd) => fd,
@@ -221,7 +221,7 @@ fn subdir(dir: &Dir, name: &str, create: bool) -> io::Result<Option<Dir>> {
 
 /// A log file in `dir`, opened for reading without following a symlink or blocking on a FIFO,
 /// and refused unless it is a regular file; `None` when missing.
-fn open_log(dir: &Dir, name: &str) -> io::Result<Option<std::fs::File>> {
+pub(super) fn open_log(dir: &Dir, name: &str) -> io::Result<Option<std::fs::File>> {
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let fd = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
         Ok(fd) => fd,

@@ -9,9 +9,11 @@
 //! - text.rs: the file's text in pieces, reused for releases a commit did not change;
 //! - lease.rs: per-environment leases and their holder records;
 //! - logs.rs: phase logs in a directory beside the state file;
+//! - components.rs: the components releases ran, content-addressed beside the state file;
 //! - parse.rs: reading a state file, and what to say when it is damaged.
 
 mod commit;
+mod components;
 mod lease;
 mod logs;
 mod parse;
@@ -292,6 +294,22 @@ impl StateStore for FileStore {
 
     fn sweep_phase_logs(&self) -> anyhow::Result<usize> {
         self.sweep_logs()
+    }
+
+    fn missing_components(&self, digests: &[String]) -> anyhow::Result<Vec<String>> {
+        self.missing(digests)
+    }
+
+    fn put_component(&self, digest: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        self.put(digest, bytes)
+    }
+
+    fn component(&self, digest: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        self.get(digest)
+    }
+
+    fn sweep_components(&self) -> anyhow::Result<usize> {
+        self.sweep_unused()
     }
 }
 

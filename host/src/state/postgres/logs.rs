@@ -10,7 +10,7 @@ use crate::state::{PhaseLog, ReleaseId, StateError};
 impl PgStore {
     /// Run `work` on a pooled connection whose schema is current (`create` false: `Ok(None)`
     /// when there is no schema yet), replacing a pooled connection the server closed once.
-    fn on_connection<T>(
+    pub(super) fn on_connection<T>(
         &self,
         create: bool,
         work: &mut dyn FnMut(&mut Client) -> Result<T, TxError>,

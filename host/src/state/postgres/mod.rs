@@ -17,6 +17,7 @@
 //!   phase's programs and exits, and a new holder waits out a recent heartbeat before it
 //!   recovers, so a lost session never lets two deploys of one environment overlap.
 //!
+//! - Components releases ran live in `stagecraft_components` (components.rs), by sha256.
 //! - Phase logs live in `stagecraft_phase_logs` (logs.rs), removed with their release by a
 //!   foreign key.
 //!
@@ -32,6 +33,7 @@ use postgres::{Client, Config, IsolationLevel};
 use serde_json::Value;
 
 mod commit;
+mod components;
 mod lease;
 mod logs;
 mod read;
@@ -498,6 +500,22 @@ impl StateStore for PgStore {
 
     fn sweep_phase_logs(&self) -> anyhow::Result<usize> {
         self.sweep_logs()
+    }
+
+    fn missing_components(&self, digests: &[String]) -> anyhow::Result<Vec<String>> {
+        self.missing(digests)
+    }
+
+    fn put_component(&self, digest: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        self.put(digest, bytes)
+    }
+
+    fn component(&self, digest: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        self.get(digest)
+    }
+
+    fn sweep_components(&self) -> anyhow::Result<usize> {
+        self.sweep_unused()
     }
 }
 

@@ -72,6 +72,14 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
          PRIMARY KEY (release_id, phase)
      );",
     ),
+    (
+        5,
+        "components releases ran, by sha256",
+        "CREATE TABLE stagecraft_components (
+         digest text PRIMARY KEY CHECK (digest ~ '^[0-9a-f]{64}$'),
+         bytes bytea NOT NULL
+     );",
+    ),
 ];
 
 /// The newest schema version this build knows.
