@@ -285,9 +285,10 @@ fn a_deploy_that_widens_grants_needs_consent() {
     );
 }
 
-/// A rollback runs today's manifest, and the plan it records becomes the live one: without the
-/// same consent, a refused widening would go through as a rollback, and the next deploy would
-/// then find nothing widened.
+/// A rollback is asked about the plan it runs, and the plan it records becomes the live one:
+/// without the same consent, a refused widening would go through as a rollback, and the next
+/// deploy would then find nothing widened. Today's manifest runs with --with-current-pipeline;
+/// a target's recorded plan can widen too, when it had grants the live release dropped.
 #[test]
 fn a_rollback_that_widens_grants_needs_consent_too() {
     let p = Manifested::new(&format!("{BUILD}{FINALIZE}"));
@@ -298,7 +299,14 @@ fn a_rollback_that_widens_grants_needs_consent_too() {
         "{BUILD}net = [\"https://registry.example.com\"]\n{FINALIZE}"
     ));
     assert_eq!(p.deploy("v3", &[]).code, 1, "the deploy is refused");
-    let refused = p.run(&["rollback", "--env", "prod", "--to-previous"]);
+    let current = [
+        "rollback",
+        "--env",
+        "prod",
+        "--to-previous",
+        "--with-current-pipeline",
+    ];
+    let refused = p.run(&current);
     assert_eq!(refused.code, 1, "{refused:?}");
     assert!(
         refused
@@ -313,15 +321,32 @@ fn a_rollback_that_widens_grants_needs_consent_too() {
     assert_eq!(p.versions(), ["v2", "v1"], "no release was created");
     assert_eq!(p.deploy("v3", &[]).code, 1, "still refused");
 
-    let approved = p.run(&[
-        "rollback",
-        "--env",
-        "prod",
-        "--to-previous",
-        "--approve-grants",
-    ]);
+    let mut approved = current.to_vec();
+    approved.push("--approve-grants");
+    let approved = p.run(&approved);
     assert_eq!(approved.code, 0, "{approved:?}");
     assert_eq!(p.versions(), ["v1", "v2", "v1"]);
+
+    // v1's recorded plan had no net grant; the live plan (the rollback's) has it: rolling back
+    // to v1's plan narrows, and needs nothing.
+    let v1 = p.run(&["releases", "list", "--env", "prod", "--json"]);
+    let v1: Value = serde_json::from_str(&v1.stdout).unwrap();
+    let oldest = v1[2]["id"].as_str().unwrap().to_string();
+    let narrowing = p.run(&["rollback", "--env", "prod", "--to-release", &oldest]);
+    assert_eq!(narrowing.code, 0, "{narrowing:?}");
+    // Now the live plan has no net grant, and the release before it (the rollback under today's
+    // manifest) had one: running its recorded plan widens, and is asked about.
+    let widening = p.run(&["rollback", "--env", "prod", "--to-previous"]);
+    assert_eq!(widening.code, 1, "{widening:?}");
+    assert!(
+        widening
+            .stderr
+            .contains("Running the recorded plan of release")
+            && widening
+                .stderr
+                .contains("  build: net https://registry.example.com:443\n"),
+        "{widening:?}"
+    );
 }
 
 /// Config values are shown quoted, with their control characters escaped once: a value holding

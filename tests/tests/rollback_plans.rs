@@ -377,3 +377,46 @@ fn an_automatic_rollback_runs_the_live_releases_plan() {
     assert_eq!(rollback["plan_of"], v1.as_str());
     assert!(out.stderr.contains(MARKER), "{out:?}");
 }
+
+/// Grant checks apply to what a rollback runs: a recorded write grant that would now reach a
+/// plugin file of today's manifest (which decides what the next deploy runs) is refused,
+/// pointing at the recorded plan, before anything is recorded.
+#[test]
+fn recorded_grants_are_checked_against_todays_plugin_files() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.path().join("tools")).unwrap();
+    let manifest = p.path().join("stagecraft.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let granting = text.replace(
+        "[phases.build]\nplugin = \"builtin:noop\"\n",
+        "[phases.build]\nplugin = \"builtin:noop\"\ngrants = { write = [\"tools\"] }\n",
+    );
+    std::fs::write(&manifest, &granting).unwrap();
+    assert_eq!(p.deploy("v1").code, 0);
+    let v1 = p.newest()["id"].as_str().unwrap().to_string();
+    // Today: no write grant, and a finalize plugin kept in tools/.
+    std::fs::copy(builtin("noop"), p.path().join("tools/final.wasm")).unwrap();
+    std::fs::write(
+        &manifest,
+        format!("{text}[phases.finalize]\nplugin = \"tools/final.wasm\"\n"),
+    )
+    .unwrap();
+    assert_eq!(p.deploy("v2").code, 0);
+    let before = p.releases().len();
+    let out = p.rollback(&v1, &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "the recorded plan of release {v1}: phase build: the write grant {} would let the \
+             phase rewrite {} (the plugin of phase finalize)",
+            p.path().canonicalize().unwrap().join("tools").display(),
+            p.path()
+                .canonicalize()
+                .unwrap()
+                .join("tools/final.wasm")
+                .display()
+        )),
+        "{out:?}"
+    );
+    assert_eq!(p.releases().len(), before, "nothing recorded");
+}

@@ -213,7 +213,8 @@ fn list_json_is_an_array_of_releases_with_their_status() {
                 "auto_rollback_of",
                 "auto_rolled_back_by",
                 "phases",
-                "plan"
+                "plan",
+                "plan_of"
             ]
         );
     }

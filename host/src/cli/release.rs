@@ -134,6 +134,20 @@ fn refuse_nested_lease(environment: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Each plugin file of `manifest`'s phases, with what it is.
+fn plugin_files(manifest: &Manifest) -> Vec<(std::path::PathBuf, String)> {
+    manifest
+        .phases
+        .iter()
+        .filter_map(|(phase, spec)| match &spec.source {
+            PluginSource::File(file) => {
+                Some((file.clone(), format!("the plugin of phase {phase}")))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The waits `--lock-wait` sets.
 pub struct LockWaits {
     /// For the environment's lease: as given, else none.
@@ -175,10 +189,23 @@ pub fn open_store(
 /// an `env` grant naming a variable that leads to the state or its credentials. The error
 /// points at the grant in the manifest.
 pub fn check_grants(project: &ProjectArgs, manifest: &Manifest) -> anyhow::Result<()> {
+    check_grants_also_keeping(project, manifest, None)
+}
+
+/// [`check_grants`] for a rollback running a recorded plan (`manifest`): today's plugin files
+/// (`today`'s) are kept from its write grants too, as they decide what the next deploy runs.
+pub fn check_grants_also_keeping(
+    project: &ProjectArgs,
+    manifest: &Manifest,
+    today: Option<&Manifest>,
+) -> anyhow::Result<()> {
     // The user's resolve override, which the net grant's checks read: a bad one is bad input now,
     // not a failed phase later.
     crate::plugin::net::client::resolve_overrides().map_err(input_error)?;
-    let protected = protected_paths(project, manifest);
+    let mut protected = protected_paths(project, manifest);
+    if let Some(today) = today {
+        protected.run_files.extend(plugin_files(today));
+    }
     for (phase, spec) in &manifest.phases {
         if let Err(refusal) =
             crate::plugin::check_phase_grants(&spec.grants, &manifest.project_root, &protected)
@@ -227,11 +254,7 @@ fn protected_paths(project: &ProjectArgs, manifest: &Manifest) -> Protected {
     let manifest_file =
         std::path::absolute(&manifest.path).unwrap_or_else(|_| manifest.path.clone());
     let mut run_files = vec![(manifest_file, "the manifest".to_string())];
-    for (phase, spec) in &manifest.phases {
-        if let PluginSource::File(file) = &spec.source {
-            run_files.push((file.clone(), format!("the plugin of phase {phase}")));
-        }
-    }
+    run_files.extend(plugin_files(manifest));
     let mut env = vec![
         (
             crate::state::DATABASE_URL_ENV.to_string(),
@@ -410,7 +433,7 @@ fn roll_back_after(
     let result = if recorded {
         // The live release's components, under the lease: usually in the compiled cache.
         let prepared = recorded::manifest_of_plan(pipeline.manifest, &live, store).and_then(|m| {
-            check_grants(project, &m)?;
+            check_grants_also_keeping(project, &m, Some(pipeline.manifest))?;
             let loaded = pipeline::load_plugins(&m, pipeline.runner, pipeline.events)?;
             Ok((m, loaded))
         });

@@ -59,21 +59,26 @@ pub fn run(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     let message = release::message(&args.flags)?;
     let selector = TargetSelector::from_flags(args.to_previous, args.to_release, args.to_version)?;
     let today = release::load_target(project, args.env.as_deref(), "pass --env <name>")?;
-    // Today's grants are checked only when today's manifest runs: the recorded plan's are
-    // checked instead, below.
-    let store =
-        super::state::open_for(project, &today.manifest.state, &today.manifest.project_root)?;
+    // Today's grants are checked whatever runs (a manifest that would hand a plugin the keys is
+    // refused before anything else), and the grants of the plan that runs again below.
+    let store = release::open_store(project, &today.manifest)?;
     let state = store.read()?;
     let to = resolve_target(&state, &today.environment, &selector)?.clone();
     let how = RollbackPipeline::choose(&to, args.with_current_pipeline);
     let run = match how {
-        RollbackPipeline::Recorded => release::Target {
-            manifest: recorded::manifest_of_plan(&today.manifest, &to, store.as_ref())?,
-            environment: today.environment.clone(),
-        },
+        RollbackPipeline::Recorded => {
+            let recorded = release::Target {
+                manifest: recorded::manifest_of_plan(&today.manifest, &to, store.as_ref())?,
+                environment: today.environment.clone(),
+            };
+            // Recorded grants are checked against today's state and cache, and may not reach
+            // today's plugin files either (they decide what the next deploy runs).
+            release::check_grants_also_keeping(project, &recorded.manifest, Some(&today.manifest))?;
+            recorded
+        }
+        // Checked when the store was opened.
         RollbackPipeline::CurrentByChoice | RollbackPipeline::CurrentForLackOfPlan => today,
     };
-    release::check_grants(project, &run.manifest)?;
     crate::output::progress::eprint_above(&how.announcement(&to));
     if args.flags.dry_run {
         release::print_plan(

@@ -129,11 +129,15 @@ fn recorded_source(
             }
         }
     }
+    let elsewhere = if planned.plugin.starts_with("builtin:") {
+        "this stagecraft's built-in of that name is another build"
+    } else {
+        "no plugin file holds any more"
+    };
     Err(input_error(format!(
         "release {} ran phase {} with {} (sha256 {digest}), which {} does not hold (the release \
-         was made before components were kept, or the component was removed by hand) and no \
-         plugin file holds any more; roll back with --with-current-pipeline to run today's \
-         manifest instead",
+         was made before components were kept, or the component was removed by hand) and \
+         {elsewhere}; roll back with --with-current-pipeline to run today's manifest instead",
         target.id,
         planned.name,
         crate::output::terminal::escape_controls(&planned.plugin),

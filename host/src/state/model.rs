@@ -432,7 +432,11 @@ pub struct Release {
     pub auto_rolled_back_by: Option<ReleaseId>,
     /// What the release ran (manifest digest; per phase plugin, digest, config, grants,
     /// limits); absent in releases from before plans and in records of the Go tool.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::plan::one_line"
+    )]
     pub plan: Option<super::Plan>,
     /// For a rollback that ran its target's recorded plan: that target, whose plan this
     /// release's copies. Absent when a rollback ran the manifest of its day.

@@ -9,6 +9,25 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// A release's plan as its record holds it: compact JSON on one line, even inside the state
+/// file's pretty text, where indenting every digest, grant and limit on a line of its own would
+/// double what a plan costs each release (docs/performance.md, "Plans").
+pub(super) fn one_line<S: serde::Serializer>(
+    plan: &Option<Plan>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::Error;
+    match plan {
+        Some(plan) => {
+            let text = serde_json::to_string(plan).map_err(S::Error::custom)?;
+            serde_json::value::RawValue::from_string(text)
+                .map_err(S::Error::custom)?
+                .serialize(serializer)
+        }
+        None => serializer.serialize_none(),
+    }
+}
+
 /// What a release ran.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
