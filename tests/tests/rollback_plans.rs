@@ -420,3 +420,37 @@ fn recorded_grants_are_checked_against_todays_plugin_files() {
     );
     assert_eq!(p.releases().len(), before, "nothing recorded");
 }
+
+/// `[state] history_max` sweeps too, when a release it removes was the last to run a component.
+#[test]
+fn history_max_removes_a_component_with_the_last_release_that_ran_it() {
+    let p = Project::new();
+    let manifest = p.path().join("stagecraft.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("history_max = 100", "history_max = 1");
+    std::fs::write(&manifest, text).unwrap();
+    let old = wasm_plugins_dir().join("fixtures/contract-0-1-0.wasm");
+    std::fs::copy(&old, p.path().join("plugins/rollout.wasm")).unwrap();
+    assert_eq!(p.deploy("v1").code, 0);
+    p.plugin("exec");
+    // v1 stays as v2's previous release; v3's deploy removes it.
+    let out = p.deploy("v2");
+    assert!(!out.stderr.contains("Removed"), "{out:?}");
+    let out = p.deploy("v3");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("Removed 1 kept component that no release in the history runs"),
+        "{out:?}"
+    );
+    assert!(!p
+        .path()
+        .join(".stagecraft/releases.components")
+        .join(format!("{}.wasm", sha256(&old)))
+        .exists());
+    // Removing only releases whose components others still run sweeps nothing.
+    let out = p.deploy("v4");
+    assert!(out.stderr.contains("Pruned 1 old release"), "{out:?}");
+    assert!(!out.stderr.contains("Removed"), "{out:?}");
+}

@@ -506,13 +506,18 @@ fn roll_back_after(
 /// outcome; the next deploy tries again.
 fn apply_history_max(store: &dyn StateStore, env: &str, keep: usize) {
     let pruned = store.transact_env_if_changed(env, Window::Whole, |state| {
+        // Whether a removed release was the environment's last to name a component: only then
+        // can the sweep of unused components find anything (usually every release runs the
+        // same components, and the sweep is skipped).
+        let named = crate::state::referenced_components(state);
         let retention = state.prune(env, keep);
+        let orphaned = named != crate::state::referenced_components(state);
         let changed = !retention.removed.is_empty();
-        Ok((retention, changed))
+        Ok(((retention, orphaned), changed))
     });
     match pruned {
-        Ok(retention) if retention.removed.is_empty() => {}
-        Ok(retention) => {
+        Ok((retention, _)) if retention.removed.is_empty() => {}
+        Ok((retention, orphaned)) => {
             let n = retention.removed.len();
             let ids: Vec<&str> = retention.removed.iter().map(|id| id.as_str()).collect();
             eprintln!(
@@ -520,7 +525,7 @@ fn apply_history_max(store: &dyn StateStore, env: &str, keep: usize) {
                 if n == 1 { "" } else { "s" },
                 ids.join(", ")
             );
-            sweep_pruned(store);
+            sweep_pruned(store, orphaned);
         }
         Err(e) => eprintln!(
             "warning: could not prune {env} to history_max = {keep}: {e:#}. The release is \
@@ -530,16 +535,20 @@ fn apply_history_max(store: &dyn StateStore, env: &str, keep: usize) {
     }
 }
 
-/// After releases were removed (pruned, or replaced by `state migrate --replace`): remove their
-/// logs and every kept component no release left runs. The releases are gone whatever happens
-/// here, so a failure is a warning; the next prune tries again.
-pub fn sweep_pruned(store: &dyn StateStore) {
+/// After releases were removed by a prune: remove their logs and, when `components` says a
+/// component may have lost its last release, every kept component no release left runs. The
+/// releases are gone whatever happens here, so a failure is a warning; the next prune tries
+/// again.
+pub fn sweep_pruned(store: &dyn StateStore, components: bool) {
     if let Err(e) = store.sweep_phase_logs() {
         eprintln!(
             "warning: the removed releases are gone, but their logs could not all be removed: \
              {}. The next prune tries again",
             crate::error::describe(&e)
         );
+    }
+    if !components {
+        return;
     }
     match store.sweep_components() {
         Ok(0) => {}

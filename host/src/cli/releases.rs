@@ -275,7 +275,8 @@ fn prune(
     if !dry_run {
         // Also what an earlier prune could not remove. The releases are gone whatever happens
         // here, so a failure is a warning.
-        super::release::sweep_pruned(store);
+        // Also what an earlier prune could not remove.
+        super::release::sweep_pruned(store, true);
     }
     let text = if json {
         render::prune_json(&retention, dry_run)

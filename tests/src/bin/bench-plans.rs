@@ -7,7 +7,8 @@
 //! 2. Components: what the component store holds after those deploys.
 //! 3. Deploy time at 10 releases, when `STAGECRAFT_BASELINE_BIN` names a stagecraft built before
 //!    plans were recorded (commit 0134191): the same deploy, over a history held at 10 releases
-//!    (`history_max = 10`), by that binary and by this one, interleaved, 30 times each after 10
+//!    (`history_max = 10`), by that binary and by this one, interleaved (which goes first
+//!    alternates), 30 times each after 10
 //!    deploys of warm-up; the medians and their ratio.
 //!
 //! Run: `cargo build -p stagecraft && cargo run -p stagecraft-tests --bin bench-plans`, with
@@ -180,9 +181,15 @@ fn deploy_time(mut current: Project, mut baseline: Project) {
         baseline.deploy();
     }
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for _ in 0..TIMED {
-        theirs.push(baseline.deploy());
-        ours.push(current.deploy());
+    // Which goes first alternates, so neither always runs on a CPU the other just warmed.
+    for round in 0..TIMED {
+        if round % 2 == 0 {
+            theirs.push(baseline.deploy());
+            ours.push(current.deploy());
+        } else {
+            ours.push(current.deploy());
+            theirs.push(baseline.deploy());
+        }
     }
     let (ours, theirs) = (median(ours), median(theirs));
     println!("\n| deploy at {RELEASES} releases (median of {TIMED}) | ms | ratio |");
