@@ -454,3 +454,51 @@ fn history_max_removes_a_component_with_the_last_release_that_ran_it() {
     assert!(out.stderr.contains("Pruned 1 old release"), "{out:?}");
     assert!(!out.stderr.contains("Removed"), "{out:?}");
 }
+
+/// `stagecraft plan` asks both plugins of a phase whose component changed what they are
+/// (`describe()`): the live release's as a rollback would take it, and today's.
+#[test]
+fn plan_names_both_plugins_by_their_describe() {
+    let p = Project::new();
+    let old = wasm_plugins_dir().join("fixtures/contract-0-1-0.wasm");
+    std::fs::copy(&old, p.path().join("plugins/rollout.wasm")).unwrap();
+    assert_eq!(p.deploy("v1").code, 0);
+    p.plugin("exec");
+    let out = p.run(&["plan", "--env", "prod", "--version", "v2"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("describe(): contract-0-1-0 0.1.0 -> exec 0.1.0\n"),
+        "{out:?}"
+    );
+    let json = p.run(&["plan", "--env", "prod", "--version", "v2", "--json"]);
+    let plan: Value = serde_json::from_str(&json.stdout).unwrap();
+    let rollout = plan["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "rollout")
+        .unwrap();
+    assert_eq!(
+        rollout["version_before"],
+        serde_json::json!({"name": "contract-0-1-0", "version": "0.1.0"})
+    );
+    assert_eq!(rollout["version_after"]["name"], "exec");
+    // An unchanged phase is not asked.
+    let build = plan["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "build")
+        .unwrap();
+    assert!(build["version_before"].is_null() && build["version_after"].is_null());
+
+    // A component kept nowhere any more is unknown, and the plan still shows.
+    std::fs::remove_dir_all(p.path().join(".stagecraft/releases.components")).unwrap();
+    let out = p.run(&["plan", "--env", "prod", "--version", "v2"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("describe(): (unknown) -> exec 0.1.0\n"),
+        "{out:?}"
+    );
+}

@@ -7,7 +7,7 @@ use crate::cli::release;
 use crate::cli::ProjectArgs;
 use crate::error::ExitCode;
 use crate::output::plan::{self as view, Baseline};
-use crate::pipeline::plan::{diff, plan_of_manifest};
+use crate::pipeline::plan::{diff, plan_of_manifest, PhaseChange, PluginVersion};
 
 /// Show what a deploy would change from the live release (nothing is written, no plugin runs).
 #[derive(Debug, clap::Args)]
@@ -35,6 +35,69 @@ pub struct PlanArgs {
     pub project: ProjectArgs,
 }
 
+/// For each phase whose plugin changed, what the plugin before (the live release's recorded
+/// component) and after (today's) say they are through `describe()`. Loading compiles a
+/// component the compiled-component cache lacks, which is said on stderr; a plugin that cannot
+/// be loaded or described leaves its version unknown (the plan goes on).
+fn ask_versions(
+    changes: &mut [PhaseChange],
+    manifest: &crate::manifest::Manifest,
+    live: &crate::state::Release,
+    store: &dyn crate::state::StateStore,
+) {
+    let changed: Vec<usize> = (0..changes.len())
+        .filter(|&i| {
+            let c = &changes[i];
+            c.digest_before.is_some()
+                && c.digest_after.is_some()
+                && c.digest_before != c.digest_after
+        })
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    let Ok(host) = crate::plugin::PluginHost::new(None) else {
+        return;
+    };
+    let ask = |source: &crate::plugin::PluginSource| -> Option<PluginVersion> {
+        let name = source.to_string();
+        let compiling = |_| {
+            crate::output::progress::eprint_above(&format!(
+                "Compiling {} to ask its describe() (first use, cached afterwards)...",
+                crate::output::terminal::escape_controls(&name)
+            ))
+        };
+        let loaded = host.load_with(source, &compiling).ok()?;
+        let info = host.describe(&loaded).ok()?;
+        Some(PluginVersion {
+            name: info.name,
+            version: info.version,
+        })
+    };
+    for i in changed {
+        let change = &mut changes[i];
+        change.version_after = manifest
+            .phases
+            .get(&change.name)
+            .and_then(|spec| ask(&spec.source));
+        let recorded = live
+            .plan
+            .as_ref()
+            .and_then(|plan| plan.phases.iter().find(|p| p.name == change.name));
+        change.version_before = recorded
+            .and_then(|planned| {
+                crate::pipeline::recorded::recorded_source(
+                    planned,
+                    live,
+                    &manifest.project_root,
+                    store,
+                )
+                .ok()
+            })
+            .and_then(|source| ask(&source));
+    }
+}
+
 pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let project = &args.project;
     let target = release::load_target(
@@ -49,7 +112,10 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let state = store.read()?;
     let live = state.live(&target.environment);
     let new = plan_of_manifest(&target.manifest)?;
-    let changes = diff(live.and_then(|r| r.plan.as_ref()), &new);
+    let mut changes = diff(live.and_then(|r| r.plan.as_ref()), &new);
+    if let Some(live) = live {
+        ask_versions(&mut changes, &target.manifest, live, store.as_ref());
+    }
     let baseline = Baseline { live };
     let mut stdout = crate::output::stdout();
     if args.json {

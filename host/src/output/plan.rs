@@ -109,6 +109,21 @@ pub fn text(
                 .collect();
             out.push_str(&format!("{indent}{label}: {}\n", kinds.join("; ")));
         }
+        if c.version_before.is_some() || c.version_after.is_some() {
+            let show = |v: &Option<crate::pipeline::plan::PluginVersion>| match v {
+                Some(v) => format!(
+                    "{} {}",
+                    escape_controls(&v.name),
+                    escape_controls(&v.version)
+                ),
+                None => "(unknown)".to_string(),
+            };
+            out.push_str(&format!(
+                "{indent}describe(): {} -> {}\n",
+                show(&c.version_before),
+                show(&c.version_after)
+            ));
+        }
         for (limit, before, after) in &c.limits {
             out.push_str(&format!(
                 "{indent}{limit} {} -> {}\n",
@@ -161,6 +176,8 @@ struct ChangeView<'a> {
     grants_added: &'a std::collections::BTreeMap<&'static str, Vec<String>>,
     grants_removed: &'a std::collections::BTreeMap<&'static str, Vec<String>>,
     limits: Vec<LimitChangeView<'a>>,
+    version_before: Option<&'a crate::pipeline::plan::PluginVersion>,
+    version_after: Option<&'a crate::pipeline::plan::PluginVersion>,
 }
 
 #[derive(Serialize)]
@@ -228,6 +245,8 @@ pub fn json_value(
                         after: a,
                     })
                     .collect(),
+                version_before: c.version_before.as_ref(),
+                version_after: c.version_after.as_ref(),
             })
             .collect(),
     };

@@ -111,6 +111,17 @@ pub struct PhaseChange {
     pub grants_removed: BTreeMap<&'static str, Vec<String>>,
     /// `(limit, before, after)` for `timeout` and `memory` when they differ.
     pub limits: Vec<(&'static str, String, String)>,
+    /// What each plugin's `describe()` said, when the plugin changed and it was asked (see
+    /// [`PluginVersion`]); `None` when not asked or not known.
+    pub version_before: Option<PluginVersion>,
+    pub version_after: Option<PluginVersion>,
+}
+
+/// A plugin's name and version as its `describe()` says them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginVersion {
+    pub name: String,
+    pub version: String,
 }
 
 impl PhaseChange {
@@ -209,6 +220,8 @@ pub fn diff(live: Option<&Plan>, new: &Plan) -> Vec<PhaseChange> {
                 grants_removed,
                 limits,
                 name,
+                version_before: None,
+                version_after: None,
             }
         })
         .collect()

@@ -100,8 +100,9 @@ pub fn manifest_of_plan(
     })
 }
 
-/// Where a planned phase's component comes from, already checked against the plan's digest.
-fn recorded_source(
+/// Where a planned phase's component comes from, already checked against the plan's digest
+/// (`target` recorded it; messages name it).
+pub fn recorded_source(
     planned: &PlannedPhase,
     target: &Release,
     root: &Path,
