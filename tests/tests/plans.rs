@@ -410,3 +410,33 @@ fn state_migrate_keeps_plans_both_ways() {
     let from_db = read(&["releases", "--state-url", &back, "list", "--json"]);
     assert_eq!(from_db["plan"], plan);
 }
+
+/// A rollback to a plan recorded under `grant_changes = "allow"` is asked about by today's
+/// manifest's setting: turning `allow` off is not undone by rolling back to a release made with
+/// it.
+#[test]
+fn a_rollback_is_asked_by_todays_grant_changes_setting() {
+    let allowing =
+        |extra: &str| format!("[deploy]\ngrant_changes = \"allow\"\n{BUILD}{extra}{FINALIZE}");
+    let p = Manifested::new(&allowing(""));
+    assert_eq!(p.deploy("v1", &[]).code, 0);
+    p.write(&allowing("net = [\"https://registry.example.com\"]\n"));
+    assert_eq!(p.deploy("v2", &[]).code, 0, "allowed: v1 recorded allow");
+    p.write(&allowing(""));
+    assert_eq!(p.deploy("v3", &[]).code, 0, "narrowing");
+    let list = p.run(&["releases", "list", "--env", "prod", "--json"]);
+    let list: Value = serde_json::from_str(&list.stdout).unwrap();
+    let v2 = list[1]["id"].as_str().unwrap().to_string();
+    // Today the team asks again.
+    p.write(&format!("{BUILD}{FINALIZE}"));
+    let out = p.run(&["rollback", "--env", "prod", "--to-release", &v2]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("rollback refused: the grants of this rollback widen")
+            && out
+                .stderr
+                .contains("  build: net https://registry.example.com:443\n"),
+        "{out:?}"
+    );
+}

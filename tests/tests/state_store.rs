@@ -317,9 +317,18 @@ fn components_are_kept_checked_and_swept() {
     for f in [&gone, &ours, &foreign] {
         std::fs::write(f, b"x").unwrap();
     }
+    // One whose writer is in no process this sweep can see, but which is still locked (a
+    // writer in another PID namespace sharing the directory), stays too.
+    let elsewhere = dir.join(format!(".{digest}.999999998.1.tmp"));
+    std::fs::write(&elsewhere, b"x").unwrap();
+    let writing = std::fs::File::open(&elsewhere).unwrap();
+    rustix::fs::flock(&writing, rustix::fs::FlockOperation::LockExclusive).unwrap();
     assert_eq!(store.sweep_components().unwrap(), 0);
     assert!(!gone.exists());
-    assert!(ours.exists() && foreign.exists() && file.exists());
+    assert!(ours.exists() && foreign.exists() && file.exists() && elsewhere.exists());
+    drop(writing);
+    store.sweep_components().unwrap();
+    assert!(!elsewhere.exists(), "its writer let go");
 }
 
 /// 4 threads x 30 deploys and prunes over shared components, beside a thread that sweeps.

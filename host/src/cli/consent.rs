@@ -10,11 +10,15 @@ use crate::state::Operation;
 /// recorded plan) goes ahead only with consent: a yes on a terminal, else refused (exit 1) with
 /// the widening and how to approve it. Checked under the lease, on fresh state, before the
 /// release is created. A first deploy, or one over a live release from before plans, needs none.
-/// Rollbacks are asked too: they run today's manifest, and the plan they record becomes the live
-/// one, so a widening not asked about there would never be asked about again.
+/// Rollbacks are asked too, about the plan they run (`target`: a recorded plan, or today's
+/// manifest): the plan they record becomes the live one, so a widening not asked about there
+/// would never be asked about again. `allow` is today's manifest's `[deploy] grant_changes =
+/// "allow"`, whatever plan runs: a rollback to a plan recorded under `allow` does not bring the
+/// setting back.
 pub fn consent_to_widened_grants(
     store: &dyn crate::state::StateStore,
     target: &release::Target,
+    allow: bool,
     operation: Operation,
     version: &str,
     json: bool,
@@ -46,7 +50,7 @@ pub fn consent_to_widened_grants(
     let live = live.expect("a live plan has a live release");
     // `allow` counts once a release made with it is live: the change that turns it on is asked
     // about like any other widening.
-    let allow_note = match (target.manifest.allow_grant_changes, live_plan.grant_changes_allowed) {
+    let allow_note = match (allow, live_plan.grant_changes_allowed) {
         (true, true) => return Ok(()),
         (true, false) => {
             "\n[deploy] grant_changes = \"allow\" is new in this manifest: it applies once a release \

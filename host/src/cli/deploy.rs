@@ -97,6 +97,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
                 super::consent::consent_to_widened_grants(
                     store,
                     &target,
+                    target.manifest.allow_grant_changes,
                     Operation::Deploy,
                     &version,
                     args.flags.json,

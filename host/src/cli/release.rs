@@ -558,7 +558,7 @@ pub fn sweep_pruned(store: &dyn StateStore, components: bool) {
         ),
         Err(e) => eprintln!(
             "warning: the removed releases are gone, but the components only they ran could \
-             not all be removed: {}. The next prune tries again",
+             not all be removed: {}. `stagecraft releases prune` tries again",
             crate::error::describe(&e)
         ),
     }

@@ -65,6 +65,7 @@ pub fn run(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     let state = store.read()?;
     let to = resolve_target(&state, &today.environment, &selector)?.clone();
     let how = RollbackPipeline::choose(&to, args.with_current_pipeline);
+    let allow_today = today.manifest.allow_grant_changes;
     let run = match how {
         RollbackPipeline::Recorded => {
             let recorded = release::Target {
@@ -104,7 +105,9 @@ pub fn run(args: RollbackArgs) -> anyhow::Result<ExitCode> {
             // Again under the lease: another process may have released in between.
             let state = store.read()?;
             let now = resolve_target(&state, &run.environment, &selector)?.clone();
-            if how == RollbackPipeline::Recorded && now.plan != to.plan {
+            // What runs was chosen by the first target's plan (or its lack of one); unless today's
+            // manifest runs by choice, a target with another plan is another rollback.
+            if how != RollbackPipeline::CurrentByChoice && now.plan != to.plan {
                 return Err(input_error(format!(
                     "the rollback target changed while this command waited for the lease (it is \
                      now release {}, whose plan differs from that of {}); run the command again",
@@ -115,6 +118,7 @@ pub fn run(args: RollbackArgs) -> anyhow::Result<ExitCode> {
                 super::consent::consent_to_widened_grants(
                     store,
                     &run,
+                    allow_today,
                     Operation::Rollback,
                     &now.version,
                     args.flags.json,

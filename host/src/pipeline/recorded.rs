@@ -73,8 +73,17 @@ pub fn manifest_of_plan(
         .as_ref()
         .expect("only a release with a plan is run by its plan");
     let mut phases = BTreeMap::new();
+    // One copy of each component, however many phases run it.
+    let mut by_digest: BTreeMap<&str, PluginSource> = BTreeMap::new();
     for planned in &plan.phases {
-        let source = recorded_source(planned, target, &today.project_root, store)?;
+        let source = match by_digest.get(planned.digest.as_str()) {
+            Some(PluginSource::Stored { bytes, .. }) => PluginSource::Stored {
+                name: planned.plugin.clone(),
+                bytes: Arc::clone(bytes),
+            },
+            _ => recorded_source(planned, target, &today.project_root, store)?,
+        };
+        by_digest.insert(&planned.digest, source.clone());
         phases.insert(
             planned.name.clone(),
             phase_spec(planned, source, target, &today.project_root)?,

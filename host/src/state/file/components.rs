@@ -99,6 +99,10 @@ impl FileStore {
                     &tmp,
                     OpenOptions::new().write(true).create_new(true).mode(0o600),
                 )?;
+                // Held while it is written: a sweep leaves a locked temporary file alone, even
+                // one of a process it cannot see (another PID namespace sharing the directory).
+                let _ =
+                    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive);
                 adopt_owner(&dir, &file);
                 file.write_all(bytes)?;
                 file.sync_all()?;
@@ -177,7 +181,7 @@ impl FileStore {
             };
             let unused = match name.strip_suffix(".wasm") {
                 Some(digest) if crate::state::is_component_digest(digest) => !used.contains(digest),
-                _ => abandoned_temporary(&name),
+                _ => abandoned_temporary(&components, &name),
             };
             if !unused {
                 continue; // In use, or nothing of ours.
@@ -212,8 +216,8 @@ fn holds(dir: &Dir, name: &str, len: Option<u64>) -> io::Result<bool> {
 }
 
 /// Whether `name` is a temporary component file (`.<digest>.<pid>.<n>.tmp`) whose writer is
-/// gone.
-fn abandoned_temporary(name: &str) -> bool {
+/// gone: its process does not exist (here), and nobody holds the lock its writer takes.
+fn abandoned_temporary(dir: &Dir, name: &str) -> bool {
     let parts: Vec<&str> = name
         .strip_prefix('.')
         .and_then(|n| n.strip_suffix(".tmp"))
@@ -229,11 +233,24 @@ fn abandoned_temporary(name: &str) -> bool {
     else {
         return false;
     };
-    match rustix::process::Pid::from_raw(pid) {
+    let gone = match rustix::process::Pid::from_raw(pid) {
         Some(pid) => matches!(
             rustix::process::test_kill_process(pid),
             Err(rustix::io::Errno::SRCH)
         ),
         None => false,
+    };
+    gone && unlocked(dir, name)
+}
+
+/// Whether nobody holds the lock on `name` (opened without following a link or blocking).
+fn unlocked(dir: &Dir, name: &str) -> bool {
+    use rustix::fs::{FlockOperation, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok(),
+        // A symlink in a temporary file's place is nobody's write: remove it.
+        Err(rustix::io::Errno::LOOP) => true,
+        Err(_) => false,
     }
 }

@@ -1,7 +1,10 @@
 //! Components in `stagecraft_components`: one row per sha256 holding the component's bytes (see
 //! state/components.rs). A sweep locks the table against the check a deploy makes after
-//! creating its release (`FOR KEY SHARE` takes a lock the sweep's `EXCLUSIVE` one waits for), so
-//! it decides what is unused from every release committed before that check.
+//! creating its release (`FOR KEY SHARE` holds a lock the sweep's `EXCLUSIVE` one conflicts
+//! with), so it decides what is unused from every release committed before that check. It takes
+//! the lock only when free (`NOWAIT`), and otherwise removes nothing this time.
+
+use postgres::error::SqlState;
 
 use super::{PgStore, TxError};
 use crate::state::components::{check_digest, verify};
@@ -91,8 +94,13 @@ impl PgStore {
             let mut tx = client
                 .transaction()
                 .map_err(|e| TxError::Db("removing unused components", e))?;
-            tx.batch_execute("LOCK TABLE stagecraft_components IN EXCLUSIVE MODE")
-                .map_err(|e| TxError::Db("locking the components", e))?;
+            // Never waits: a sweep queued for the lock would make every deploy's check queue
+            // behind it. Busy now, it removes nothing; a later one will.
+            match tx.batch_execute("LOCK TABLE stagecraft_components IN EXCLUSIVE MODE NOWAIT") {
+                Ok(()) => {}
+                Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => return Ok(0),
+                Err(e) => return Err(TxError::Db("locking the components", e)),
+            }
             let swept = tx
                 .execute(
                     "WITH used AS (
