@@ -924,8 +924,10 @@ pub fn a_sweep_never_removes_a_component_a_committed_release_runs(
         swept
     });
     let store = fresh.open();
-    // At least the two components no environment names now are unused, whenever the sweeper
-    // last ran.
+    // Each environment now names the components of its last two rounds (retention keeps the
+    // release before the newest): with the 4 threads and 30 rounds the tests use, environment t
+    // names (28 + t) % 6 and (29 + t) % 6, so component 3 of the pool is unused, and this sweep
+    // finds it if the sweeper has not already.
     let swept = swept + store.sweep_components().unwrap();
     let state = store.read().unwrap();
     let named: Vec<String> = stagecraft::state::referenced_components(&state)
