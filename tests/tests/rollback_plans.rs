@@ -502,3 +502,43 @@ fn plan_names_both_plugins_by_their_describe() {
         "{out:?}"
     );
 }
+
+/// `state migrate` copies the history whatever the state of a kept component: a damaged copy is
+/// not copied, and is named in a warning.
+#[test]
+fn state_migrate_copies_the_rest_past_a_damaged_component() {
+    let mut p = Project::new();
+    let (_, v2) = p.deploy_then_break();
+    let exec = sha256(&builtin("exec"));
+    let damaged = p
+        .path()
+        .join(".stagecraft/releases.components")
+        .join(format!("{exec}.wasm"));
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&damaged, bytes).unwrap();
+
+    let to = p.path().join("elsewhere/releases.json");
+    let out = p.run(&["state", "migrate", "--to", to.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("Migrated 3 releases")
+            && out.stdout.contains("Copied 2 components the releases ran ("),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "warning: not copied: component {} is damaged (its ",
+            damaged.display()
+        )),
+        "{out:?}"
+    );
+    // A rollback that needs it on the copy says where to go from there.
+    p.state = vec!["--state-file".into(), to.to_str().unwrap().to_string()];
+    let out = p.rollback(&v2, &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("--with-current-pipeline to run today's manifest"),
+        "{out:?}"
+    );
+}

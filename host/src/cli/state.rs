@@ -11,7 +11,8 @@ use super::ProjectArgs;
 use crate::error::{input_error, ExitCode};
 use crate::manifest::{self, StateBackend};
 use crate::state::{
-    self, State, StateError, StateStore, StateStoreExt, StoreSelection, StoreTarget,
+    self, DamagedComponent, State, StateError, StateStore, StateStoreExt, StoreSelection,
+    StoreTarget,
 };
 
 /// Manage the release state itself.
@@ -202,6 +203,12 @@ fn migrate(project: &ProjectArgs, to: &str, replace: bool) -> anyhow::Result<Exi
             crate::plugin::format_bytes(components.bytes)
         )?;
     }
+    for damaged in &components.damaged {
+        eprintln!(
+            "warning: not copied: {damaged}; a rollback to a release that ran it needs the plugin \
+             file to still hold it, or --with-current-pipeline"
+        );
+    }
     if !components.not_held.is_empty() {
         eprintln!(
             "note: {} component{} the releases ran {} not kept by {} (releases made before \
@@ -230,6 +237,8 @@ struct CopiedComponents {
     bytes: u64,
     /// Digests the history names that the source does not keep.
     not_held: Vec<String>,
+    /// What the source said of the components it keeps damaged (not copied).
+    damaged: Vec<String>,
 }
 
 /// Copy every component `copied`'s plans name from `source` to `dest` (those `dest` does not
@@ -254,9 +263,18 @@ fn copy_components(
         copied: 0,
         bytes: 0,
         not_held: Vec::new(),
+        damaged: Vec::new(),
     };
     for digest in dest.missing_components(&wanted).map_err(failed)? {
-        match source.component(&digest).map_err(failed)? {
+        let read = match source.component(&digest) {
+            // A damaged copy is not copied: the rest of the history is worth having.
+            Err(e) if DamagedComponent::is(&e) => {
+                done.damaged.push(crate::error::describe(&e));
+                continue;
+            }
+            read => read.map_err(failed)?,
+        };
+        match read {
             Some(bytes) => {
                 dest.put_component(&digest, &bytes).map_err(failed)?;
                 done.copied += 1;

@@ -50,6 +50,39 @@ pub(crate) fn verify(digest: &str, bytes: &[u8]) -> Result<(), String> {
     }
 }
 
+/// The cause of the error a store gives for a component whose bytes are not its digest's (a
+/// damaged copy), so a caller can tell it from a store that cannot be read.
+#[derive(Debug)]
+pub struct DamagedComponent {
+    pub digest: String,
+}
+
+impl std::fmt::Display for DamagedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "component {} is damaged", self.digest)
+    }
+}
+
+impl std::error::Error for DamagedComponent {}
+
+impl DamagedComponent {
+    /// The store's error for it: `message` says where it is and what to do.
+    pub(crate) fn error(digest: &str, message: String) -> anyhow::Error {
+        StateError::caused_by(
+            message,
+            DamagedComponent {
+                digest: digest.to_string(),
+            },
+        )
+        .into()
+    }
+
+    /// Whether `error` is a store's error for a damaged component.
+    pub fn is(error: &anyhow::Error) -> bool {
+        error.chain().any(|cause| cause.is::<DamagedComponent>())
+    }
+}
+
 /// Every component digest a release of `state` names in its plan.
 pub fn referenced_components(state: &State) -> BTreeSet<String> {
     state

@@ -13,7 +13,9 @@ mod postgres;
 mod safe_files;
 mod unique_keys;
 
-pub use components::{is_component_digest, referenced_components, MAX_STORED_COMPONENT_BYTES};
+pub use components::{
+    is_component_digest, referenced_components, DamagedComponent, MAX_STORED_COMPONENT_BYTES,
+};
 pub use file::{parse_state, resolve_state_path, FileStore, DEFAULT_STATE_PATH, STATE_FILE_ENV};
 pub use heartbeat::{lease_lost, LEASE_BOUND as PG_LEASE_BOUND};
 pub use identity::{CiRun, Identity, CI_VARIABLES};

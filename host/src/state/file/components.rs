@@ -11,7 +11,9 @@ use rustix::fs::{AtFlags, FileType};
 
 use super::logs::{open_log, subdir};
 use super::*;
-use crate::state::components::{check_digest, verify, MAX_STORED_COMPONENT_BYTES};
+use crate::state::components::{
+    check_digest, verify, DamagedComponent, MAX_STORED_COMPONENT_BYTES,
+};
 use crate::state::referenced_components;
 
 impl FileStore {
@@ -146,11 +148,14 @@ impl FileStore {
             .read_to_end(&mut bytes)
             .map_err(|e| self.component_error(format!("cannot read {}", path.display()), e))?;
         verify(digest, &bytes).map_err(|why| {
-            StateError::new(format!(
-                "component {} is damaged ({why}, not the sha256 it is named by); remove it: \
-                 the next deploy that uses it keeps it again",
-                path.display()
-            ))
+            DamagedComponent::error(
+                digest,
+                format!(
+                    "component {} is damaged ({why}, not the sha256 it is named by); remove \
+                     it: the next deploy that uses it keeps it again",
+                    path.display()
+                ),
+            )
         })?;
         Ok(Some(bytes))
     }

@@ -7,7 +7,7 @@
 use postgres::error::SqlState;
 
 use super::{PgStore, TxError};
-use crate::state::components::{check_digest, verify};
+use crate::state::components::{check_digest, verify, DamagedComponent};
 use crate::state::StateError;
 
 impl PgStore {
@@ -78,11 +78,14 @@ impl PgStore {
             return Ok(None);
         };
         verify(digest, &bytes).map_err(|why| {
-            StateError::new(format!(
-                "component {digest} in PostgreSQL at {} is damaged ({why}); delete its row \
-                 from stagecraft_components: the next deploy that uses it keeps it again",
-                self.location
-            ))
+            DamagedComponent::error(
+                digest,
+                format!(
+                    "component {digest} in PostgreSQL at {} is damaged ({why}); delete its row \
+                     from stagecraft_components: the next deploy that uses it keeps it again",
+                    self.location
+                ),
+            )
         })?;
         Ok(Some(bytes))
     }
