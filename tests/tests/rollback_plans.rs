@@ -523,7 +523,9 @@ fn state_migrate_copies_the_rest_past_a_damaged_component() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
         out.stdout.contains("Migrated 3 releases")
-            && out.stdout.contains("Copied 2 components the releases ran ("),
+            && out
+                .stdout
+                .contains("Copied 2 components the releases ran ("),
         "{out:?}"
     );
     assert!(
@@ -538,7 +540,8 @@ fn state_migrate_copies_the_rest_past_a_damaged_component() {
     let out = p.rollback(&v2, &[]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
-        out.stderr.contains("--with-current-pipeline to run today's manifest"),
+        out.stderr
+            .contains("--with-current-pipeline to run today's manifest"),
         "{out:?}"
     );
 }
