@@ -265,62 +265,10 @@ fn is_exiting(proc_dir: &Path) -> bool {
     false
 }
 
-/// Where a value sits in a state file, for [`Canonical`].
-#[derive(Clone, Copy)]
-enum Role {
-    Top,
-    Releases,
-    Release,
-    Other,
-}
-
-/// A state document as the file backend writes it: `serde_json` pretty, except each release's
-/// `plan`, which is compact JSON on one line (spec/state.md, "Plans").
-struct Canonical<'a>(&'a serde_json::Value, Role);
-
-impl serde::Serialize for Canonical<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{Error, SerializeMap, SerializeSeq};
-        match (self.0, self.1) {
-            (serde_json::Value::Object(map), role) => {
-                let mut out = s.serialize_map(Some(map.len()))?;
-                for (key, value) in map {
-                    match (role, key.as_str()) {
-                        (Role::Top, "releases") => {
-                            out.serialize_entry(key, &Canonical(value, Role::Releases))?
-                        }
-                        (Role::Release, "plan") => {
-                            let text = serde_json::to_string(value).map_err(S::Error::custom)?;
-                            let raw = serde_json::value::RawValue::from_string(text)
-                                .map_err(S::Error::custom)?;
-                            out.serialize_entry(key, &raw)?
-                        }
-                        _ => out.serialize_entry(key, &Canonical(value, Role::Other))?,
-                    }
-                }
-                out.end()
-            }
-            (serde_json::Value::Array(items), role) => {
-                let mut out = s.serialize_seq(Some(items.len()))?;
-                let inner = match role {
-                    Role::Releases => Role::Release,
-                    _ => Role::Other,
-                };
-                for item in items {
-                    out.serialize_element(&Canonical(item, inner))?;
-                }
-                out.end()
-            }
-            (value, _) => value.serialize(s),
-        }
-    }
-}
-
 /// Checks that the file-backend state at `path` is exactly what the host committed: it parses,
-/// it is byte for byte its own canonical form (`serde_json` pretty with each plan on one line, in
-/// the file's own key order, plus a newline — how host/src/state/file writes it, so an appended
-/// byte or a hand edit shows), and its `serial` is the number of commits the test expects.
-/// Returns the document.
+/// it is byte for byte what the host writes for the state it holds (so an appended byte or a hand
+/// edit shows), and its `serial` is the number of commits the test expects. Returns the
+/// document.
 pub fn assert_state_written_by_host(path: &Path, serial: u64) -> serde_json::Value {
     let bytes = std::fs::read(path)
         .unwrap_or_else(|e| panic!("reading the state file {}: {e}", path.display()));
@@ -331,7 +279,11 @@ pub fn assert_state_written_by_host(path: &Path, serial: u64) -> serde_json::Val
             String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(200)..])
         )
     });
-    let mut canonical = serde_json::to_vec_pretty(&Canonical(&doc, Role::Top)).unwrap();
+    // What the host writes for the state it reads there (the file backend's text is serde_json's
+    // pretty form of the state, plus a newline).
+    let state = stagecraft::state::parse_state(&bytes, path, path, false)
+        .unwrap_or_else(|e| panic!("the state file {} is refused: {e}", path.display()));
+    let mut canonical = serde_json::to_vec_pretty(&state).unwrap();
     canonical.push(b'\n');
     if canonical != bytes {
         let at = canonical

@@ -249,15 +249,7 @@ fn copy_components(
     dest: &dyn StateStore,
     copied: &State,
 ) -> anyhow::Result<CopiedComponents> {
-    let failed = |e: anyhow::Error| -> anyhow::Error {
-        StateError::new(format!(
-            "the release history was copied to {}, but the components its releases ran were \
-             not all: {}; run the migration again with --replace",
-            dest.location(),
-            crate::error::describe(&e)
-        ))
-        .into()
-    };
+    let failed = not_all_copied(dest, "the components its releases ran were");
     let wanted: Vec<String> = state::referenced_components(copied).into_iter().collect();
     let mut done = CopiedComponents {
         copied: 0,
@@ -295,14 +287,7 @@ fn copy_logs(
     dest: &dyn StateStore,
     copied: &State,
 ) -> anyhow::Result<usize> {
-    let failed = |e: anyhow::Error| -> anyhow::Error {
-        StateError::new(format!(
-            "the release history was copied to {}, but its phase logs were not all: {}; run              the migration again with --replace",
-            dest.location(),
-            crate::error::describe(&e)
-        ))
-        .into()
-    };
+    let failed = not_all_copied(dest, "its phase logs were");
     dest.sweep_phase_logs().map_err(failed)?;
     let mut with_logs = 0;
     for release in &copied.releases {
@@ -313,6 +298,23 @@ fn copy_logs(
         with_logs += usize::from(!logs.is_empty());
     }
     Ok(with_logs)
+}
+
+/// The error of a migration whose history was copied but whose `what` (`its phase logs were`)
+/// not all: exit 3, saying to run it again.
+fn not_all_copied<'a>(
+    dest: &'a dyn StateStore,
+    what: &'a str,
+) -> impl Fn(anyhow::Error) -> anyhow::Error + Copy + 'a {
+    move |e| {
+        StateError::new(format!(
+            "the release history was copied to {}, but {what} not all: {}; run the migration \
+             again with --replace",
+            dest.location(),
+            crate::error::describe(&e)
+        ))
+        .into()
+    }
 }
 
 fn same_store(a: &StoreTarget, b: &StoreTarget) -> bool {
